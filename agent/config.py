@@ -1,0 +1,80 @@
+"""The agent's configuration: identity, broker, outbox buffer, bucket size and cameras."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from agent.protocol import check_segment
+from agent.settings import BrokerSettings, PantauSettings, Section
+
+
+def _segment(what: str):
+    def validate(value: str) -> str:
+        from agent.protocol import ProtocolError
+
+        try:
+            return check_segment(value, what)
+        except ProtocolError as exc:
+            raise ValueError(exc.reason) from None
+
+    return validate
+
+
+class BufferSettings(Section):
+    path: Path = Field(
+        Path("var/agent-outbox.db"), description="SQLite outbox file; its folder is created."
+    )
+    max_mb: float = Field(
+        256, gt=0, description="Size cap of the outbox; above it old buckets are merged, then dropped."
+    )
+    max_age_hours: float = Field(
+        168, gt=0, description="Counts older than this are dropped (with a buffer_overflow alert)."
+    )
+    replay_rate: float = Field(
+        2000,
+        ge=0,
+        description="Most messages per second published while draining a backlog (0 = no limit). "
+        "Alerts are never held back by it.",
+    )
+    max_inflight: int = Field(
+        200, ge=1, le=65535, description="Messages published but not yet acknowledged, at most."
+    )
+
+
+class CameraConfig(Section):
+    source: str | None = Field(
+        None, description="rtsp:// or http(s):// URL, a file path, or a device index."
+    )
+
+
+class AgentSettings(PantauSettings):
+    id: str = Field("agent-1", description="This agent's name, unique within its site.")
+    site: str = Field("site-1", description="The site (e.g. a Polres area) the agent belongs to.")
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    buffer: BufferSettings = Field(default_factory=BufferSettings)
+    bucket_seconds: int = Field(
+        60, ge=1, le=3600, description="Length of a counts bucket; 3600 must be a multiple of it."
+    )
+    heartbeat_seconds: float = Field(30, gt=0, description="Heartbeat period in seconds.")
+    cameras: dict[str, CameraConfig] = Field(
+        default_factory=dict, description="Cameras by name; names become topic segments."
+    )
+
+    _check_id = field_validator("id")(_segment("agent id"))
+    _check_site = field_validator("site")(_segment("site"))
+
+    @field_validator("bucket_seconds")
+    @classmethod
+    def _divides_hour(cls, value: int) -> int:
+        if 3600 % value:
+            raise ValueError("must divide 3600 so buckets align to the hour")
+        return value
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_names(cls, value: dict[str, CameraConfig]) -> dict[str, CameraConfig]:
+        for name in value:
+            _segment("camera name")(name)
+        return value

@@ -1,0 +1,413 @@
+"""Wire protocol v1: the topics and JSON messages that agents publish and central accepts.
+
+This module is the whole contract between the two sides. It depends on pydantic only, so
+`central` imports it without pulling in the agent's vision stack. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+
+PROTOCOL_VERSION = 1
+TOPIC_ROOT = f"pantau/v{PROTOCOL_VERSION}"
+MAX_SEGMENT_LENGTH = 64
+MAX_PAYLOAD_BYTES = 256 * 1024
+CAMERA_KINDS = ("counts", "alerts", "health")
+AGENT_KINDS = ("status", "heartbeat")
+
+_SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+ALERT_TYPES = (
+    "intrusion",
+    "crowd",
+    "loitering",
+    "camera_offline",
+    "camera_frozen",
+    "camera_tamper",
+    "camera_scene_shift",
+    "buffer_overflow",
+)
+
+
+class ProtocolError(ValueError):
+    """A topic or payload that does not follow the protocol; `reason` says what and where."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def check_segment(value: str, what: str = "topic segment") -> str:
+    """Return `value` if it can stand as one MQTT topic level, else raise ProtocolError.
+
+    Allowed: letters, digits, `.`, `_`, `-`, starting with a letter or digit, at most
+    MAX_SEGMENT_LENGTH characters. This rules out the MQTT wildcards `+` and `#`, the level
+    separator `/`, empty levels and whitespace.
+    """
+    if not isinstance(value, str) or not value:
+        raise ProtocolError(f"{what} must be a non-empty string")
+    if len(value) > MAX_SEGMENT_LENGTH:
+        raise ProtocolError(f"{what} {value[:80]!r} is longer than {MAX_SEGMENT_LENGTH} characters")
+    if not _SEGMENT_RE.match(value):
+        raise ProtocolError(
+            f"{what} {value!r} may hold only letters, digits, '.', '_' and '-' "
+            "(no '+', '#', '/', spaces) and must start with a letter or digit"
+        )
+    return value
+
+
+def _segment(what: str):
+    def validate(value: str) -> str:
+        try:
+            return check_segment(value, what)
+        except ProtocolError as exc:
+            raise ValueError(exc.reason) from None
+
+    return validate
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp must carry a timezone (RFC 3339, e.g. 2026-01-01T00:00:00Z)")
+    return value.astimezone(timezone.utc)
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with a `Z` suffix and millisecond precision when there is one."""
+    value = value.astimezone(timezone.utc)
+    if value.microsecond:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+UtcTime = Annotated[datetime, PlainSerializer(format_time, return_type=str)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- payloads -------------------------------------------------------------------------------
+
+
+class LineCount(_Model):
+    """Crossings of one line by one class during the bucket."""
+
+    in_: int = Field(0, ge=0, alias="in", description="Crossings onto the line's 'in' side.")
+    out: int = Field(0, ge=0, description="Crossings onto the line's 'out' side.")
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Dwell(_Model):
+    """Time spent in a zone by the tracks that left it during the bucket."""
+
+    count: int = Field(0, ge=0, description="Tracks that left the zone during the bucket.")
+    mean: float = Field(0.0, ge=0, description="Mean dwell in seconds of those tracks.")
+    p90: float = Field(
+        0.0, ge=0, description="90th percentile dwell in seconds; after a merge an upper bound."
+    )
+    max: float = Field(0.0, ge=0, description="Longest dwell in seconds.")
+
+
+class ZoneStats(_Model):
+    """Occupancy of one zone by one class during the bucket."""
+
+    occupancy_mean: float = Field(
+        0.0, ge=0, description="Time-weighted mean number of objects inside over analysed time."
+    )
+    occupancy_max: int = Field(0, ge=0, description="Most objects inside at any analysed frame.")
+    dwell: Dwell = Field(default_factory=Dwell)
+
+
+class CountsPayload(_Model):
+    """Every rule and class of one camera for one closed bucket. Zero buckets are sent too."""
+
+    bucket_start: UtcTime
+    bucket_seconds: int = Field(gt=0, le=7 * 86400)
+    observed_seconds: float = Field(
+        ge=0, description="Seconds of this bucket during which the camera was being analysed."
+    )
+    lines: dict[str, dict[str, LineCount]] = Field(default_factory=dict)
+    zones: dict[str, dict[str, ZoneStats]] = Field(default_factory=dict)
+    merged_seqs: list[int] = Field(
+        default_factory=list,
+        description="When the outbox merged buckets under pressure: the seqs of the originals.",
+    )
+
+    _check_start = field_validator("bucket_start")(_utc)
+
+    @property
+    def bucket_end(self) -> datetime:
+        return self.bucket_start + timedelta(seconds=self.bucket_seconds)
+
+
+class AlertPayload(_Model):
+    alert_id: str = Field(min_length=1, max_length=128)
+    type: Literal[ALERT_TYPES]  # type: ignore[valid-type]
+    state: Literal["raised", "cleared"]
+    severity: Literal["info", "warning", "critical"] = "warning"
+    started_at: UtcTime
+    ended_at: UtcTime | None = None
+    rule: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    _check_times = field_validator("started_at", "ended_at")(
+        lambda v: None if v is None else _utc(v)
+    )
+
+
+class HealthPayload(_Model):
+    state: Literal["ok", "offline", "frozen", "covered", "scene_shift", "starting"]
+    fps_target: float = Field(ge=0)
+    fps_effective: float = Field(ge=0)
+    frames_read: int = Field(0, ge=0)
+    frames_analyzed: int = Field(0, ge=0)
+    last_frame_at: UtcTime | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class StatusPayload(_Model):
+    state: Literal["online", "offline"]
+    software: str = ""
+
+
+class HeartbeatPayload(_Model):
+    uptime_seconds: float = Field(ge=0)
+    outbox_messages: int = Field(ge=0)
+    outbox_bytes: int = Field(ge=0)
+    cameras: int = Field(0, ge=0)
+
+
+# --- envelopes --------------------------------------------------------------------------------
+
+
+class _Envelope(_Model):
+    v: Literal[1] = PROTOCOL_VERSION
+    msg_id: str = Field(min_length=1, max_length=64, description="Unique; kept across resends.")
+    seq: int = Field(
+        ge=0,
+        description="Per-agent, strictly increasing for counts/alerts/health; status and "
+        "heartbeat carry the agent's latest assigned seq instead (its high-water mark).",
+    )
+    agent: str
+    site: str
+    created_at: UtcTime
+
+    _check_agent = field_validator("agent")(_segment("agent"))
+    _check_site = field_validator("site")(_segment("site"))
+    _check_created = field_validator("created_at")(_utc)
+
+    @property
+    def topic(self) -> str:
+        camera = getattr(self, "camera", None)
+        parts = [TOPIC_ROOT, self.site, self.agent]
+        if camera is not None:
+            parts.append(camera)
+        parts.append(self.kind)  # type: ignore[attr-defined]
+        return "/".join(parts)
+
+    def encode(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
+class _CameraEnvelope(_Envelope):
+    camera: str
+    _check_camera = field_validator("camera")(_segment("camera"))
+
+
+class CountsMessage(_CameraEnvelope):
+    kind: Literal["counts"] = "counts"
+    payload: CountsPayload
+
+
+class AlertMessage(_CameraEnvelope):
+    kind: Literal["alerts"] = "alerts"
+    payload: AlertPayload
+
+
+class HealthMessage(_CameraEnvelope):
+    kind: Literal["health"] = "health"
+    payload: HealthPayload
+
+
+class StatusMessage(_Envelope):
+    kind: Literal["status"] = "status"
+    camera: None = None
+    payload: StatusPayload
+
+
+class HeartbeatMessage(_Envelope):
+    kind: Literal["heartbeat"] = "heartbeat"
+    camera: None = None
+    payload: HeartbeatPayload
+
+
+Message = Annotated[
+    CountsMessage | AlertMessage | HealthMessage | StatusMessage | HeartbeatMessage,
+    Field(discriminator="kind"),
+]
+MESSAGE_TYPES: dict[str, type[_Envelope]] = {
+    "counts": CountsMessage,
+    "alerts": AlertMessage,
+    "health": HealthMessage,
+    "status": StatusMessage,
+    "heartbeat": HeartbeatMessage,
+}
+_message_adapter: TypeAdapter[Message] = TypeAdapter(Message)
+
+
+def new_msg_id() -> str:
+    return uuid.uuid4().hex
+
+
+def topic_for(site: str, agent: str, kind: str, camera: str | None = None) -> str:
+    parts = [TOPIC_ROOT, check_segment(site, "site"), check_segment(agent, "agent")]
+    if kind in CAMERA_KINDS:
+        if camera is None:
+            raise ProtocolError(f"kind {kind!r} needs a camera")
+        parts.append(check_segment(camera, "camera"))
+    elif kind not in AGENT_KINDS:
+        raise ProtocolError(f"unknown kind {kind!r}")
+    parts.append(kind)
+    return "/".join(parts)
+
+
+def parse_topic(topic: str) -> tuple[str, str, str | None, str]:
+    """Split a topic into (site, agent, camera or None, kind); ProtocolError if it is not ours."""
+    parts = topic.split("/")
+    if len(parts) < 2 or parts[0] != "pantau" or not parts[1].startswith("v"):
+        raise ProtocolError(f"topic {topic!r} is not under 'pantau/v<N>/'")
+    if parts[1] != f"v{PROTOCOL_VERSION}":
+        raise ProtocolError(f"unknown protocol version {parts[1]!r} in topic {topic!r}")
+    rest = parts[2:]
+    if len(rest) == 3 and rest[2] in AGENT_KINDS:
+        site, agent, kind = rest
+        camera = None
+    elif len(rest) == 4 and rest[3] in CAMERA_KINDS:
+        site, agent, camera, kind = rest
+        check_segment(camera, "camera")
+    else:
+        raise ProtocolError(
+            f"topic {topic!r} is not pantau/v1/<site>/<agent>/(status|heartbeat) "
+            "or pantau/v1/<site>/<agent>/<camera>/(counts|alerts|health)"
+        )
+    check_segment(site, "site")
+    check_segment(agent, "agent")
+    return site, agent, camera, kind
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(message)"
+        lines.append(f"{loc}: {err['msg']}")
+    more = exc.error_count() - 5
+    if more > 0:
+        lines.append(f"... and {more} more")
+    return "; ".join(lines)
+
+
+def decode(topic: str, payload: bytes) -> Message:
+    """Validate one received MQTT message; raise ProtocolError with the reason if it is bad."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    site, agent, camera, kind = parse_topic(topic)
+    try:
+        raw = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"payload is not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError("payload is not a JSON object")
+    if raw.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError(f"unknown protocol version v={raw.get('v')!r}")
+    try:
+        msg = _message_adapter.validate_python(raw)
+    except ValidationError as exc:
+        raise ProtocolError(f"schema: {_describe(exc)}") from None
+    got = (msg.site, msg.agent, msg.camera, msg.kind)
+    if got != (site, agent, camera, kind):
+        raise ProtocolError(
+            f"topic/body mismatch: topic says site={site} agent={agent} camera={camera} "
+            f"kind={kind}, body says site={got[0]} agent={got[1]} camera={got[2]} kind={got[3]}"
+        )
+    return msg
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of every message kind, for `pantau-agent protocol schema`."""
+    schema = _message_adapter.json_schema(by_alias=True)
+    schema["title"] = f"Pantau wire protocol v{PROTOCOL_VERSION}"
+    return schema
+
+
+# --- bucket arithmetic ------------------------------------------------------------------------
+
+
+def merge_counts(parts: Sequence[CountsPayload], seqs: Iterable[int] = ()) -> CountsPayload:
+    """Merge contiguous buckets of one camera into one coarser bucket.
+
+    Line crossings and dwell counts are summed exactly; occupancy_mean is weighted by each
+    part's observed seconds; maxima take the max; a merged dwell p90 is the largest part p90
+    (an upper bound, since percentiles do not merge). `seqs` are the seqs of the merged
+    messages, recorded so central can account for them.
+    """
+    if not parts:
+        raise ValueError("nothing to merge")
+    parts = sorted(parts, key=lambda p: p.bucket_start)
+    for a, b in zip(parts, parts[1:]):
+        if a.bucket_end != b.bucket_start:
+            raise ValueError(f"buckets not contiguous: {a.bucket_end} != {b.bucket_start}")
+
+    lines: dict[str, dict[str, LineCount]] = {}
+    for p in parts:
+        for rule, by_class in p.lines.items():
+            target = lines.setdefault(rule, {})
+            for cls, c in by_class.items():
+                t = target.get(cls, LineCount())
+                target[cls] = LineCount(**{"in": t.in_ + c.in_, "out": t.out + c.out})
+
+    observed = sum(p.observed_seconds for p in parts)
+    zones: dict[str, dict[str, ZoneStats]] = {}
+    keys = {(r, c) for p in parts for r, by in p.zones.items() for c in by}
+    for rule, cls in sorted(keys):
+        stats = [(p.observed_seconds, p.zones.get(rule, {}).get(cls, ZoneStats())) for p in parts]
+        count = sum(s.dwell.count for _, s in stats)
+        dwell = Dwell(
+            count=count,
+            mean=sum(s.dwell.mean * s.dwell.count for _, s in stats) / count if count else 0.0,
+            p90=max(s.dwell.p90 for _, s in stats),
+            max=max(s.dwell.max for _, s in stats),
+        )
+        mean = sum(w * s.occupancy_mean for w, s in stats) / observed if observed else 0.0
+        zones.setdefault(rule, {})[cls] = ZoneStats(
+            occupancy_mean=mean, occupancy_max=max(s.occupancy_max for _, s in stats), dwell=dwell
+        )
+
+    merged_seqs = sorted({*seqs, *(s for p in parts for s in p.merged_seqs)})
+    return CountsPayload(
+        bucket_start=parts[0].bucket_start,
+        bucket_seconds=sum(p.bucket_seconds for p in parts),
+        observed_seconds=observed,
+        lines=lines,
+        zones=zones,
+        merged_seqs=merged_seqs,
+    )

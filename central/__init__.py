@@ -1,0 +1,1 @@
+"""Pantau central aggregator: receives agent messages over MQTT, validates, stores and reports."""
