@@ -2,6 +2,159 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from agent.config import AgentSettings
+from agent.console import fail, load_or_exit, out, table
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+buffer_app = typer.Typer(
+    no_args_is_help=True, help="Inspect the local outbox (the offline buffer)."
+)
+protocol_app = typer.Typer(no_args_is_help=True, help="The MQTT wire protocol.")
+app.add_typer(buffer_app, name="buffer")
+app.add_typer(protocol_app, name="protocol")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file (default: $PANTAU_CONFIG)."),
+]
+
+
+def _open_outbox(settings: AgentSettings):
+    from agent.outbox import Outbox
+
+    try:
+        return Outbox(
+            settings.buffer.path,
+            agent=settings.id,
+            site=settings.site,
+            max_bytes=int(settings.buffer.max_mb * 1024 * 1024),
+            max_age_seconds=settings.buffer.max_age_hours * 3600,
+        )
+    except Exception as exc:  # sqlite3 and OS errors alike: say which file
+        fail(f"cannot open outbox {settings.buffer.path}: {exc}")
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def simulate(
+    config: ConfigOption = None,
+    cameras: Annotated[int, typer.Option(min=1, max=1024, help="Cameras to simulate.")] = 4,
+    hours: Annotated[
+        float, typer.Option(min=0.0167, max=24 * 31, help="Hours of event time.")
+    ] = 1.0,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="Event time of the first bucket (RFC 3339; default: HOURS before "
+            "the start of this hour)."
+        ),
+    ] = None,
+    rate: Annotated[
+        float, typer.Option(min=0, help="Most messages generated per second (0: no limit).")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the generator.")] = 1,
+    drain_timeout: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait for the broker to take everything.")
+    ] = 300.0,
+) -> None:
+    """Generate realistic count buckets through the real outbox and publisher; print a summary.
+
+    A rerun of the same command resumes where an interrupted one stopped.
+    """
+    from agent.publisher import Publisher
+    from agent.simulate import Plan, parse_start, summarize
+    from agent.simulate import run as generate
+
+    settings = load_or_exit(AgentSettings, config)
+    try:
+        first = parse_start(start, settings.bucket_seconds, hours)
+    except ValueError as exc:
+        fail(f"--start {start!r}: {exc}")
+    plan = Plan(
+        cameras=cameras, hours=hours, start=first, bucket_seconds=settings.bucket_seconds, seed=seed
+    )
+    outbox = _open_outbox(settings)
+    publisher = Publisher(settings, outbox, cameras=cameras)
+    publisher.start()
+    try:
+        for _ in generate(plan, outbox, rate=rate, on_batch=publisher.notify):
+            pass
+        drained = publisher.wait_drained(drain_timeout)
+    finally:
+        publisher.stop()
+    summary = summarize(plan)
+    summary.update(
+        agent=settings.id,
+        site=settings.site,
+        delivered=drained,
+        pending=len(outbox),
+    )
+    outbox.close()
+    out.print_json(json.dumps(summary))
+    if not drained:
+        err_msg = (
+            f"{summary['pending']} messages are still in the outbox "
+            f"({settings.buffer.path}); broker {publisher.conn.where}: "
+            f"{publisher.conn.last_error or 'did not acknowledge in time'}. "
+            "They are kept and sent by the next run."
+        )
+        fail(err_msg, code=1)
+
+
+@buffer_app.command("status")
+def buffer_status(config: ConfigOption = None) -> None:
+    """How much is waiting in the outbox, by kind, and how old it is."""
+    settings = load_or_exit(AgentSettings, config)
+    if not settings.buffer.path.exists():
+        fail(f"no outbox at {settings.buffer.path} (nothing was ever buffered here)")
+    stats = _open_outbox(settings).stats()
+    table(
+        [{"kind": k, **v} for k, v in stats.pop("by_kind").items()],
+        ["kind", "messages", "oldest"],
+        title="Buffered messages",
+    )
+    for key, value in stats.items():
+        out.print(f"{key}: {value}")
+
+
+@buffer_app.command("export")
+def buffer_export(config: ConfigOption = None) -> None:
+    """Print every buffered message as JSON lines (topic and message), in publish order."""
+    settings = load_or_exit(AgentSettings, config)
+    if not settings.buffer.path.exists():
+        fail(f"no outbox at {settings.buffer.path}")
+    for item in _open_outbox(settings).export():
+        sys.stdout.write(json.dumps(item) + "\n")
+
+
+@protocol_app.command("schema")
+def protocol_schema() -> None:
+    """Print the JSON Schema of every message kind."""
+    from agent.protocol import json_schema
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+@app.command("config")
+def check_config(config: ConfigOption = None) -> None:
+    """Validate a config file and print the effective settings (secrets hidden)."""
+    settings = load_or_exit(AgentSettings, config)
+    out.print_json(settings.model_dump_json())

@@ -6,20 +6,8 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from agent.protocol import check_segment
+from agent.protocol import segment_validator
 from agent.settings import BrokerSettings, PantauSettings, Section
-
-
-def _segment(what: str):
-    def validate(value: str) -> str:
-        from agent.protocol import ProtocolError
-
-        try:
-            return check_segment(value, what)
-        except ProtocolError as exc:
-            raise ValueError(exc.reason) from None
-
-    return validate
 
 
 class BufferSettings(Section):
@@ -27,7 +15,9 @@ class BufferSettings(Section):
         Path("var/agent-outbox.db"), description="SQLite outbox file; its folder is created."
     )
     max_mb: float = Field(
-        256, gt=0, description="Size cap of the outbox; above it old buckets are merged, then dropped."
+        256,
+        gt=0,
+        description="Size cap of the outbox; above it old buckets are merged, then dropped.",
     )
     max_age_hours: float = Field(
         168, gt=0, description="Counts older than this are dropped (with a buffer_overflow alert)."
@@ -62,8 +52,8 @@ class AgentSettings(PantauSettings):
         default_factory=dict, description="Cameras by name; names become topic segments."
     )
 
-    _check_id = field_validator("id")(_segment("agent id"))
-    _check_site = field_validator("site")(_segment("site"))
+    _check_id = field_validator("id")(segment_validator("agent id"))
+    _check_site = field_validator("site")(segment_validator("site"))
 
     @field_validator("bucket_seconds")
     @classmethod
@@ -76,5 +66,5 @@ class AgentSettings(PantauSettings):
     @classmethod
     def _camera_names(cls, value: dict[str, CameraConfig]) -> dict[str, CameraConfig]:
         for name in value:
-            _segment("camera name")(name)
+            segment_validator("camera name")(name)
         return value

@@ -6,6 +6,7 @@ This module is the whole contract between the two sides. It depends on pydantic 
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import uuid
@@ -71,7 +72,9 @@ def check_segment(value: str, what: str = "topic segment") -> str:
     return value
 
 
-def _segment(what: str):
+def segment_validator(what: str):
+    """A pydantic validator that accepts only valid topic segments (see check_segment)."""
+
     def validate(value: str) -> str:
         try:
             return check_segment(value, what)
@@ -212,8 +215,8 @@ class _Envelope(_Model):
     site: str
     created_at: UtcTime
 
-    _check_agent = field_validator("agent")(_segment("agent"))
-    _check_site = field_validator("site")(_segment("site"))
+    _check_agent = field_validator("agent")(segment_validator("agent"))
+    _check_site = field_validator("site")(segment_validator("site"))
     _check_created = field_validator("created_at")(_utc)
 
     @property
@@ -231,7 +234,7 @@ class _Envelope(_Model):
 
 class _CameraEnvelope(_Envelope):
     camera: str
-    _check_camera = field_validator("camera")(_segment("camera"))
+    _check_camera = field_validator("camera")(segment_validator("camera"))
 
 
 class CountsMessage(_CameraEnvelope):
@@ -373,7 +376,7 @@ def merge_counts(parts: Sequence[CountsPayload], seqs: Iterable[int] = ()) -> Co
     if not parts:
         raise ValueError("nothing to merge")
     parts = sorted(parts, key=lambda p: p.bucket_start)
-    for a, b in zip(parts, parts[1:]):
+    for a, b in itertools.pairwise(parts):
         if a.bucket_end != b.bucket_start:
             raise ValueError(f"buckets not contiguous: {a.bucket_end} != {b.bucket_start}")
 

@@ -1,0 +1,140 @@
+"""Alert events and the held-condition state machine shared by zone rules and camera health."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+RAISED = "raised"
+CLEARED = "cleared"
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """An alert raised or cleared. Times are float seconds in the caller's clock (the one it
+    passes to `update`); the data path converts them for the wire (agent.protocol.AlertPayload).
+
+    The raised and the cleared event of one episode share `alert_id`. `started_at` is when the
+    condition began (before the hold time ran), `ended_at` (cleared only) when it ended (before
+    the clear hold ran).
+    """
+
+    type: str
+    state: Literal["raised", "cleared"]
+    rule: str | None
+    started_at: float
+    ended_at: float | None = None
+    severity: Literal["info", "warning", "critical"] = "warning"
+    details: dict[str, Any] = field(default_factory=dict)
+    alert_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+class HeldCondition:
+    """A boolean that turns on once `on` has held for `on_seconds` and off once `off` has held
+    for `off_seconds`.
+
+    `update(on, off, t)` returns True when it turned on at this call, False when it turned
+    off, None otherwise. While active, `on` is ignored; while inactive, `off` is ignored.
+    `on_since` is when the on-condition began (for an alert's started_at), `off_since` when
+    the off-condition began (for ended_at). Giving `off = not on` with a smaller threshold
+    than `on` is how hysteresis is expressed.
+    """
+
+    def __init__(self, on_seconds: float, off_seconds: float) -> None:
+        self.on_seconds = on_seconds
+        self.off_seconds = off_seconds
+        self.active = False
+        self.on_since: float | None = None
+        self.off_since: float | None = None
+
+    def update(self, on: bool, off: bool, t: float) -> bool | None:
+        if not self.active:
+            if not on:
+                self.on_since = None
+                return None
+            if self.on_since is None:
+                self.on_since = t
+            if t - self.on_since >= self.on_seconds:
+                self.active = True
+                self.off_since = None
+                return True
+            return None
+        if not off:
+            self.off_since = None
+            return None
+        if self.off_since is None:
+            self.off_since = t
+        if t - self.off_since >= self.off_seconds:
+            self.active = False
+            return False
+        return None
+
+    def reset(self) -> None:
+        self.active = False
+        self.on_since = None
+        self.off_since = None
+
+
+class HeldAlert:
+    """A HeldCondition that emits AlertEvents of one `type` for one `rule`."""
+
+    def __init__(
+        self,
+        type: str,
+        rule: str | None,
+        on_seconds: float,
+        off_seconds: float,
+        severity: Literal["info", "warning", "critical"] = "warning",
+    ) -> None:
+        self.type = type
+        self.rule = rule
+        self.severity = severity
+        self.condition = HeldCondition(on_seconds, off_seconds)
+        self._raised: AlertEvent | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.condition.active
+
+    def update(
+        self, on: bool, off: bool, t: float, details: dict[str, Any] | None = None
+    ) -> list[AlertEvent]:
+        """Advance the condition; return the raised or cleared event if it switched."""
+        switched = self.condition.update(on, off, t)
+        if switched is True:
+            started = self.condition.on_since if self.condition.on_since is not None else t
+            self._raised = AlertEvent(
+                self.type, RAISED, self.rule, started, None, self.severity, dict(details or {})
+            )
+            return [self._raised]
+        if switched is False:
+            return [self._clear(t, details)]
+        return []
+
+    def force_clear(self, t: float, details: dict[str, Any] | None = None) -> list[AlertEvent]:
+        """Clear now if active (e.g. the condition no longer applies at all)."""
+        if not self.condition.active:
+            self.condition.reset()
+            return []
+        event = self._clear(t, details, ended=t)
+        self.condition.reset()
+        return [event]
+
+    def _clear(
+        self, t: float, details: dict[str, Any] | None, ended: float | None = None
+    ) -> AlertEvent:
+        raised = self._raised
+        if ended is None:
+            ended = self.condition.off_since if self.condition.off_since is not None else t
+        self._raised = None
+        return AlertEvent(
+            self.type,
+            CLEARED,
+            self.rule,
+            raised.started_at if raised else ended,
+            ended,
+            self.severity,
+            {**(raised.details if raised else {}), **(details or {})},
+            raised.alert_id if raised else uuid.uuid4().hex,
+        )

@@ -1,0 +1,49 @@
+"""Terminal helpers shared by both CLIs: config loading that exits cleanly, tables, errors."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+from rich.console import Console
+from rich.table import Table
+
+from agent.settings import ConfigError, PantauSettings, load_settings
+
+S = TypeVar("S", bound=PantauSettings)
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", markup=True)
+    sys.exit(code)
+
+
+def load_or_exit(cls: type[S], path: Path | None) -> S:
+    """Load settings, or print `field.path: value -> reason` lines and exit with code 2."""
+    try:
+        return load_settings(cls, path)
+    except ConfigError as exc:
+        where = f" ({exc.source})" if exc.source else ""
+        err.print(f"[bold red]invalid configuration{where}:[/]", markup=True)
+        for line in exc.lines:
+            err.print(f"  {line}", markup=False)
+        sys.exit(2)
+
+
+def table(rows: Iterable[dict[str, Any]], columns: Sequence[str], title: str | None = None) -> None:
+    t = Table(title=title, show_lines=False, header_style="bold")
+    for c in columns:
+        t.add_column(c)
+    n = 0
+    for r in rows:
+        t.add_row(*("" if r.get(c) is None else str(r.get(c)) for c in columns))
+        n += 1
+    if n == 0:
+        out.print(f"(no {title.lower() if title else 'rows'})")
+    else:
+        out.print(t)

@@ -1,0 +1,187 @@
+"""One MQTT v5 connection with TLS, auth, a persistent session and reconnects with exponential
+backoff and jitter; shared by the agent's publisher and central's ingest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import ssl
+import threading
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.settings import BrokerSettings
+
+log = logging.getLogger(__name__)
+
+
+def backoff_delays(first: float, longest: float, rng: random.Random | None = None):
+    """Endless reconnect delays: doubling from `first` up to `longest`, each with full jitter
+    in [d/2, d] so a fleet that lost its broker does not reconnect in lockstep.
+    """
+    rng = rng or random.Random()
+    delay = first
+    while True:
+        yield rng.uniform(delay / 2, delay)
+        delay = min(longest, delay * 2)
+
+
+class MqttConnection:
+    """Keeps one paho client connected from its own thread until `stop()`.
+
+    `on_connect(session_present)` runs on each (re)connect, `on_message(msg)` for each received
+    message. Publishing from other threads is safe (paho locks its queues).
+    """
+
+    def __init__(
+        self,
+        broker: BrokerSettings,
+        client_id: str,
+        *,
+        clean_start: bool = False,
+        will: tuple[str, bytes] | None = None,
+        manual_ack: bool = False,
+        max_inflight: int = 20,
+        receive_maximum: int | None = None,
+        on_connect: Callable[[bool], None] | None = None,
+        on_message: Callable[[mqtt.MQTTMessage], None] | None = None,
+        on_publish: Callable[[int, bool], None] | None = None,
+    ) -> None:
+        self.broker = broker
+        self.clean_start = clean_start
+        self.receive_maximum = receive_maximum
+        self.connected = threading.Event()
+        self.last_error: str | None = None
+        self.connects = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._user_on_connect = on_connect
+        self._user_on_publish = on_publish
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=manual_ack,
+        )
+        if broker.username:
+            password = broker.password.get_secret_value() if broker.password else None
+            client.username_pw_set(broker.username, password)
+        if broker.tls is not None:
+            client.tls_set(
+                ca_certs=str(broker.tls.ca) if broker.tls.ca else None,
+                certfile=str(broker.tls.cert) if broker.tls.cert else None,
+                keyfile=str(broker.tls.key) if broker.tls.key else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            client.tls_insecure_set(broker.tls.insecure)
+        if will is not None:
+            client.will_set(will[0], will[1], qos=1, retain=True)
+        client.max_inflight_messages_set(max_inflight)
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        if on_message is not None:
+            client.on_message = lambda _c, _u, msg: on_message(msg)
+        client.on_publish = self._on_publish
+        self.client = client
+
+    @property
+    def where(self) -> str:
+        return f"mqtt{'s' if self.broker.tls else ''}://{self.broker.host}:{self.broker.port}"
+
+    def _on_connect(self, _client, _userdata, flags, reason_code, _properties) -> None:
+        if reason_code.is_failure:
+            self.last_error = f"broker {self.where} refused the connection: {reason_code}"
+            log.error(self.last_error)
+            return
+        self.last_error = None
+        self.connects += 1
+        self.connected.set()
+        log.info("connected to %s (session present: %s)", self.where, flags.session_present)
+        if self._user_on_connect:
+            self._user_on_connect(bool(flags.session_present))
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
+        if self.connected.is_set():
+            log.warning("disconnected from %s: %s", self.where, reason_code)
+        self.connected.clear()
+
+    def _on_publish(self, _client, _userdata, mid, reason_code, _properties) -> None:
+        if self._user_on_publish:
+            self._user_on_publish(mid, not reason_code.is_failure)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
+        self._thread.start()
+
+    def _connect_properties(self) -> Properties:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.broker.session_expiry
+        if self.receive_maximum is not None:
+            props.ReceiveMaximum = self.receive_maximum
+        return props
+
+    def _run(self) -> None:
+        delays = backoff_delays(self.broker.reconnect_min, self.broker.reconnect_max)
+        first = True
+        while not self._stop.is_set():
+            try:
+                if first:
+                    self.client.connect(
+                        self.broker.host,
+                        self.broker.port,
+                        keepalive=self.broker.keepalive,
+                        clean_start=self.clean_start,
+                        properties=self._connect_properties(),
+                    )
+                    first = False
+                else:
+                    self.client.reconnect()
+            except (OSError, ssl.SSLError) as exc:
+                self.last_error = f"cannot reach broker {self.where}: {exc}"
+                log.warning("%s", self.last_error)
+                self._stop.wait(next(delays))
+                continue
+            connects = self.connects
+            rc = mqtt.MQTT_ERR_SUCCESS
+            while not self._stop.is_set() and rc == mqtt.MQTT_ERR_SUCCESS:
+                rc = self.client.loop(timeout=0.05)
+            if self._stop.is_set():
+                break
+            self.connected.clear()
+            if self.connects != connects:
+                # A session that was up starts the backoff afresh.
+                delays = backoff_delays(self.broker.reconnect_min, self.broker.reconnect_max)
+            self._stop.wait(next(delays))
+        self.connected.clear()
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> int:
+        """Queue a message; returns its mid (PUBACK arrives through `on_publish`)."""
+        return self.client.publish(topic, payload, qos=qos, retain=retain).mid
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        self.client.subscribe(topic, qos=qos)
+
+    def ack(self, mid: int, qos: int) -> None:
+        self.client.ack(mid, qos)
+
+    def stop(self, *, final: tuple[str, bytes] | None = None, timeout: float = 2.0) -> None:
+        """Disconnect cleanly, after publishing `final` (retained) if connected."""
+        if final is not None and self.connected.is_set():
+            info = self.client.publish(final[0], final[1], qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(timeout)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout + 1)
+        if self.client.is_connected():
+            self.client.disconnect()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self.connected.wait(timeout)

@@ -1,0 +1,532 @@
+"""The agent's durable outbox: every message is committed to SQLite before it is published and
+deleted only after the broker's PUBACK. Under size or age pressure, old count buckets are merged
+into coarser ones (sums kept exact) before anything is dropped, and a drop raises an alert.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from agent.protocol import (
+    MESSAGE_TYPES,
+    AlertPayload,
+    CountsMessage,
+    merge_counts,
+    new_msg_id,
+    utcnow,
+)
+
+# Publish order: alerts first, then counts and health in seq order (which keeps each camera's
+# buckets in order). Drop order under pressure is the reverse of importance: health, counts,
+# and alerts only when nothing else is left.
+LANE_ALERT = 0
+LANE_DATA = 1
+_LANE = {"alerts": LANE_ALERT, "counts": LANE_DATA, "health": LANE_DATA}
+
+# Coarser resolutions that per-minute buckets are merged into, in order, when space runs out.
+MERGE_LEVELS = (300, 900, 3600, 6 * 3600, 86400)
+# Bytes of SQLite overhead per row, on top of the message body, in the size estimate.
+ROW_OVERHEAD = 96
+# Disk space left free for SQLite's journal and the rest of the box.
+DISK_RESERVE_BYTES = 32 * 1024 * 1024
+# Relief stops at this share of the cap, so it does not run again on the next enqueue.
+RELIEF_TARGET = 0.9
+
+# Oldest rows looked at per merge step: small, so only as much is coarsened as space requires.
+_MERGE_CHUNK = 256
+_MERGE_NS = uuid.UUID("6b1d3c1e-5f0a-4d4e-9a51-2f2b8f3c6a10")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY,
+    msg_id TEXT NOT NULL UNIQUE,
+    lane INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    body BLOB NOT NULL,
+    bucket_start REAL,
+    bucket_seconds INTEGER,
+    created REAL NOT NULL,
+    attempted INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS outbox_lane_seq ON outbox (lane, seq);
+CREATE INDEX IF NOT EXISTS outbox_kind_bucket ON outbox (kind, bucket_start);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class OutboxFullError(RuntimeError):
+    """The disk cannot take the message even after merging and dropping old data."""
+
+
+@dataclass(frozen=True)
+class Row:
+    seq: int
+    msg_id: str
+    lane: int
+    kind: str
+    camera: str
+    topic: str
+    body: bytes
+
+
+@dataclass
+class ReliefReport:
+    """What one pressure relief did; `lost` maps a camera to the intervals whose counts went."""
+
+    merged_rows: int = 0
+    merged_into: int = 0
+    dropped_health: int = 0
+    dropped_counts: int = 0
+    dropped_alerts: int = 0
+    lost: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    lost_seqs: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool(
+            self.merged_rows or self.dropped_health or self.dropped_counts or self.dropped_alerts
+        )
+
+
+def _ranges(values: Iterable[int]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for v in sorted(values):
+        if out and v == out[-1][1] + 1:
+            out[-1][1] = v
+        else:
+            out.append([v, v])
+    return out
+
+
+class Outbox:
+    """A durable, bounded, ordered message store for one agent.
+
+    Thread-safe: the producer enqueues while the publisher takes and acknowledges. `seq` is
+    assigned here, inside the same transaction that stores the message, so it is strictly
+    increasing and survives restarts.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        agent: str,
+        site: str,
+        max_bytes: int = 256 * 1024 * 1024,
+        max_age_seconds: float = 7 * 86400,
+    ) -> None:
+        self.path = Path(path)
+        self.agent = agent
+        self.site = site
+        self.max_bytes = int(max_bytes)
+        self.max_age_seconds = max_age_seconds
+        self.last_relief = ReliefReport()
+        self._lock = threading.RLock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk (fsync) before enqueue returns; that is the promise.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox"
+        ).fetchone()
+        self._count, self._body_bytes = int(row[0]), int(row[1])
+
+    # --- bookkeeping ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def size_bytes(self) -> int:
+        """Estimated bytes the stored messages take (bodies plus per-row overhead)."""
+        return self._body_bytes + ROW_OVERHEAD * self._count
+
+    def _meta(self, key: str, default: str | None = None) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def _set_meta(self, key: str, value: Any) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, str(value)),
+        )
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        with self._lock:
+            return self._meta(key, default)
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._set_meta(key, value)
+
+    @property
+    def last_seq(self) -> int:
+        """The latest seq assigned (-1 before the first message): the agent's high-water mark."""
+        with self._lock:
+            return int(self._meta("next_seq", "0")) - 1
+
+    def _effective_cap(self) -> int:
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            return self.max_bytes
+        return max(0, min(self.max_bytes, self.size_bytes + free - DISK_RESERVE_BYTES))
+
+    # --- producer side -------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        items: Sequence[tuple[str, str, Any]],
+        *,
+        meta: dict[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> list[int]:
+        """Store messages durably and return their seqs.
+
+        `items` are (kind, camera, payload) with kind counts|alerts|health. All of them, and
+        the optional `meta` keys (e.g. a producer's progress marker), are committed in one
+        transaction: either everything is on disk when this returns, or nothing is.
+        """
+        created = now or utcnow()
+        with self._lock:
+            self._relieve(incoming=sum(2048 for _ in items))
+            try:
+                return self._insert_new(items, created, meta or {})
+            except sqlite3.OperationalError as exc:
+                if "full" not in str(exc):
+                    raise
+            # The disk filled before our estimate said so: make room harder and try once more.
+            self._relieve(incoming=0, cap=int(self.size_bytes * 0.8))
+            try:
+                return self._insert_new(items, created, meta or {})
+            except sqlite3.OperationalError as exc:
+                raise OutboxFullError(f"outbox {self.path}: {exc}") from exc
+
+    def _insert_new(
+        self, items: Sequence[tuple[str, str, Any]], created: datetime, meta: dict[str, Any]
+    ) -> list[int]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            next_seq = int(self._meta("next_seq", "0"))
+            seqs, rows = [], []
+            for kind, camera, payload in items:
+                msg = MESSAGE_TYPES[kind](
+                    msg_id=new_msg_id(),
+                    seq=next_seq,
+                    agent=self.agent,
+                    site=self.site,
+                    camera=camera,
+                    created_at=created,
+                    payload=payload,
+                )
+                rows.append(self._row_values(msg))
+                seqs.append(next_seq)
+                next_seq += 1
+            self._db.executemany(_INSERT, rows)
+            self._set_meta("next_seq", next_seq)
+            for key, value in meta.items():
+                self._set_meta(key, value)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._count += len(rows)
+        self._body_bytes += sum(len(r[5]) for r in rows)
+        return seqs
+
+    @staticmethod
+    def _row_values(msg: Any, attempted: int = 0) -> tuple[Any, ...]:
+        body = msg.encode()
+        start = seconds = None
+        if isinstance(msg, CountsMessage):
+            start = msg.payload.bucket_start.timestamp()
+            seconds = msg.payload.bucket_seconds
+        return (
+            msg.seq,
+            msg.msg_id,
+            _LANE[msg.kind],
+            msg.kind,
+            msg.camera,
+            body,
+            msg.topic,
+            start,
+            seconds,
+            msg.created_at.timestamp(),
+            attempted,
+        )
+
+    # --- publisher side ------------------------------------------------------------------
+
+    def take(self, lane: int, after_seq: int, limit: int) -> list[Row]:
+        """The next `limit` messages of a lane after `after_seq`, marked as attempted.
+
+        Marking comes first and durably: a message that may have reached the broker is never
+        merged afterwards, so central can never see both a bucket and a merge containing it.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, msg_id, lane, kind, camera, topic, body FROM outbox "
+                "WHERE lane = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (lane, after_seq, limit),
+            ).fetchall()
+            fresh = [(r[0],) for r in rows]
+            if fresh:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "UPDATE outbox SET attempted = 1 WHERE seq = ? AND attempted = 0", fresh
+                )
+                self._db.execute("COMMIT")
+        return [Row(*r) for r in rows]
+
+    def ack(self, seqs: Iterable[int]) -> int:
+        """Delete messages the broker acknowledged; returns how many were deleted."""
+        keys = [(s,) for s in seqs]
+        if not keys:
+            return 0
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            gone = 0
+            freed = 0
+            for (seq,) in keys:
+                row = self._db.execute(
+                    "DELETE FROM outbox WHERE seq = ? RETURNING LENGTH(body)", (seq,)
+                ).fetchone()
+                if row:
+                    gone += 1
+                    freed += row[0]
+            self._db.execute("COMMIT")
+            self._count -= gone
+            self._body_bytes -= freed
+        return gone
+
+    def pending(self, lane: int | None = None) -> int:
+        with self._lock:
+            if lane is None:
+                return self._count
+            sql = "SELECT COUNT(*) FROM outbox WHERE lane = ?"
+            return self._db.execute(sql, (lane,)).fetchone()[0]
+
+    # --- pressure relief -----------------------------------------------------------------
+
+    def _relieve(self, incoming: int, cap: int | None = None) -> None:
+        """Bring the outbox under its age and size bounds; report losses as alerts."""
+        report = ReliefReport()
+        cutoff = time.time() - self.max_age_seconds
+        self._drop(report, "counts", "bucket_start < ?", (cutoff,), None)
+        self._drop(report, "health", "created < ?", (cutoff,), None)
+        cap = self._effective_cap() if cap is None else cap
+        if self.size_bytes + incoming > cap:
+            target = int(cap * RELIEF_TARGET) - incoming
+            self._drop(report, "health", "1", (), target)
+            for level in MERGE_LEVELS:
+                if self.size_bytes <= target:
+                    break
+                self._merge_level(report, level, target)
+            self._drop(report, "counts", "1", (), target)
+            self._drop(report, "alerts", "1", (), target)
+        if report.changed:
+            self.last_relief = report
+            self._record_loss(report)
+
+    def _drop(
+        self,
+        report: ReliefReport,
+        kind: str,
+        where: str,
+        args: tuple[Any, ...],
+        target: int | None,
+    ) -> None:
+        """Drop the oldest messages of a kind matching `where`, until under `target` bytes."""
+        while target is None or self.size_bytes > target:
+            rows = self._db.execute(
+                f"SELECT seq, camera, LENGTH(body), bucket_start, bucket_seconds FROM outbox "
+                f"WHERE kind = ? AND {where} ORDER BY seq LIMIT 500",
+                (kind, *args),
+            ).fetchall()
+            if not rows:
+                return
+            if target is not None:
+                keep, excess = [], self.size_bytes - target
+                for r in rows:
+                    keep.append(r)
+                    excess -= r[2] + ROW_OVERHEAD
+                    if excess <= 0:
+                        break
+                rows = keep
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(r[0],) for r in rows])
+            self._db.execute("COMMIT")
+            self._count -= len(rows)
+            self._body_bytes -= sum(r[2] for r in rows)
+            for seq, camera, _, start, seconds in rows:
+                if kind == "counts":
+                    report.dropped_counts += 1
+                    report.lost.setdefault(camera, []).append((start, start + seconds))
+                    report.lost_seqs.setdefault(camera, []).append(seq)
+                elif kind == "health":
+                    report.dropped_health += 1
+                else:
+                    report.dropped_alerts += 1
+                    report.lost_seqs.setdefault(camera, []).append(seq)
+
+    def _merge_level(self, report: ReliefReport, level: int, target: int) -> None:
+        """Merge never-published count buckets finer than `level` into `level`-second windows,
+        oldest first, until the outbox is under `target` bytes or nothing is left to merge.
+        """
+        while self.size_bytes > target:
+            rows = self._db.execute(
+                "SELECT seq, camera, body, bucket_start, bucket_seconds FROM outbox "
+                "WHERE kind = 'counts' AND attempted = 0 AND bucket_seconds < ? "
+                "ORDER BY bucket_start, seq LIMIT ?",
+                (level, _MERGE_CHUNK),
+            ).fetchall()
+            groups: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
+            for r in rows:
+                groups.setdefault((r[1], int(r[3] // level)), []).append(r)
+            if len(rows) == _MERGE_CHUNK:
+                # The newest window may continue past this chunk; leave it for the next one.
+                newest = int(rows[-1][3] // level)
+                older = {k: v for k, v in groups.items() if k[1] != newest}
+                groups = older or groups
+            merges = []
+            for members in groups.values():
+                members.sort(key=lambda r: r[3])
+                run: list[tuple[Any, ...]] = []
+                for r in members:
+                    if run and run[-1][3] + run[-1][4] != r[3]:
+                        if len(run) > 1:
+                            merges.append(run)
+                        run = []
+                    run.append(r)
+                if len(run) > 1:
+                    merges.append(run)
+            if not merges:
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for run in merges:
+                    self._merge_run(run)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            report.merged_rows += sum(len(run) for run in merges)
+            report.merged_into += len(merges)
+
+    def _merge_run(self, run: list[tuple[Any, ...]]) -> None:
+        msgs = [CountsMessage.model_validate_json(r[2]) for r in run]
+        first = min(msgs, key=lambda m: m.seq)
+        payload = merge_counts([m.payload for m in msgs], seqs=[m.seq for m in msgs])
+        merged = first.model_copy(
+            update={
+                "msg_id": uuid.uuid5(_MERGE_NS, ",".join(m.msg_id for m in msgs)).hex,
+                "payload": payload,
+            }
+        )
+        self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(r[0],) for r in run])
+        values = self._row_values(merged)
+        self._db.execute(_INSERT, values)
+        self._count += 1 - len(run)
+        self._body_bytes += len(values[5]) - sum(len(r[2]) for r in run)
+
+    def _record_loss(self, report: ReliefReport) -> None:
+        """Raise one buffer_overflow alert per camera that lost data, stating what was lost."""
+        cameras = sorted(set(report.lost) | set(report.lost_seqs))
+        now = utcnow()
+        items = []
+        for camera in cameras:
+            spans = report.lost.get(camera, [])
+            details: dict[str, Any] = {
+                "lost_messages": len(report.lost_seqs.get(camera, [])),
+                "lost_seqs": _ranges(report.lost_seqs.get(camera, [])),
+                "merged_buckets": report.merged_rows,
+            }
+            if spans:
+                details["lost_from"] = _iso(min(s for s, _ in spans))
+                details["lost_to"] = _iso(max(e for _, e in spans))
+            items.append(
+                (
+                    "alerts",
+                    camera,
+                    AlertPayload(
+                        alert_id=new_msg_id(),
+                        type="buffer_overflow",
+                        state="raised",
+                        severity="critical",
+                        started_at=now,
+                        ended_at=now,
+                        details=details,
+                    ),
+                )
+            )
+        if items:
+            self._insert_new(items, now, {})
+
+    # --- inspection ----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            per_kind = {
+                kind: {"messages": n, "oldest": _iso(oldest) if oldest else None}
+                for kind, n, oldest in self._db.execute(
+                    "SELECT kind, COUNT(*), MIN(created) FROM outbox GROUP BY kind"
+                )
+            }
+            merged = self._db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE kind = 'counts' AND bucket_seconds >= 300"
+            ).fetchone()[0]
+            return {
+                "path": str(self.path),
+                "messages": self._count,
+                "bytes": self.size_bytes,
+                "file_bytes": self.path.stat().st_size if self.path.exists() else 0,
+                "max_bytes": self.max_bytes,
+                "last_seq": int(self._meta("next_seq", "0")) - 1,
+                "merged_buckets": merged,
+                "by_kind": per_kind,
+            }
+
+    def export(self) -> Iterable[dict[str, Any]]:
+        """Every stored message as its wire JSON, in publish order."""
+        with self._lock:
+            rows = self._db.execute("SELECT topic, body FROM outbox ORDER BY lane, seq").fetchall()
+        for topic, body in rows:
+            yield {"topic": topic, "message": json.loads(body)}
+
+    def messages(self, kind: str | None = None) -> list[Any]:
+        """Decoded messages, optionally of one kind (for tests and `buffer export`)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, body FROM outbox WHERE ? IS NULL OR kind = ? ORDER BY seq",
+                (kind, kind),
+            ).fetchall()
+        return [MESSAGE_TYPES[k].model_validate_json(b) for k, b in rows]
+
+
+_INSERT = (
+    "INSERT INTO outbox (seq, msg_id, lane, kind, camera, body, topic, bucket_start, "
+    "bucket_seconds, created, attempted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,231 @@
+"""Drains the outbox to the broker: QoS 1, alerts first, backlog replay rate-limited, and a
+message deleted only once its PUBACK has arrived. Also publishes status and heartbeats.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from agent.config import AgentSettings
+from agent.mqtt import MqttConnection
+from agent.outbox import LANE_ALERT, LANE_DATA, Outbox
+from agent.protocol import (
+    HeartbeatMessage,
+    HeartbeatPayload,
+    StatusMessage,
+    StatusPayload,
+    new_msg_id,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+SOFTWARE = "pantau-agent/0.1"
+# After a refused PUBACK the lane is replayed from the refused message after this long.
+RETRY_AFTER_REFUSAL = 5.0
+
+
+class TokenBucket:
+    """At most `rate` tokens per second, with a burst of one second's worth (rate 0: no limit)."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self._clock = clock
+        self._tokens = rate
+        self._last = clock()
+
+    def available(self) -> int:
+        if self.rate <= 0:
+            return 1 << 30
+        now = self._clock()
+        self._tokens = min(self.rate, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        return int(self._tokens)
+
+    def spend(self, n: int) -> None:
+        if self.rate > 0:
+            self._tokens -= n
+
+
+class Publisher:
+    """Moves messages from an Outbox to MQTT until stopped.
+
+    Each message is handed to paho once per process; paho retransmits it across reconnects
+    until the broker acknowledges. After a restart everything still in the outbox is sent again
+    with its original msg_id, so central can drop the duplicates.
+    """
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        outbox: Outbox,
+        *,
+        cameras: int = 0,
+    ) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.cameras = cameras
+        self.started = time.monotonic()
+        self._limiter = TokenBucket(settings.buffer.replay_rate)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._inflight: dict[int, tuple[int, int]] = {}  # mid -> (lane, seq)
+        self._acked: list[int] = []
+        self._early: dict[int, bool] = {}  # mid -> accepted, for PUBACKs seen before the mid
+        self._refused: dict[int, float] = {}  # lane -> earliest refused seq
+        self._cursor = {LANE_ALERT: -1, LANE_DATA: -1}
+        self.published = 0
+        self.acknowledged = 0
+        self._thread: threading.Thread | None = None
+        topic_base = f"pantau/v1/{settings.site}/{settings.id}"
+        self.status_topic = f"{topic_base}/status"
+        self.conn = MqttConnection(
+            settings.broker,
+            client_id=f"pantau-agent-{settings.site}-{settings.id}",
+            clean_start=False,
+            will=(self.status_topic, self._status("offline").encode()),
+            max_inflight=settings.buffer.max_inflight,
+            on_connect=self._on_connect,
+            on_publish=self._on_publish,
+        )
+
+    # --- messages that bypass the outbox ------------------------------------------------
+
+    def _status(self, state: str) -> StatusMessage:
+        return StatusMessage(
+            msg_id=new_msg_id(),
+            seq=max(0, self.outbox.last_seq),
+            agent=self.settings.id,
+            site=self.settings.site,
+            created_at=utcnow(),
+            payload=StatusPayload(state=state, software=SOFTWARE),
+        )
+
+    def _heartbeat(self) -> HeartbeatMessage:
+        return HeartbeatMessage(
+            msg_id=new_msg_id(),
+            seq=max(0, self.outbox.last_seq),
+            agent=self.settings.id,
+            site=self.settings.site,
+            created_at=utcnow(),
+            payload=HeartbeatPayload(
+                uptime_seconds=time.monotonic() - self.started,
+                outbox_messages=len(self.outbox),
+                outbox_bytes=self.outbox.size_bytes,
+                cameras=self.cameras,
+            ),
+        )
+
+    # --- callbacks (paho's thread) --------------------------------------------------------
+
+    def _on_connect(self, _session_present: bool) -> None:
+        self.conn.publish(self.status_topic, self._status("online").encode(), retain=True)
+        self._wake.set()
+
+    def _on_publish(self, mid: int, accepted: bool) -> None:
+        with self._lock:
+            entry = self._inflight.pop(mid, None)
+            if entry is None:
+                # The PUBACK beat our bookkeeping of the publish; settle it there.
+                self._early[mid] = accepted
+                return
+            self._settle(entry, accepted)
+        self._wake.set()
+
+    def _settle(self, entry: tuple[int, int], accepted: bool) -> None:
+        lane, seq = entry
+        if accepted:
+            self._acked.append(seq)
+        else:
+            log.error("broker refused message seq=%s; it stays in the outbox", seq)
+            self._refused[lane] = min(self._refused.get(lane, seq), seq)
+
+    # --- the publishing loop ------------------------------------------------------------
+
+    def start(self) -> None:
+        self.conn.start()
+        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+        self._thread.start()
+
+    def notify(self) -> None:
+        """Tell the loop that new messages are in the outbox."""
+        self._wake.set()
+
+    def _flush_acks(self) -> None:
+        with self._lock:
+            acked, self._acked = self._acked, []
+        if acked:
+            self.acknowledged += self.outbox.ack(acked)
+
+    def _run(self) -> None:
+        next_heartbeat = 0.0
+        refused_at: float | None = None
+        while not self._stop.is_set():
+            self._flush_acks()
+            if not self.conn.connected.is_set():
+                self._wake.wait(0.2)
+                self._wake.clear()
+                continue
+            now = time.monotonic()
+            if now >= next_heartbeat:
+                beat = self._heartbeat()
+                self.conn.publish(beat.topic, beat.encode(), qos=0)
+                next_heartbeat = now + self.settings.heartbeat_seconds
+            if self._refused:
+                refused_at = refused_at or now
+                if now - refused_at >= RETRY_AFTER_REFUSAL:
+                    with self._lock:
+                        for lane, seq in self._refused.items():
+                            self._cursor[lane] = min(self._cursor[lane], seq - 1)
+                        self._refused.clear()
+                    refused_at = None
+            sent = self._send(LANE_ALERT, limit=None) + self._send(LANE_DATA, limit=self._limiter)
+            if not sent:
+                self._wake.wait(0.05 if self._inflight else 0.5)
+                self._wake.clear()
+
+    def _send(self, lane: int, limit: TokenBucket | None) -> int:
+        room = self.settings.buffer.max_inflight - len(self._inflight)
+        if limit is not None:
+            room = min(room, limit.available())
+        if room <= 0:
+            return 0
+        rows = self.outbox.take(lane, self._cursor[lane], min(room, 100))
+        for row in rows:
+            # Not under self._lock: paho calls on_publish holding its own lock (deadlock).
+            mid = self.conn.publish(row.topic, row.body)
+            with self._lock:
+                if mid in self._early:
+                    self._settle((lane, row.seq), self._early.pop(mid))
+                else:
+                    self._inflight[mid] = (lane, row.seq)
+            self._cursor[lane] = row.seq
+        if limit is not None:
+            limit.spend(len(rows))
+        self.published += len(rows)
+        return len(rows)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Block until the outbox is empty (every message acknowledged) or `timeout` passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._flush_acks()
+            if len(self.outbox) == 0:
+                return True
+            time.sleep(0.05)
+        return len(self.outbox) == 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._flush_acks()
+        self.conn.stop(final=(self.status_topic, self._status("offline").encode()))
+        self._flush_acks()

@@ -1,0 +1,348 @@
+"""Polygon zone monitor: occupancy and dwell per class per bucket, and the zone alert rules
+(crowd, loitering, intrusion in a daily restricted window)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, time, timezone, tzinfo
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from agent.conditions import CLEARED, RAISED, AlertEvent, HeldAlert
+from agent.tracker import Position, Tracks
+
+
+def points_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """bool (N,): which (N, 2) points lie inside `polygon` (M, 2) by the even-odd rule."""
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    poly = np.asarray(polygon, np.float64).reshape(-1, 2)
+    x, y = points[:, :1], points[:, 1:]
+    x1, y1 = poly[None, :, 0], poly[None, :, 1]
+    x2, y2 = np.roll(poly[:, 0], -1)[None], np.roll(poly[:, 1], -1)[None]
+    straddle = (y1 > y) != (y2 > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_cross = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
+    return (np.count_nonzero(straddle & (x < x_cross), axis=1) % 2) == 1
+
+
+_WINDOW_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def parse_daily_window(text: str) -> tuple[time, time | None]:
+    """'HH:MM-HH:MM' -> (start, end); end None stands for 24:00. ValueError if malformed."""
+    match = _WINDOW_RE.match(text)
+    if not match:
+        raise ValueError(f"schedule {text!r} is not 'HH:MM-HH:MM' (e.g. '18:00-06:00')")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if h1 > 23 or m1 > 59 or m2 > 59 or h2 > 24 or (h2 == 24 and m2 != 0):
+        raise ValueError(f"schedule {text!r} has an hour or minute out of range")
+    start, end = time(h1, m1), None if h2 == 24 else time(h2, m2)
+    if start == (end or time(0, 0)) and not (h1 == 0 and m1 == 0 and end is None):
+        raise ValueError(f"schedule {text!r} is empty: start equals end (use '00:00-24:00')")
+    return start, end
+
+
+class DailyWindow:
+    """A daily time window such as '18:00-06:00' (may wrap midnight; '00:00-24:00' = always),
+    start included, end excluded, evaluated in `tz` (IANA name or tzinfo; None = UTC)."""
+
+    def __init__(self, schedule: str, tz: str | tzinfo | None = None) -> None:
+        self.schedule = schedule
+        self.start, self.end = parse_daily_window(schedule)
+        self.tz: tzinfo = ZoneInfo(tz) if isinstance(tz, str) else (tz or timezone.utc)
+
+    def contains(self, when: datetime | float) -> bool:
+        """Whether `when` falls in the window. A float is epoch seconds; a naive datetime is
+        taken as already in the window's timezone."""
+        if isinstance(when, (int, float)):
+            when = datetime.fromtimestamp(float(when), self.tz)
+        elif when.tzinfo is not None:
+            when = when.astimezone(self.tz)
+        now = when.time().replace(tzinfo=None)
+        if self.end is None:
+            return now >= self.start
+        if self.start < self.end:
+            return self.start <= now < self.end
+        return now >= self.start or now < self.end
+
+
+@dataclass
+class Presence:
+    """A track inside the zone: when it entered and when it was last seen inside."""
+
+    class_id: int
+    entered: float
+    last_inside: float
+
+
+@dataclass(frozen=True)
+class ZoneFrame:
+    """What a zone saw at one analysed frame, as handed to the alert rules."""
+
+    t: float
+    wall: datetime | float
+    count: int
+    inside: dict[int, Presence]
+    left: dict[int, Presence]
+
+
+@dataclass(frozen=True)
+class ZoneClassStats:
+    """One class in one bucket: time-weighted mean and max occupancy; dwell of the tracks that
+    left during the bucket (seconds from entering to last seen inside)."""
+
+    occupancy_mean: float = 0.0
+    occupancy_max: int = 0
+    dwell_count: int = 0
+    dwell_mean: float = 0.0
+    dwell_p90: float = 0.0
+    dwell_max: float = 0.0
+
+
+@dataclass(frozen=True)
+class ZoneBucket:
+    """Stats of a closed bucket. `observed_seconds` is the time the means are weighted over."""
+
+    start: float
+    end: float
+    observed_seconds: float
+    by_class: dict[int, ZoneClassStats] = field(default_factory=dict)
+
+
+class ZoneRule(Protocol):
+    def update(self, frame: ZoneFrame) -> list[AlertEvent]: ...
+
+
+class CrowdRule:
+    """'crowd' alert: more than `max_occupancy` objects inside for `hold_seconds`; clears once
+    there have been at most `max_occupancy - hysteresis` for `clear_seconds`."""
+
+    def __init__(
+        self,
+        max_occupancy: int,
+        *,
+        hold_seconds: float = 10.0,
+        clear_seconds: float = 10.0,
+        hysteresis: int = 1,
+        rule: str | None = None,
+    ) -> None:
+        self.max_occupancy = max_occupancy
+        self.hysteresis = hysteresis
+        self._alert = HeldAlert("crowd", rule, hold_seconds, clear_seconds)
+
+    def update(self, frame: ZoneFrame) -> list[AlertEvent]:
+        return self._alert.update(
+            frame.count > self.max_occupancy,
+            frame.count <= self.max_occupancy - self.hysteresis,
+            frame.t,
+            {"max_occupancy": self.max_occupancy, "occupancy": frame.count},
+        )
+
+
+class LoiterRule:
+    """'loitering' alert per track: inside for `seconds` or more; clears when it has left."""
+
+    def __init__(self, seconds: float, *, rule: str | None = None) -> None:
+        self.seconds = seconds
+        self.rule = rule
+        self._raised: dict[int, AlertEvent] = {}
+
+    def update(self, frame: ZoneFrame) -> list[AlertEvent]:
+        events = []
+        for tid, p in frame.inside.items():
+            if tid not in self._raised and frame.t - p.entered >= self.seconds:
+                details = {"track_id": tid, "class_id": p.class_id}
+                event = AlertEvent("loitering", RAISED, self.rule, p.entered, details=details)
+                self._raised[tid] = event
+                events.append(event)
+        for tid, p in frame.left.items():
+            raised = self._raised.pop(tid, None)
+            if raised is not None:
+                details = {**raised.details, "dwell_seconds": p.last_inside - p.entered}
+                events.append(
+                    AlertEvent(
+                        "loitering",
+                        CLEARED,
+                        self.rule,
+                        raised.started_at,
+                        p.last_inside,
+                        raised.severity,
+                        details,
+                        raised.alert_id,
+                    )
+                )
+        return events
+
+
+class IntrusionRule:
+    """'intrusion' alert (critical): anything inside while `window` is active, for
+    `hold_seconds`; clears after the zone has been empty for `clear_seconds`, or at once when
+    the window ends."""
+
+    def __init__(
+        self,
+        window: DailyWindow,
+        *,
+        hold_seconds: float = 1.0,
+        clear_seconds: float = 10.0,
+        rule: str | None = None,
+    ) -> None:
+        self.window = window
+        self._alert = HeldAlert("intrusion", rule, hold_seconds, clear_seconds, "critical")
+
+    def update(self, frame: ZoneFrame) -> list[AlertEvent]:
+        details = {"schedule": self.window.schedule}
+        if not self.window.contains(frame.wall):
+            return self._alert.force_clear(frame.t, {**details, "reason": "window ended"})
+        return self._alert.update(frame.count > 0, frame.count == 0, frame.t, details)
+
+
+class ZoneMonitor:
+    """Watches one polygon: which confirmed tracks of `classes` (None = all) have their anchor
+    inside, per analysed frame.
+
+    - Occupancy: objects inside at each frame per class; a bucket's mean weights each frame's
+      occupancy by the time until the next frame (or the bucket end), skipping gaps longer
+      than `max_gap_seconds` (camera down), and its max is over the frames in the bucket.
+    - Dwell: a track has left once it has not been seen inside for `exit_seconds` (so
+      flicker at the border or a missed detection does not split a visit), or once `forget`
+      is called for it; its dwell, last seen inside minus entered, goes to the bucket in which
+      it left.
+    - Alerts: each of `rules` (CrowdRule, LoiterRule, IntrusionRule) sees every frame.
+
+    Call `close_bucket(end)` before the first `update` at or after `end`.
+    """
+
+    def __init__(
+        self,
+        polygon: Sequence[Sequence[float]],
+        *,
+        classes: Iterable[int] | None = None,
+        anchor: Position | str = Position.BOTTOM_CENTER,
+        exit_seconds: float = 1.0,
+        max_gap_seconds: float = 5.0,
+        rules: Sequence[ZoneRule] = (),
+        tz: str | tzinfo | None = None,
+    ) -> None:
+        self.polygon = np.asarray(polygon, np.float64).reshape(-1, 2)
+        if len(self.polygon) < 3:
+            raise ValueError("a zone needs at least 3 points")
+        self.classes = None if classes is None else frozenset(int(c) for c in classes)
+        self.anchor = Position(anchor)
+        self.exit_seconds = exit_seconds
+        self.max_gap_seconds = max_gap_seconds
+        self.rules = list(rules)
+        self.tz: tzinfo = ZoneInfo(tz) if isinstance(tz, str) else (tz or timezone.utc)
+        self.presence: dict[int, Presence] = {}
+        self.occupancy: dict[int, int] = {}
+        self._last_t: float | None = None
+        self._bucket_start: float | None = None
+        self._reset_bucket()
+
+    def _reset_bucket(self) -> None:
+        self._area: dict[int, float] = {}
+        self._max: dict[int, int] = {}
+        self._dwell: dict[int, list[float]] = {}
+        self._observed = 0.0
+
+    def inside(self, tracks: Tracks) -> np.ndarray:
+        """bool (N,): tracks this zone counts now (confirmed, wanted class, anchor inside)."""
+        if len(tracks) == 0:
+            return np.zeros(0, bool)
+        mask = tracks.confirmed.copy()
+        if self.classes is not None:
+            mask &= np.isin(tracks.class_id, list(self.classes))
+        if mask.any():
+            mask[mask] = points_in_polygon(tracks[mask].anchors(self.anchor), self.polygon)
+        return mask
+
+    def _accumulate(self, until: float) -> None:
+        if self._last_t is None:
+            return
+        dt = until - self._last_t
+        if 0 < dt <= self.max_gap_seconds:
+            self._observed += dt
+            for cls, n in self.occupancy.items():
+                self._area[cls] = self._area.get(cls, 0.0) + n * dt
+
+    def update(
+        self, tracks: Tracks, t: float, wall_time: datetime | None = None
+    ) -> list[AlertEvent]:
+        """Observe one analysed frame at time `t`; return alert events it caused.
+
+        `wall_time` is the frame's wall-clock time for schedules; when None, `t` is taken as
+        epoch seconds.
+        """
+        if self._bucket_start is None:
+            self._bucket_start = t
+        self._accumulate(t)
+        self._last_t = t
+
+        mask = self.inside(tracks)
+        occupancy: dict[int, int] = dict.fromkeys(self.classes or (), 0)
+        for tid, cls in zip(tracks.tracker_id[mask].tolist(), tracks.class_id[mask].tolist()):
+            occupancy[cls] = occupancy.get(cls, 0) + 1
+            p = self.presence.get(tid)
+            if p is None:
+                self.presence[tid] = Presence(cls, t, t)
+            else:
+                p.last_inside = t
+                p.class_id = cls
+        self.occupancy = occupancy
+        for cls, n in occupancy.items():
+            self._max[cls] = max(self._max.get(cls, 0), n)
+
+        gone = [tid for tid, p in self.presence.items() if t - p.last_inside > self.exit_seconds]
+        left = {tid: self._leave(tid) for tid in gone}
+        return self._run_rules(t, wall_time, left)
+
+    def _run_rules(
+        self, t: float, wall_time: datetime | None, left: dict[int, Presence]
+    ) -> list[AlertEvent]:
+        if not self.rules:
+            return []
+        wall = wall_time if wall_time is not None else t
+        frame = ZoneFrame(t, wall, sum(self.occupancy.values()), self.presence, left)
+        return [event for rule in self.rules for event in rule.update(frame)]
+
+    def _leave(self, tid: int) -> Presence:
+        p = self.presence.pop(tid)
+        self._dwell.setdefault(p.class_id, []).append(p.last_inside - p.entered)
+        return p
+
+    def forget(self, tracker_ids: Iterable[int], t: float | None = None) -> list[AlertEvent]:
+        """Tracks removed by the tracker leave the zone now; returns the alerts that causes
+        (a loitering alert clears). `t` defaults to the last update's time."""
+        left = {int(tid): self._leave(int(tid)) for tid in tracker_ids if int(tid) in self.presence}
+        if not left:
+            return []
+        t = self._last_t if t is None else t
+        assert t is not None
+        return self._run_rules(t, None, left)
+
+    def close_bucket(self, end: float) -> ZoneBucket:
+        """Stats from the previous close (or the first update) to `end`; starts a new bucket."""
+        self._accumulate(end)
+        if self._last_t is not None:
+            self._last_t = max(self._last_t, end)
+        classes = set(self._max) | set(self._dwell) | set(self.classes or ())
+        observed = self._observed
+        by_class = {}
+        for cls in sorted(classes):
+            dwell = np.asarray(self._dwell.get(cls, []), np.float64)
+            by_class[cls] = ZoneClassStats(
+                occupancy_mean=self._area.get(cls, 0.0) / observed if observed > 0 else 0.0,
+                occupancy_max=self._max.get(cls, 0),
+                dwell_count=len(dwell),
+                dwell_mean=float(dwell.mean()) if len(dwell) else 0.0,
+                dwell_p90=float(np.percentile(dwell, 90)) if len(dwell) else 0.0,
+                dwell_max=float(dwell.max()) if len(dwell) else 0.0,
+            )
+        start = self._bucket_start if self._bucket_start is not None else end
+        self._bucket_start = end
+        self._reset_bucket()
+        return ZoneBucket(start, end, observed, by_class)

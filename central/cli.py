@@ -1,0 +1,202 @@
+"""`pantau-central`: run the aggregator and read what it stored, as an operator would."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agent.console import fail, load_or_exit, out, table
+from central.config import CentralSettings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+export_app = typer.Typer(no_args_is_help=True, help="Export stored data.")
+app.add_typer(export_app, name="export")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file (default: $PANTAU_CONFIG)."),
+]
+
+
+class Format(str, Enum):
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+def _storage(settings: CentralSettings, must_exist: bool = True):
+    from central.storage import Storage, sqlite_path
+
+    path = sqlite_path(settings.storage)
+    if must_exist and not path.exists():
+        fail(f"no database at {path} (has `pantau-central run` ever stored anything here?)")
+    try:
+        return Storage(settings.storage)
+    except Exception as exc:
+        fail(f"cannot open storage {settings.storage}: {exc}")
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def run(
+    config: ConfigOption = None,
+    duration: Annotated[
+        float, typer.Option(min=0, help="Stop after this many seconds (0: run until signalled).")
+    ] = 0.0,
+    stats_every: Annotated[
+        float, typer.Option(min=0, help="Print ingest counters every N seconds (0: never).")
+    ] = 0.0,
+) -> None:
+    """Receive from the broker and store, until SIGINT/SIGTERM (or --duration)."""
+    from central.ingest import Ingest
+
+    settings = load_or_exit(CentralSettings, config)
+    storage = _storage(settings, must_exist=False)
+    ingest = Ingest(settings, storage)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    ingest.start()
+    if not ingest.conn.wait_connected(10):
+        print(
+            f"warning: not connected to {ingest.conn.where} yet "
+            f"({ingest.conn.last_error or 'no answer'}); retrying in the background",
+            file=sys.stderr,
+        )
+    started = time.monotonic()
+    next_stats = started + stats_every
+    while not stop.wait(0.2):
+        if ingest.failed:
+            fail("ingest stopped after a storage error (see log); nothing unstored was acked", 1)
+        now = time.monotonic()
+        if duration and now - started >= duration:
+            break
+        if stats_every and now >= next_stats:
+            print(json.dumps(ingest.stats.__dict__), file=sys.stderr, flush=True)
+            next_stats = now + stats_every
+    ingest.stop()
+    storage.close()
+    print(json.dumps(ingest.stats.__dict__))
+
+
+@app.command()
+def status(config: ConfigOption = None) -> None:
+    """What is stored: messages, buckets, alerts, agents, open gaps, dead letters."""
+    settings = load_or_exit(CentralSettings, config)
+    out.print_json(json.dumps(_storage(settings).summary()))
+
+
+@app.command()
+def agents(
+    config: ConfigOption = None,
+    cameras: Annotated[bool, typer.Option(help="List cameras instead of agents.")] = False,
+) -> None:
+    """Agents (or cameras) with state, last seen and how far behind their data is."""
+    settings = load_or_exit(CentralSettings, config)
+    storage = _storage(settings)
+    if cameras:
+        table(
+            storage.cameras(),
+            ["site", "agent", "camera", "last_seen", "health", "health_at"],
+            title="Cameras",
+        )
+        return
+    table(
+        storage.agents(settings.heartbeat_timeout),
+        ["site", "agent", "state", "last_seen", "cameras", "max_seq", "behind", "outbox"],
+        title="Agents",
+    )
+
+
+@app.command()
+def gaps(
+    config: ConfigOption = None,
+    open_only: Annotated[
+        bool, typer.Option("--open", help="Only gaps still missing data.")
+    ] = False,
+) -> None:
+    """Holes in each agent's seq: what is missing now, and what arrived late or was lost."""
+    settings = load_or_exit(CentralSettings, config)
+    rows = []
+    for g in _storage(settings).gaps(include_closed=not open_only):
+        state = "open" if g["closed_at"] is None else ("lost" if g["lost"] else "filled")
+        rows.append({**g, "seqs": f"{g['seq_from']}-{g['seq_to']}", "state": state})
+    table(
+        rows,
+        ["site", "agent", "seqs", "state", "missing", "lost", "detected_at", "closed_at"],
+        title="Gaps",
+    )
+
+
+@app.command("dead-letters")
+def dead_letters(
+    config: ConfigOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="Newest N.")] = 50,
+) -> None:
+    """Rejected messages: when, on which topic, why, and the start of the raw bytes."""
+    settings = load_or_exit(CentralSettings, config)
+    rows = [
+        {**r, "payload": bytes(r["payload"] or b"")[:60].decode("utf-8", "replace")}
+        for r in _storage(settings).dead_letters(limit)
+    ]
+    table(rows, ["id", "received_at", "topic", "size", "reason", "payload"], title="Dead letters")
+
+
+@export_app.command("counts")
+def export_counts(
+    config: ConfigOption = None,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.jsonl,
+    since: Annotated[str | None, typer.Option("--from", help="First bucket (RFC 3339).")] = None,
+    until: Annotated[str | None, typer.Option("--to", help="End, exclusive (RFC 3339).")] = None,
+    site: Annotated[str | None, typer.Option(help="Only this site.")] = None,
+    agent: Annotated[str | None, typer.Option(help="Only this agent.")] = None,
+    camera: Annotated[str | None, typer.Option(help="Only this camera.")] = None,
+) -> None:
+    """One row per stored bucket, rule and class."""
+    from agent.protocol import format_time
+
+    settings = load_or_exit(CentralSettings, config)
+    bounds = []
+    for name, value in (("--from", since), ("--to", until)):
+        if value is None:
+            bounds.append(None)
+            continue
+        try:
+            from datetime import datetime, timezone
+
+            t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            bounds.append(format_time(t if t.tzinfo else t.replace(tzinfo=timezone.utc)))
+        except ValueError:
+            fail(f"{name} {value!r}: not an RFC 3339 time (e.g. 2026-11-27T08:00:00Z)")
+    rows = _storage(settings).counts(
+        since=bounds[0], until=bounds[1], site=site, agent=agent, camera=camera
+    )
+    if fmt is Format.jsonl:
+        for r in rows:
+            sys.stdout.write(json.dumps(r) + "\n")
+        return
+    writer = None
+    for r in rows:
+        if writer is None:
+            writer = csv.DictWriter(sys.stdout, fieldnames=list(r))
+            writer.writeheader()
+        writer.writerow(r)

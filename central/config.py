@@ -1,0 +1,42 @@
+"""Central's configuration: broker, storage URL, shared-subscription group and batching."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from agent.protocol import segment_validator
+from agent.settings import BrokerSettings, PantauSettings
+
+
+class CentralSettings(PantauSettings):
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    storage: str = Field(
+        "sqlite:///var/pantau-central.db",
+        description="Where messages are stored: sqlite:///relative/path or sqlite:////abs/path.",
+    )
+    group: str = Field(
+        "central",
+        description="Shared-subscription group: central workers in one group split the load.",
+    )
+    worker: str = Field("1", description="This worker's name within the group.")
+    heartbeat_timeout: float = Field(
+        90, gt=0, description="Seconds without a heartbeat after which an agent counts as stale."
+    )
+    batch_size: int = Field(500, ge=1, description="Most messages stored in one transaction.")
+    batch_wait_ms: int = Field(
+        50, ge=0, description="Longest wait to fill a batch before it is committed."
+    )
+    receive_maximum: int = Field(
+        1000, ge=1, le=65535, description="Unacknowledged messages the broker may send us."
+    )
+
+    _check_names = field_validator("group", "worker")(segment_validator("name"))
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_url(cls, value: str) -> str:
+        if not value.startswith("sqlite:///"):
+            raise ValueError("only sqlite:///PATH is supported (postgresql:// is planned)")
+        if len(value) == len("sqlite:///"):
+            raise ValueError("sqlite:/// needs a file path after it")
+        return value

@@ -1,0 +1,534 @@
+"""Central's SQLite store (through sqlite-utils): idempotent, batched writes of validated
+messages, dead letters, fleet state and per-agent seq gaps, plus the queries the CLI shows.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from agent.protocol import (
+    AlertMessage,
+    CountsMessage,
+    HealthMessage,
+    HeartbeatMessage,
+    StatusMessage,
+    format_time,
+)
+
+DEAD_LETTER_BYTES = 4096  # raw bytes kept of a rejected message
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    msg_id TEXT PRIMARY KEY, site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT,
+    kind TEXT NOT NULL, seq INTEGER NOT NULL, created_at TEXT NOT NULL, received_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counts (
+    site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, rule TEXT NOT NULL,
+    rule_type TEXT NOT NULL, class TEXT NOT NULL, bucket_start TEXT NOT NULL,
+    bucket_seconds INTEGER NOT NULL, observed_seconds REAL NOT NULL,
+    "in" INTEGER, "out" INTEGER, occupancy_mean REAL, occupancy_max INTEGER,
+    dwell_count INTEGER, dwell_mean REAL, dwell_p90 REAL, dwell_max REAL, msg_id TEXT NOT NULL,
+    PRIMARY KEY (site, agent, camera, rule, class, bucket_start)
+);
+CREATE INDEX IF NOT EXISTS counts_time ON counts (bucket_start);
+CREATE TABLE IF NOT EXISTS alerts (
+    site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, alert_id TEXT NOT NULL,
+    state TEXT NOT NULL, type TEXT NOT NULL, severity TEXT NOT NULL, started_at TEXT NOT NULL,
+    ended_at TEXT, rule TEXT, details TEXT NOT NULL, created_at TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    PRIMARY KEY (site, agent, alert_id, state)
+);
+CREATE TABLE IF NOT EXISTS health (
+    site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, created_at TEXT NOT NULL,
+    state TEXT NOT NULL, fps_target REAL, fps_effective REAL, frames_read INTEGER,
+    frames_analyzed INTEGER, details TEXT, msg_id TEXT PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS agents (
+    site TEXT NOT NULL, agent TEXT NOT NULL, status TEXT, status_at TEXT, software TEXT,
+    last_seen REAL, last_heartbeat REAL, high_water_seq INTEGER NOT NULL DEFAULT -1,
+    max_seq INTEGER NOT NULL DEFAULT -1, outbox_messages INTEGER,
+    PRIMARY KEY (site, agent)
+);
+CREATE TABLE IF NOT EXISTS cameras (
+    site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, last_seen REAL,
+    health TEXT, health_at TEXT,
+    PRIMARY KEY (site, agent, camera)
+);
+CREATE TABLE IF NOT EXISTS agent_seqs (
+    site TEXT NOT NULL, agent TEXT NOT NULL, seq INTEGER NOT NULL, how TEXT NOT NULL,
+    PRIMARY KEY (site, agent, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gaps (
+    site TEXT NOT NULL, agent TEXT NOT NULL, seq_from INTEGER NOT NULL, seq_to INTEGER NOT NULL,
+    detected_at TEXT NOT NULL, closed_at TEXT, missing INTEGER NOT NULL,
+    lost INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (site, agent, seq_from)
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL, topic TEXT NOT NULL,
+    size INTEGER NOT NULL, payload BLOB, reason TEXT NOT NULL
+);
+"""
+
+
+def _now_iso() -> str:
+    return format_time(datetime.now(timezone.utc))
+
+
+def sqlite_path(url: str) -> Path:
+    """The file of a `sqlite:///path` URL (four slashes for an absolute path)."""
+    return Path(url.removeprefix("sqlite:///"))
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message as it came off the wire: topic, raw bytes, and the decoded message or the
+    reason it was rejected."""
+
+    topic: str
+    payload: bytes
+    message: Any = None
+    error: str | None = None
+
+
+class Storage:
+    """All reads and writes of central's database."""
+
+    def __init__(self, url: str) -> None:
+        path = sqlite_path(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db = sqlite_utils.Database(conn)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # Messages are acknowledged to the broker after commit: the commit must be on disk.
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.conn.executescript(_SCHEMA)
+        self.path = path
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def store(self, batch: Sequence[Received]) -> dict[str, int]:
+        """Store a batch in one transaction; duplicates (same msg_id or natural key) are ignored.
+
+        Returns counters: stored, duplicate, dead.
+        """
+        now = time.time()
+        received_at = _now_iso()
+        stats = {"stored": 0, "duplicate": 0, "dead": 0}
+        c = self.db.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for item in batch:
+                if item.message is None:
+                    self._dead_letter(item, received_at)
+                    stats["dead"] += 1
+                    continue
+                msg = item.message
+                if isinstance(msg, StatusMessage | HeartbeatMessage):
+                    self._agent_state(msg, now)
+                    stats["stored"] += 1
+                    continue
+                fresh = c.execute(
+                    "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        msg.msg_id,
+                        msg.site,
+                        msg.agent,
+                        msg.camera,
+                        msg.kind,
+                        msg.seq,
+                        format_time(msg.created_at),
+                        received_at,
+                    ),
+                ).rowcount
+                self._seen(msg, now)
+                if not fresh:
+                    stats["duplicate"] += 1
+                    continue
+                stats["stored"] += 1
+                if isinstance(msg, CountsMessage):
+                    c.executemany(_INSERT_COUNT, _count_rows(msg))
+                elif isinstance(msg, AlertMessage):
+                    self._alert(msg)
+                elif isinstance(msg, HealthMessage):
+                    self._health(msg)
+            self._track_seqs([i.message for i in batch if _sequenced(i.message)], received_at)
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return stats
+
+    def _dead_letter(self, item: Received, received_at: str) -> None:
+        self.db.conn.execute(
+            "INSERT INTO dead_letters (received_at, topic, size, payload, reason) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (
+                received_at,
+                item.topic[:512],
+                len(item.payload),
+                item.payload[:DEAD_LETTER_BYTES],
+                item.error or "invalid",
+            ),
+        )
+
+    def _agent_state(self, msg: StatusMessage | HeartbeatMessage, now: float) -> None:
+        c = self.db.conn
+        c.execute(
+            "INSERT INTO agents (site, agent, last_seen) VALUES (?, ?, ?) "
+            "ON CONFLICT(site, agent) DO UPDATE SET last_seen = MAX(COALESCE(last_seen, 0), ?)",
+            (msg.site, msg.agent, now, now),
+        )
+        if isinstance(msg, StatusMessage):
+            # A retained status can be older than one already applied: keep the newest.
+            c.execute(
+                "UPDATE agents SET status = ?, status_at = ?, software = ? WHERE site = ? AND "
+                "agent = ? AND (status_at IS NULL OR status_at <= ?)",
+                (
+                    msg.payload.state,
+                    format_time(msg.created_at),
+                    msg.payload.software,
+                    msg.site,
+                    msg.agent,
+                    format_time(msg.created_at),
+                ),
+            )
+        else:
+            c.execute(
+                "UPDATE agents SET last_heartbeat = ?, outbox_messages = ?, "
+                "status = COALESCE(status, 'online') WHERE site = ? AND agent = ?",
+                (now, msg.payload.outbox_messages, msg.site, msg.agent),
+            )
+        c.execute(
+            "UPDATE agents SET high_water_seq = MAX(high_water_seq, ?) "
+            "WHERE site = ? AND agent = ?",
+            (msg.seq, msg.site, msg.agent),
+        )
+
+    def _seen(self, msg: Any, now: float) -> None:
+        c = self.db.conn
+        c.execute(
+            "INSERT INTO agents (site, agent, last_seen) VALUES (?, ?, ?) "
+            "ON CONFLICT(site, agent) DO UPDATE SET last_seen = MAX(COALESCE(last_seen, 0), ?)",
+            (msg.site, msg.agent, now, now),
+        )
+        c.execute(
+            "INSERT INTO cameras (site, agent, camera, last_seen) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT DO UPDATE SET last_seen = MAX(COALESCE(last_seen, 0), ?)",
+            (msg.site, msg.agent, msg.camera, now, now),
+        )
+
+    def _alert(self, msg: AlertMessage) -> None:
+        p = msg.payload
+        self.db.conn.execute(
+            "INSERT OR IGNORE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                msg.site,
+                msg.agent,
+                msg.camera,
+                p.alert_id,
+                p.state,
+                p.type,
+                p.severity,
+                format_time(p.started_at),
+                format_time(p.ended_at) if p.ended_at else None,
+                p.rule,
+                json.dumps(p.details),
+                format_time(msg.created_at),
+                msg.msg_id,
+            ),
+        )
+
+    def _health(self, msg: HealthMessage) -> None:
+        p = msg.payload
+        created = format_time(msg.created_at)
+        self.db.conn.execute(
+            "INSERT OR IGNORE INTO health VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                msg.site,
+                msg.agent,
+                msg.camera,
+                created,
+                p.state,
+                p.fps_target,
+                p.fps_effective,
+                p.frames_read,
+                p.frames_analyzed,
+                json.dumps(p.details),
+                msg.msg_id,
+            ),
+        )
+        self.db.conn.execute(
+            "UPDATE cameras SET health = ?, health_at = ? WHERE site = ? AND agent = ? AND "
+            "camera = ? AND (health_at IS NULL OR health_at <= ?)",
+            (p.state, created, msg.site, msg.agent, msg.camera, created),
+        )
+
+    def _track_seqs(self, messages: list[Any], received_at: str) -> None:
+        """Record received seqs per agent; open a gap for each hole above the highest seq seen
+        so far, and shrink or close gaps that late messages (or declared losses) fill."""
+        c = self.db.conn
+        by_agent: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        for m in messages:
+            seqs = by_agent.setdefault((m.site, m.agent), [])
+            seqs.append((m.seq, "received"))
+            if isinstance(m, CountsMessage):
+                seqs.extend((s, "merged") for s in m.payload.merged_seqs if s != m.seq)
+            elif isinstance(m, AlertMessage) and m.payload.type == "buffer_overflow":
+                # The agent declares seqs it had to drop: they are accounted for, as lost.
+                for a, b in m.payload.details.get("lost_seqs", []):
+                    seqs.extend((s, "lost") for s in range(int(a), int(b) + 1))
+        for (site, agent), seqs in by_agent.items():
+            c.executemany(
+                "INSERT INTO agent_seqs VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(site, agent, s, how) for s, how in seqs],
+            )
+            prev_max = c.execute(
+                "SELECT max_seq FROM agents WHERE site = ? AND agent = ?", (site, agent)
+            ).fetchone()[0]
+            values = sorted({s for s, _ in seqs})
+            new_max = max(prev_max, values[-1])
+            expected = prev_max + 1
+            for s in (v for v in values if v > prev_max):
+                if s > expected:
+                    c.execute(
+                        "INSERT OR IGNORE INTO gaps (site, agent, seq_from, seq_to, detected_at, "
+                        "missing) VALUES (?, ?, ?, ?, ?, ?)",
+                        (site, agent, expected, s - 1, received_at, s - expected),
+                    )
+                expected = s + 1
+            c.execute(
+                "UPDATE agents SET max_seq = ? WHERE site = ? AND agent = ?", (new_max, site, agent)
+            )
+            self._refresh_gaps(site, agent, values[0], new_max, received_at)
+
+    def _refresh_gaps(self, site: str, agent: str, low: int, high: int, now: str) -> None:
+        c = self.db.conn
+        open_gaps = c.execute(
+            "SELECT seq_from, seq_to FROM gaps WHERE site = ? AND agent = ? AND closed_at IS NULL "
+            "AND seq_to >= ?",
+            (site, agent, low),
+        ).fetchall()
+        for seq_from, seq_to in open_gaps:
+            if seq_from > high:
+                continue
+            present, lost = c.execute(
+                "SELECT COUNT(*), SUM(how = 'lost') FROM agent_seqs WHERE site = ? AND agent = ? "
+                "AND seq BETWEEN ? AND ?",
+                (site, agent, seq_from, seq_to),
+            ).fetchone()
+            missing = seq_to - seq_from + 1 - present
+            c.execute(
+                "UPDATE gaps SET missing = ?, lost = ?, closed_at = ? WHERE site = ? AND "
+                "agent = ? AND seq_from = ?",
+                (missing, lost or 0, now if missing == 0 else None, site, agent, seq_from),
+            )
+
+    def refresh_all_gaps(self) -> None:
+        """Re-evaluate every open gap (after losses were declared for seqs already gapped)."""
+        for site, agent in self.db.conn.execute("SELECT site, agent FROM agents").fetchall():
+            self.db.conn.execute("BEGIN IMMEDIATE")
+            self._refresh_gaps(site, agent, 0, 1 << 62, _now_iso())
+            self.db.conn.execute("COMMIT")
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def counts(
+        self,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        site: str | None = None,
+        agent: str | None = None,
+        camera: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        where, args = ["1"], []
+        for clause, value in (
+            ("bucket_start >= ?", since),
+            ("bucket_start < ?", until),
+            ("site = ?", site),
+            ("agent = ?", agent),
+            ("camera = ?", camera),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        sql = (
+            "SELECT site, agent, camera, bucket_start, bucket_seconds, rule, rule_type, class, "
+            '"in", "out", occupancy_mean, occupancy_max, dwell_count, dwell_mean, dwell_p90, '
+            f"dwell_max, observed_seconds FROM counts WHERE {' AND '.join(where)} "
+            "ORDER BY bucket_start, site, agent, camera, rule, class"
+        )
+        yield from self.db.query(sql, args)
+
+    def totals(self) -> dict[str, dict[str, dict[str, dict[str, dict[str, int]]]]]:
+        """Line totals: agent -> camera -> rule -> class -> {in, out}."""
+        out: dict[str, Any] = {}
+        for r in self.db.query(
+            'SELECT agent, camera, rule, class, SUM("in") AS i, SUM("out") AS o FROM counts '
+            "WHERE rule_type = 'line' GROUP BY agent, camera, rule, class"
+        ):
+            out.setdefault(r["agent"], {}).setdefault(r["camera"], {}).setdefault(r["rule"], {})[
+                r["class"]
+            ] = {"in": r["i"], "out": r["o"]}
+        return out
+
+    def agents(self, heartbeat_timeout: float) -> list[dict[str, Any]]:
+        now = time.time()
+        rows = []
+        for r in self.db.query("SELECT * FROM agents ORDER BY site, agent"):
+            state = r["status"] or "unknown"
+            if state == "online" and (now - (r["last_seen"] or 0)) > heartbeat_timeout:
+                state = "stale"
+            cams = self.db.execute(
+                "SELECT COUNT(*) FROM cameras WHERE site = ? AND agent = ?",
+                (r["site"], r["agent"]),
+            ).fetchone()[0]
+            rows.append(
+                {
+                    "site": r["site"],
+                    "agent": r["agent"],
+                    "state": state,
+                    "last_seen": _ts(r["last_seen"]),
+                    "cameras": cams,
+                    "max_seq": r["max_seq"],
+                    "high_water_seq": r["high_water_seq"],
+                    "behind": max(0, r["high_water_seq"] - r["max_seq"]),
+                    "outbox": r["outbox_messages"],
+                }
+            )
+        return rows
+
+    def cameras(self) -> list[dict[str, Any]]:
+        return [
+            {**r, "last_seen": _ts(r["last_seen"])}
+            for r in self.db.query("SELECT * FROM cameras ORDER BY site, agent, camera")
+        ]
+
+    def gaps(self, include_closed: bool = True) -> list[dict[str, Any]]:
+        where = "" if include_closed else "WHERE closed_at IS NULL"
+        return list(self.db.query(f"SELECT * FROM gaps {where} ORDER BY site, agent, seq_from"))
+
+    def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:
+        return list(
+            self.db.query(
+                "SELECT id, received_at, topic, size, reason, payload FROM dead_letters "
+                "ORDER BY id DESC LIMIT ?",
+                [limit],
+            )
+        )
+
+    def summary(self) -> dict[str, Any]:
+        def one(sql: str) -> Any:
+            return self.db.execute(sql).fetchone()[0]
+
+        return {
+            "database": str(self.path),
+            "messages": one("SELECT COUNT(*) FROM messages"),
+            "count_rows": one("SELECT COUNT(*) FROM counts"),
+            "buckets": one(
+                "SELECT COUNT(*) FROM (SELECT DISTINCT site, agent, camera, "
+                "bucket_start FROM counts)"
+            ),
+            "alerts": one("SELECT COUNT(*) FROM alerts"),
+            "agents": one("SELECT COUNT(*) FROM agents"),
+            "cameras": one("SELECT COUNT(*) FROM cameras"),
+            "open_gaps": one("SELECT COUNT(*) FROM gaps WHERE closed_at IS NULL"),
+            "dead_letters": one("SELECT COUNT(*) FROM dead_letters"),
+            "first_bucket": one("SELECT MIN(bucket_start) FROM counts"),
+            "last_bucket": one("SELECT MAX(bucket_start) FROM counts"),
+        }
+
+
+_INSERT_COUNT = (
+    "INSERT OR IGNORE INTO counts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _sequenced(msg: Any) -> bool:
+    return isinstance(msg, CountsMessage | AlertMessage | HealthMessage)
+
+
+def _count_rows(msg: CountsMessage) -> Iterable[tuple[Any, ...]]:
+    p = msg.payload
+    head = (msg.site, msg.agent, msg.camera)
+    start = format_time(p.bucket_start)
+    for rule, by_class in p.lines.items():
+        for cls, c in by_class.items():
+            yield (
+                *head,
+                rule,
+                "line",
+                cls,
+                start,
+                p.bucket_seconds,
+                p.observed_seconds,
+                c.in_,
+                c.out,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                msg.msg_id,
+            )
+    for rule, by_class in p.zones.items():
+        for cls, z in by_class.items():
+            d = z.dwell
+            yield (
+                *head,
+                rule,
+                "zone",
+                cls,
+                start,
+                p.bucket_seconds,
+                p.observed_seconds,
+                None,
+                None,
+                z.occupancy_mean,
+                z.occupancy_max,
+                d.count,
+                d.mean,
+                d.p90,
+                d.max,
+                msg.msg_id,
+            )
+    if not p.lines and not p.zones:
+        # A camera with no rules still proves it was watched: keep the bucket as a row.
+        yield (
+            *head,
+            "",
+            "none",
+            "",
+            start,
+            p.bucket_seconds,
+            p.observed_seconds,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            msg.msg_id,
+        )
+
+
+def _ts(value: float | None) -> str | None:
+    if value is None:
+        return None
+    return format_time(datetime.fromtimestamp(value, timezone.utc))
