@@ -72,7 +72,10 @@ def _level_sizes(input_hw: tuple[int, int], strides: Sequence[int]) -> list[tupl
 
 
 def decode_nanodet(
-    outs: list[np.ndarray], spec: DecoderSpec, input_hw: tuple[int, int], floor: float,
+    outs: list[np.ndarray],
+    spec: DecoderSpec,
+    input_hw: tuple[int, int],
+    floor: float,
     mask: np.ndarray | None,
 ) -> list[Candidates]:
     """NanoDet (GFL head): per level sigmoid scores [B,N,C] and side distributions
@@ -86,7 +89,9 @@ def decode_nanodet(
             raise DecodeError(f"nanodet: last dim {merged.shape[-1]} != C + 4*(reg_max+1)")
         cls, reg = merged[..., : spec.num_classes], merged[..., spec.num_classes :]
     else:
-        cls_l = sorted((o for o in outs if o.shape[-1] == spec.num_classes), key=lambda o: -o.shape[1])
+        cls_l = sorted(
+            (o for o in outs if o.shape[-1] == spec.num_classes), key=lambda o: -o.shape[1]
+        )
         reg_l = sorted((o for o in outs if o.shape[-1] == 4 * bins), key=lambda o: -o.shape[1])
         if len(cls_l) != len(spec.strides) or len(reg_l) != len(spec.strides):
             raise DecodeError("nanodet: expected one score and one box tensor per stride")
@@ -98,7 +103,9 @@ def decode_nanodet(
         stride_of.append(np.full(h * w, s, np.float32))
     centre, stride = np.concatenate(centres), np.concatenate(stride_of)
     if cls.shape[1] != len(centre):
-        raise DecodeError(f"nanodet: {cls.shape[1]} anchors, grid of input {input_hw} has {len(centre)}")
+        raise DecodeError(
+            f"nanodet: {cls.shape[1]} anchors, grid of input {input_hw} has {len(centre)}"
+        )
     project = np.arange(bins, dtype=np.float32)
     result = []
     for b in range(cls.shape[0]):
@@ -115,7 +122,10 @@ def decode_nanodet(
 
 
 def decode_darknet(
-    outs: list[np.ndarray], spec: DecoderSpec, input_hw: tuple[int, int], floor: float,
+    outs: list[np.ndarray],
+    spec: DecoderSpec,
+    input_hw: tuple[int, int],
+    floor: float,
     mask: np.ndarray | None,
 ) -> list[Candidates]:
     """Darknet YOLO heads [B, A*(5+C), H, W]: sigmoid offsets in the cell, exp sizes times
@@ -127,7 +137,9 @@ def decode_darknet(
         stride = input_hw[0] // h
         anchors = np.asarray(spec.anchors.get(stride, ()), np.float32)
         if len(anchors) == 0 or ch != len(anchors) * (5 + spec.num_classes):
-            raise DecodeError(f"darknet-yolo: head {out.shape} has no matching anchors (stride {stride})")
+            raise DecodeError(
+                f"darknet-yolo: head {out.shape} has no matching anchors (stride {stride})"
+            )
         xs, ys = _grid(h, w)
         raw = out.reshape(b, len(anchors), 5 + spec.num_classes, h * w).transpose(0, 1, 3, 2)
         for f in range(b):
@@ -140,24 +152,31 @@ def decode_darknet(
             bw = np.exp(p[:, 2]) * anchors[a_idx, 0]
             bh = np.exp(p[:, 3]) * anchors[a_idx, 1]
             boxes = _cxcywh_to_xyxy(np.stack([cx, cy, bw, bh], 1))
-            per_frame[f].append(_select(boxes, obj[a_idx, cell, None] * _sigmoid(p[:, 5:]), floor, mask))
+            per_frame[f].append(
+                _select(boxes, obj[a_idx, cell, None] * _sigmoid(p[:, 5:]), floor, mask)
+            )
     return [_concat(c) for c in per_frame]
 
 
 def decode_yolov5(
-    outs: list[np.ndarray], spec: DecoderSpec, input_hw: tuple[int, int], floor: float,
+    outs: list[np.ndarray],
+    spec: DecoderSpec,
+    input_hw: tuple[int, int],
+    floor: float,
     mask: np.ndarray | None,
 ) -> list[Candidates]:
     """YOLOv5/v7 export [B, N, 5+C]: cx, cy, w, h in input pixels, objectness, class probs."""
     out = _single(outs, "yolov5", 5 + spec.num_classes, axis=-1)
     return [
-        _select(_cxcywh_to_xyxy(o[:, :4]), o[:, 4:5] * o[:, 5:], floor, mask)
-        for o in out[:, :, :]
+        _select(_cxcywh_to_xyxy(o[:, :4]), o[:, 4:5] * o[:, 5:], floor, mask) for o in out[:, :, :]
     ]
 
 
 def decode_yolov8(
-    outs: list[np.ndarray], spec: DecoderSpec, input_hw: tuple[int, int], floor: float,
+    outs: list[np.ndarray],
+    spec: DecoderSpec,
+    input_hw: tuple[int, int],
+    floor: float,
     mask: np.ndarray | None,
 ) -> list[Candidates]:
     """Ultralytics YOLOv8/YOLO11 export [B, 4+C, N]: cx, cy, w, h, then class scores."""
@@ -166,7 +185,10 @@ def decode_yolov8(
 
 
 def decode_yolox(
-    outs: list[np.ndarray], spec: DecoderSpec, input_hw: tuple[int, int], floor: float,
+    outs: list[np.ndarray],
+    spec: DecoderSpec,
+    input_hw: tuple[int, int],
+    floor: float,
     mask: np.ndarray | None,
 ) -> list[Candidates]:
     """YOLOX export [B, N, 5+C] without decode: (offset + cell) * stride, exp(size) * stride."""
@@ -178,7 +200,9 @@ def decode_yolox(
         strides.append(np.full((h * w, 1), s, np.float32))
     grid, stride = np.concatenate(grids), np.concatenate(strides)
     if out.shape[1] != len(grid):
-        raise DecodeError(f"yolox: {out.shape[1]} anchors, grid of input {input_hw} has {len(grid)}")
+        raise DecodeError(
+            f"yolox: {out.shape[1]} anchors, grid of input {input_hw} has {len(grid)}"
+        )
     result = []
     for o in out:
         xy = (o[:, :2] + grid) * stride
@@ -189,7 +213,10 @@ def decode_yolox(
 
 
 def decode_end2end(
-    outs: list[np.ndarray], spec: DecoderSpec, input_hw: tuple[int, int], floor: float,
+    outs: list[np.ndarray],
+    spec: DecoderSpec,
+    input_hw: tuple[int, int],
+    floor: float,
     mask: np.ndarray | None,
 ) -> list[Candidates]:
     """Models with NMS inside: one [B, K, 6] (x1, y1, x2, y2, score, class) tensor, or separate
@@ -203,12 +230,16 @@ def decode_end2end(
     else:
         boxes = next((o for o in outs if o.ndim == 3 and o.shape[-1] == 4), None)
         rest = [o for o in outs if o is not boxes]
-        counts = next((o for o in rest if o.size == o.shape[0] and boxes is not None
-                       and boxes.shape[1] != 1), None)
+        counts = next(
+            (o for o in rest if o.size == o.shape[0] and boxes is not None and boxes.shape[1] != 1),
+            None,
+        )
         pair = [o for o in rest if o is not counts and o.ndim == 2]
         if boxes is None or len(pair) != 2:
             raise DecodeError("end2end: expected boxes [B,K,4], scores [B,K] and labels [B,K]")
-        is_int = [np.issubdtype(o.dtype, np.integer) or bool(np.all(o == np.round(o))) for o in pair]
+        is_int = [
+            np.issubdtype(o.dtype, np.integer) or bool(np.all(o == np.round(o))) for o in pair
+        ]
         labels, scores = (pair[0], pair[1]) if is_int[0] and not is_int[1] else (pair[1], pair[0])
     result = []
     for f in range(boxes.shape[0]):
@@ -217,10 +248,14 @@ def decode_end2end(
         keep = (scores[f, :n] >= floor) & (ids >= 0) & (ids < spec.num_classes)
         if mask is not None:
             keep &= mask[np.clip(ids, 0, spec.num_classes - 1)]
-        result.append(Candidates(
-            boxes[f, :n][keep].astype(np.float32), scores[f, :n][keep].astype(np.float32),
-            ids[keep], nms_done=True,
-        ))
+        result.append(
+            Candidates(
+                boxes[f, :n][keep].astype(np.float32),
+                scores[f, :n][keep].astype(np.float32),
+                ids[keep],
+                nms_done=True,
+            )
+        )
     return result
 
 
@@ -228,7 +263,9 @@ def _single(outs: list[np.ndarray], family: str, size: int, axis: int) -> np.nda
     match = [o for o in outs if o.ndim == 3 and o.shape[axis] == size]
     if len(match) != 1:
         shapes = [o.shape for o in outs]
-        raise DecodeError(f"{family}: expected one output with dim {size} on axis {axis}, got {shapes}")
+        raise DecodeError(
+            f"{family}: expected one output with dim {size} on axis {axis}, got {shapes}"
+        )
     return match[0].astype(np.float32, copy=False)
 
 

@@ -36,7 +36,8 @@ class MqttConnection:
     """Keeps one paho client connected from its own thread until `stop()`.
 
     `on_connect(session_present)` runs on each (re)connect, `on_message(msg)` for each received
-    message. Publishing from other threads is safe (paho locks its queues).
+    message, `on_publish(mid, reason_code)` for each acknowledged QoS 1 publish. Publishing
+    from other threads is safe (paho locks its queues).
     """
 
     def __init__(
@@ -51,7 +52,7 @@ class MqttConnection:
         receive_maximum: int | None = None,
         on_connect: Callable[[bool], None] | None = None,
         on_message: Callable[[mqtt.MQTTMessage], None] | None = None,
-        on_publish: Callable[[int, bool], None] | None = None,
+        on_publish: Callable[[int, int], None] | None = None,
     ) -> None:
         self.broker = broker
         self.clean_start = clean_start
@@ -114,7 +115,7 @@ class MqttConnection:
 
     def _on_publish(self, _client, _userdata, mid, reason_code, _properties) -> None:
         if self._user_on_publish:
-            self._user_on_publish(mid, not reason_code.is_failure)
+            self._user_on_publish(mid, reason_code.value)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)

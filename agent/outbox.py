@@ -139,6 +139,8 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit is on disk (fsync) before enqueue returns; that is the promise.
         self._db.execute("PRAGMA synchronous=FULL")
+        # Keep the WAL file from staying large after a burst: the cap is about the disk.
+        self._db.execute("PRAGMA journal_size_limit=4194304")
         self._db.executescript(_SCHEMA)
         row = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox"
@@ -208,41 +210,56 @@ class Outbox:
         """
         created = now or utcnow()
         with self._lock:
-            self._relieve(incoming=sum(2048 for _ in items))
+            rows = self._build(items, created)
+            incoming = sum(len(r[5]) + ROW_OVERHEAD for r in rows)
+            self._relieve(incoming)
             try:
-                return self._insert_new(items, created, meta or {})
+                return self._insert(rows, items, created, meta or {})
             except sqlite3.OperationalError as exc:
                 if "full" not in str(exc):
                     raise
             # The disk filled before our estimate said so: make room harder and try once more.
-            self._relieve(incoming=0, cap=int(self.size_bytes * 0.8))
+            self._relieve(incoming, cap=int(self.size_bytes * 0.8))
             try:
-                return self._insert_new(items, created, meta or {})
+                return self._insert(rows, items, created, meta or {})
             except sqlite3.OperationalError as exc:
                 raise OutboxFullError(f"outbox {self.path}: {exc}") from exc
 
-    def _insert_new(
-        self, items: Sequence[tuple[str, str, Any]], created: datetime, meta: dict[str, Any]
-    ) -> list[int]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            next_seq = int(self._meta("next_seq", "0"))
-            seqs, rows = [], []
-            for kind, camera, payload in items:
-                msg = MESSAGE_TYPES[kind](
+    def _build(
+        self, items: Sequence[tuple[str, str, Any]], created: datetime
+    ) -> list[tuple[Any, ...]]:
+        """Envelope and encode items as outbox rows, numbered from the next free seq."""
+        next_seq = int(self._meta("next_seq", "0"))
+        return [
+            self._row_values(
+                MESSAGE_TYPES[kind](
                     msg_id=new_msg_id(),
-                    seq=next_seq,
+                    seq=next_seq + i,
                     agent=self.agent,
                     site=self.site,
                     camera=camera,
                     created_at=created,
                     payload=payload,
                 )
-                rows.append(self._row_values(msg))
-                seqs.append(next_seq)
-                next_seq += 1
+            )
+            for i, (kind, camera, payload) in enumerate(items)
+        ]
+
+    def _insert(
+        self,
+        rows: list[tuple[Any, ...]],
+        items: Sequence[tuple[str, str, Any]],
+        created: datetime,
+        meta: dict[str, Any],
+    ) -> list[int]:
+        if rows and rows[0][0] != int(self._meta("next_seq", "0")):
+            # Relief recorded a loss alert meanwhile and took those seqs: renumber.
+            rows = self._build(items, created)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
             self._db.executemany(_INSERT, rows)
-            self._set_meta("next_seq", next_seq)
+            if rows:
+                self._set_meta("next_seq", rows[-1][0] + 1)
             for key, value in meta.items():
                 self._set_meta(key, value)
             self._db.execute("COMMIT")
@@ -251,7 +268,7 @@ class Outbox:
             raise
         self._count += len(rows)
         self._body_bytes += sum(len(r[5]) for r in rows)
-        return seqs
+        return [r[0] for r in rows]
 
     @staticmethod
     def _row_values(msg: Any, attempted: int = 0) -> tuple[Any, ...]:
@@ -479,7 +496,7 @@ class Outbox:
                 )
             )
         if items:
-            self._insert_new(items, now, {})
+            self._insert(self._build(items, now), items, now, {})
 
     # --- inspection ----------------------------------------------------------------------
 

@@ -24,8 +24,10 @@ from agent.protocol import (
 log = logging.getLogger(__name__)
 
 SOFTWARE = "pantau-agent/0.1"
-# After a refused PUBACK the lane is replayed from the refused message after this long.
-RETRY_AFTER_REFUSAL = 5.0
+# After an unsuccessful PUBACK the lane is replayed from that message after this long.
+RETRY_AFTER_REFUSAL = 2.0
+PUBACK_SUCCESS = 0
+PUBACK_NO_SUBSCRIBERS = 16
 
 
 class TokenBucket:
@@ -75,11 +77,12 @@ class Publisher:
         self._lock = threading.Lock()
         self._inflight: dict[int, tuple[int, int]] = {}  # mid -> (lane, seq)
         self._acked: list[int] = []
-        self._early: dict[int, bool] = {}  # mid -> accepted, for PUBACKs seen before the mid
+        self._early: dict[int, int] = {}  # mid -> reason, for PUBACKs seen before the mid
         self._refused: dict[int, float] = {}  # lane -> earliest refused seq
         self._cursor = {LANE_ALERT: -1, LANE_DATA: -1}
         self.published = 0
         self.acknowledged = 0
+        self.no_subscribers = 0
         self._thread: threading.Thread | None = None
         topic_base = f"pantau/v1/{settings.site}/{settings.id}"
         self.status_topic = f"{topic_base}/status"
@@ -126,23 +129,30 @@ class Publisher:
         self.conn.publish(self.status_topic, self._status("online").encode(), retain=True)
         self._wake.set()
 
-    def _on_publish(self, mid: int, accepted: bool) -> None:
+    def _on_publish(self, mid: int, reason: int) -> None:
+        # Only Success means delivered. "No matching subscribers" (16) means the broker took the
+        # message and threw it away: after a broker restart Mosquitto 2.0 does not restore
+        # shared subscriptions until central subscribes again, so keep it and retry.
+        if reason == PUBACK_NO_SUBSCRIBERS:
+            self.no_subscribers += 1
         with self._lock:
             entry = self._inflight.pop(mid, None)
             if entry is None:
                 # The PUBACK beat our bookkeeping of the publish; settle it there.
-                self._early[mid] = accepted
+                self._early[mid] = reason
                 return
-            self._settle(entry, accepted)
+            self._settle(entry, reason)
         self._wake.set()
 
-    def _settle(self, entry: tuple[int, int], accepted: bool) -> None:
+    def _settle(self, entry: tuple[int, int], reason: int) -> None:
         lane, seq = entry
+        accepted = reason == PUBACK_SUCCESS
         if accepted:
             self._acked.append(seq)
-        else:
-            log.error("broker refused message seq=%s; it stays in the outbox", seq)
-            self._refused[lane] = min(self._refused.get(lane, seq), seq)
+            return
+        if seq not in self._refused.values():
+            log.warning("message seq=%s not delivered (PUBACK reason %s); retrying", seq, reason)
+        self._refused[lane] = min(self._refused.get(lane, seq), seq)
 
     # --- the publishing loop ------------------------------------------------------------
 

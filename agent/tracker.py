@@ -258,6 +258,7 @@ class ByteTracker:
         tentative_match_iou: float = 0.3,
         min_hits: int = 2,
         lost_seconds: float = 1.5,
+        tentative_seconds: float = 0.25,
         fuse_score: bool = True,
         class_groups: Iterable[Sequence[int]] = DEFAULT_CLASS_GROUPS,
     ) -> None:
@@ -275,6 +276,7 @@ class ByteTracker:
         self.tentative_match_iou = tentative_match_iou
         self.min_hits = min_hits
         self.lost_seconds = lost_seconds
+        self.tentative_seconds = tentative_seconds
         self.fuse_score = fuse_score
         self._group_of: dict[int, int] = {}
         for group, members in enumerate(class_groups):
@@ -369,7 +371,10 @@ class ByteTracker:
         # Removal: unmatched unconfirmed tracks at once, lost tracks after the buffer.
         matched_mask = np.zeros(n_tracks, bool)
         matched_mask[matched_t] = True
-        dead = (~self._confirmed & ~matched_mask) | (t - self._last_seen > self.lost_seconds)
+        unseen = t - self._last_seen
+        dead = np.where(
+            self._confirmed, unseen > self.lost_seconds, unseen > self.tentative_seconds
+        )
         keep = ~dead
         self._removed = self._ids[dead]
         out_rows = np.flatnonzero(matched_mask[keep])

@@ -226,7 +226,6 @@ class ZoneMonitor:
         exit_seconds: float = 1.0,
         max_gap_seconds: float = 5.0,
         rules: Sequence[ZoneRule] = (),
-        tz: str | tzinfo | None = None,
     ) -> None:
         self.polygon = np.asarray(polygon, np.float64).reshape(-1, 2)
         if len(self.polygon) < 3:
@@ -236,7 +235,6 @@ class ZoneMonitor:
         self.exit_seconds = exit_seconds
         self.max_gap_seconds = max_gap_seconds
         self.rules = list(rules)
-        self.tz: tzinfo = ZoneInfo(tz) if isinstance(tz, str) else (tz or timezone.utc)
         self.presence: dict[int, Presence] = {}
         self.occupancy: dict[int, int] = {}
         self._last_t: float | None = None
@@ -274,8 +272,8 @@ class ZoneMonitor:
     ) -> list[AlertEvent]:
         """Observe one analysed frame at time `t`; return alert events it caused.
 
-        `wall_time` is the frame's wall-clock time for schedules; when None, `t` is taken as
-        epoch seconds.
+        `wall_time` is the frame's wall-clock time for schedules (aware, or naive in the
+        schedule's timezone); when None, `t` must be epoch seconds.
         """
         if self._bucket_start is None:
             self._bucket_start = t
@@ -284,7 +282,9 @@ class ZoneMonitor:
 
         mask = self.inside(tracks)
         occupancy: dict[int, int] = dict.fromkeys(self.classes or (), 0)
-        for tid, cls in zip(tracks.tracker_id[mask].tolist(), tracks.class_id[mask].tolist()):
+        for tid, cls in zip(
+            tracks.tracker_id[mask].tolist(), tracks.class_id[mask].tolist(), strict=True
+        ):
             occupancy[cls] = occupancy.get(cls, 0) + 1
             p = self.presence.get(tid)
             if p is None:

@@ -1,0 +1,278 @@
+"""The detector runtime: a batch of BGR frames -> Detections per frame, through an ONNX Runtime
+session (CPU, CUDA, TensorRT or OpenVINO), the family's decoder, class-aware NMS and thresholds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import Field, field_validator
+
+from agent.decoders import Candidates, decode
+from agent.detections import DEFAULT_CLASSES, Detections
+from agent.model_store import ModelManifest, ModelStore
+from agent.settings import Section
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+}
+
+
+class DetectorError(Exception):
+    """The detector cannot be built as configured."""
+
+
+class DetectorSettings(Section):
+    model: str = Field("nanodet-m", description="Model name in the local model store.")
+    precision: Literal["auto", "int8", "fp32"] = Field(
+        "auto",
+        description="auto: INT8 when built and accepted by the accuracy gate, else FP32.",
+    )
+    provider: Literal["cpu", "cuda", "tensorrt", "openvino"] = Field(
+        "cpu", description="ONNX Runtime execution provider."
+    )
+    intra_op_threads: int = Field(
+        0, ge=0, description="Threads inside one operator (0 = ONNX Runtime picks: all cores)."
+    )
+    inter_op_threads: int = Field(1, ge=0, description="Operators run in parallel (0 = auto).")
+    input_size: int | None = Field(
+        None, ge=32, description="Input side in pixels (e.g. 512 or 640 for small, distant "
+        "vehicles); default the model's. Cameras may override it."
+    )
+    classes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_CLASSES),
+        description="Class names to keep; empty keeps every class of the model.",
+    )
+    confidence: float = Field(0.5, gt=0, le=1, description="Default score threshold.")
+    class_confidence: dict[str, float] = Field(
+        default_factory=dict, description="Per-class score thresholds, by class name."
+    )
+    nms_iou: float = Field(0.5, gt=0, le=1, description="IoU above which NMS drops a box.")
+    max_detections: int = Field(300, ge=1, description="Most boxes kept per frame.")
+    max_batch: int = Field(8, ge=1, description="Most frames per inference call.")
+
+    @field_validator("class_confidence")
+    @classmethod
+    def _in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, score in value.items():
+            if not 0 < score <= 1:
+                raise ValueError(f"threshold of {name!r} must be in (0, 1], got {score}")
+        return value
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Model-input pixels -> source pixels: x_src = (x - pad_x) / scale_x."""
+
+    scale_x: float
+    scale_y: float
+    pad_x: float
+    pad_y: float
+    width: int
+    height: int
+
+    def to_source(self, boxes: np.ndarray) -> np.ndarray:
+        out = boxes.astype(np.float32, copy=True)
+        out[:, [0, 2]] = ((out[:, [0, 2]] - self.pad_x) / self.scale_x).clip(0, self.width)
+        out[:, [1, 3]] = ((out[:, [1, 3]] - self.pad_y) / self.scale_y).clip(0, self.height)
+        return out
+
+    def to_input(self, boxes: np.ndarray) -> np.ndarray:
+        out = boxes.astype(np.float32, copy=True)
+        out[:, [0, 2]] = out[:, [0, 2]] * self.scale_x + self.pad_x
+        out[:, [1, 3]] = out[:, [1, 3]] * self.scale_y + self.pad_y
+        return out
+
+
+def resize_frame(
+    frame: np.ndarray, size: tuple[int, int], mode: str, pad_value: float = 114.0
+) -> tuple[np.ndarray, Transform]:
+    """Fit a frame into (height, width): letterbox keeps the aspect ratio and pads both sides
+    equally; stretch scales each axis on its own.
+    """
+    h, w = frame.shape[:2]
+    th, tw = size
+    if mode == "stretch":
+        out = cv2.resize(frame, (tw, th), interpolation=cv2.INTER_LINEAR)
+        return out, Transform(tw / w, th / h, 0.0, 0.0, w, h)
+    scale = min(tw / w, th / h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    px, py = (tw - nw) // 2, (th - nh) // 2
+    out = np.full((th, tw, frame.shape[2]), pad_value, dtype=frame.dtype)
+    out[py : py + nh, px : px + nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    return out, Transform(nw / w, nh / h, float(px), float(py), w, h)
+
+
+def preprocess(
+    frames: Sequence[np.ndarray], manifest: ModelManifest, size: tuple[int, int]
+) -> tuple[np.ndarray, list[Transform]]:
+    """BGR uint8 frames -> the model's NCHW float batch, as its manifest says."""
+    mean = np.asarray(manifest.mean, np.float32)
+    inv_std = 1.0 / np.asarray(manifest.std, np.float32)
+    batch = np.empty((len(frames), 3, *size), np.float32)
+    transforms = []
+    for k, frame in enumerate(frames):
+        image, transform = resize_frame(frame, size, manifest.resize, manifest.pad_value)
+        if manifest.channel_order == "rgb":
+            image = image[:, :, ::-1]
+        batch[k] = ((image.astype(np.float32) - mean) * inv_std).transpose(2, 0, 1)
+        transforms.append(transform)
+    return batch, transforms
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou: float) -> np.ndarray:
+    """Class-aware greedy NMS; returns kept indices, best score first."""
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    # Shifting each class to its own region makes one pass class-aware.
+    shift = (class_ids.astype(np.float32) * (float(boxes.max()) + 1.0))[:, None]
+    b = boxes + shift
+    area = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        xx1 = np.maximum(b[i, 0], b[rest, 0])
+        yy1 = np.maximum(b[i, 1], b[rest, 1])
+        xx2 = np.minimum(b[i, 2], b[rest, 2])
+        yy2 = np.minimum(b[i, 3], b[rest, 3])
+        inter = (xx2 - xx1).clip(0) * (yy2 - yy1).clip(0)
+        overlap = inter / np.maximum(area[i] + area[rest] - inter, 1e-9)
+        order = rest[overlap <= iou]
+    return np.asarray(keep, np.int64)
+
+
+def make_session(
+    path: str, provider: str = "cpu", intra_op_threads: int = 0, inter_op_threads: int = 1
+):  # -> onnxruntime.InferenceSession (imported lazily: the CLI must start without it)
+    import onnxruntime as ort
+
+    wanted = PROVIDERS[provider]
+    available = ort.get_available_providers()
+    if wanted not in available:
+        raise DetectorError(
+            f"execution provider {provider!r} ({wanted}) is not available in this onnxruntime "
+            f"(available: {', '.join(available)}); install the matching onnxruntime build or "
+            "set detector.provider: cpu"
+        )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = inter_op_threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    providers = [wanted] if wanted == "CPUExecutionProvider" else [wanted, "CPUExecutionProvider"]
+    return ort.InferenceSession(path, sess_options=options, providers=providers)
+
+
+class Detector:
+    """One model session shared by all cameras of an agent; `detect` takes frames of any sizes."""
+
+    def __init__(
+        self,
+        manifest: ModelManifest,
+        model_path: str,
+        settings: DetectorSettings | None = None,
+    ) -> None:
+        self.settings = settings or DetectorSettings(model=manifest.name)
+        self.manifest = manifest
+        self.names = tuple(manifest.class_names)
+        self.spec = manifest.decoder_spec()
+        s = self.settings
+        self.session = make_session(model_path, s.provider, s.intra_op_threads, s.inter_op_threads)
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        self.batchable = not isinstance(model_input.shape[0], int) or model_input.shape[0] != 1
+        self.input_size = self.check_size(s.input_size)
+        self.mask, self.thresholds = self._class_filter()
+        self.floor = float(self.thresholds[self.mask].min()) if self.mask.any() else 1.0
+
+    @classmethod
+    def from_store(
+        cls, settings: DetectorSettings | None = None, store: ModelStore | None = None
+    ) -> Detector:
+        """The configured model from the local store, INT8 or FP32 as `precision` says."""
+        settings = settings or DetectorSettings()
+        store = store or ModelStore()
+        manifest = store.manifest(settings.model)
+        which = settings.precision
+        if which == "auto":
+            which = "int8" if manifest.int8 and manifest.int8_accepted else "fp32"
+        elif which == "int8" and manifest.int8 is None:
+            raise DetectorError(f"model {manifest.name!r} has no INT8 file; build it or use fp32")
+        path = store.file(manifest, which)
+        detector = cls(manifest, str(path), settings)
+        detector.precision = which
+        return detector
+
+    precision: str = "fp32"
+
+    def check_size(self, side: int | tuple[int, int] | None) -> tuple[int, int]:
+        """(height, width) for a requested input size; the model's own when None."""
+        if side is None:
+            return tuple(self.manifest.input_size)  # type: ignore[return-value]
+        size = (side, side) if isinstance(side, int) else tuple(side)
+        if size == tuple(self.manifest.input_size):
+            return size  # type: ignore[return-value]
+        if not self.manifest.dynamic_size:
+            raise DetectorError(
+                f"model {self.manifest.name!r} has a fixed input of {self.manifest.input_size}"
+            )
+        if any(v % self.manifest.size_multiple for v in size):
+            raise DetectorError(f"input size {size} must be a multiple of "
+                                f"{self.manifest.size_multiple}")
+        return size  # type: ignore[return-value]
+
+    def _class_filter(self) -> tuple[np.ndarray, np.ndarray]:
+        s = self.settings
+        wanted = set(s.classes) if s.classes else set(self.names)
+        unknown = (wanted | set(s.class_confidence)) - set(self.names)
+        if unknown:
+            raise DetectorError(f"classes not in model {self.manifest.name!r}: {sorted(unknown)}")
+        mask = np.array([n in wanted for n in self.names])
+        thresholds = np.array([s.class_confidence.get(n, s.confidence) for n in self.names],
+                              np.float32)
+        return mask, thresholds
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Raw outputs for a preprocessed batch, split into calls the model and max_batch allow."""
+        step = self.settings.max_batch if self.batchable else 1
+        parts = [self.session.run(None, {self.input_name: batch[i : i + step]})
+                 for i in range(0, len(batch), step)]
+        return [np.concatenate(outs) for outs in zip(*parts, strict=True)]
+
+    def detect(
+        self, frames: Sequence[np.ndarray], input_size: int | tuple[int, int] | None = None
+    ) -> list[Detections]:
+        """Detections per frame, boxes in each frame's own pixels. `input_size` overrides the
+        configured size for this call (group cameras by their size setting).
+        """
+        if not frames:
+            return []
+        size = self.input_size if input_size is None else self.check_size(input_size)
+        batch, transforms = preprocess(frames, self.manifest, size)
+        found = decode(self.infer(batch), self.spec, size, self.floor, self.mask)
+        return [self.postprocess(c, t) for c, t in zip(found, transforms, strict=True)]
+
+    def postprocess(self, cand: Candidates, transform: Transform) -> Detections:
+        keep = cand.scores >= self.thresholds[cand.class_ids]
+        boxes, scores, ids = cand.boxes[keep], cand.scores[keep], cand.class_ids[keep]
+        order = (np.argsort(-scores, kind="stable") if cand.nms_done
+                 else nms(boxes, scores, ids, self.settings.nms_iou))
+        order = order[: self.settings.max_detections]
+        if len(order) == 0:
+            return Detections.empty(self.names)
+        return Detections(
+            transform.to_source(boxes[order]), scores[order].astype(np.float32),
+            ids[order].astype(np.int32), self.names,
+        )

@@ -1,0 +1,267 @@
+"""Configuration of a camera's counting lines and zones (pydantic), validated and turned into
+LineCounter and ZoneMonitor objects."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from agent.detections import DEFAULT_CLASSES
+from agent.settings import Section
+
+if TYPE_CHECKING:
+    from agent.lines import LineCounter
+    from agent.zones import ZoneMonitor
+
+Point = tuple[float, float]
+AnchorName = Literal[
+    "bottom_center",
+    "center",
+    "top_center",
+    "bottom_left",
+    "bottom_right",
+    "center_left",
+    "center_right",
+    "top_left",
+    "top_right",
+]
+
+
+def _check_classes(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    if not value:
+        raise ValueError("classes must not be empty (omit it for all person and vehicle classes)")
+    unknown = [c for c in value if c not in DEFAULT_CLASSES]
+    if unknown:
+        raise ValueError(f"unknown classes {unknown}; known: {', '.join(DEFAULT_CLASSES)}")
+    if len(set(value)) != len(value):
+        raise ValueError("classes are listed twice")
+    return value
+
+
+def class_ids(classes: Sequence[str] | None, names: Sequence[str] = ()) -> list[int]:
+    """Class ids of `classes` (None = every DEFAULT_CLASSES name) in the model's `names`;
+    with no names, the COCO ids of DEFAULT_CLASSES. KeyError for a name the model lacks."""
+    wanted = list(classes) if classes is not None else list(DEFAULT_CLASSES)
+    if not names:
+        return [DEFAULT_CLASSES[c] for c in wanted]
+    index = {n: i for i, n in enumerate(names)}
+    missing = [c for c in wanted if c not in index]
+    if missing and classes is not None:
+        raise KeyError(f"the model has no class {missing}")
+    return [index[c] for c in wanted if c in index]
+
+
+def _points_outside(points: Sequence[Point], width: int, height: int) -> list[Point]:
+    return [p for p in points if not (0 <= p[0] <= width and 0 <= p[1] <= height)]
+
+
+def _segments_intersect(p1: Point, p2: Point, q1: Point, q2: Point) -> bool:
+    def orient(a: Point, b: Point, c: Point) -> float:
+        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+
+    def on_segment(a: Point, b: Point, c: Point) -> bool:
+        return min(a[0], b[0]) <= c[0] <= max(a[0], b[0]) and min(a[1], b[1]) <= c[1] <= max(
+            a[1], b[1]
+        )
+
+    d1, d2 = orient(q1, q2, p1), orient(q1, q2, p2)
+    d3, d4 = orient(p1, p2, q1), orient(p1, p2, q2)
+    if d1 * d2 < 0 and d3 * d4 < 0:
+        return True
+    return any(
+        d == 0 and on_segment(a, b, c)
+        for d, a, b, c in ((d1, q1, q2, p1), (d2, q1, q2, p2), (d3, p1, p2, q1), (d4, p1, p2, q2))
+    )
+
+
+class LineConfig(Section):
+    """A counting line: crossings of the segment A->B; 'in' is onto its left-hand side as
+    seen on screen (cross(B-A, P-A) < 0 in image coordinates)."""
+
+    points: list[Point] = Field(
+        description="Two points [[xA, yA], [xB, yB]] in frame pixels, from A to B."
+    )
+    classes: list[str] | None = Field(
+        None, description="Classes counted; default: person and every vehicle class."
+    )
+    anchor: AnchorName = Field(
+        "bottom_center", description="Point of the box that must cross the line."
+    )
+    min_frames: int = Field(
+        2,
+        ge=1,
+        le=50,
+        description="Analysed frames the anchor must stay on the new side before the crossing "
+        "counts (flicker filter).",
+    )
+
+    _classes = field_validator("classes")(_check_classes)
+
+    @field_validator("points")
+    @classmethod
+    def _two_points(cls, value: list[Point]) -> list[Point]:
+        if len(value) != 2:
+            raise ValueError(f"a line needs exactly 2 points, got {len(value)}")
+        if value[0] == value[1]:
+            raise ValueError("the two points of a line must differ")
+        return value
+
+    def frame_errors(self, width: int, height: int, where: str = "line") -> list[str]:
+        """`where.points: value -> reason` lines for points outside a width x height frame."""
+        outside = _points_outside(self.points, width, height)
+        if not outside:
+            return []
+        return [f"{where}.points: {outside} -> outside the {width}x{height} frame"]
+
+    def build(self, names: Sequence[str] = ()) -> LineCounter:
+        from agent.lines import LineCounter
+
+        return LineCounter(
+            self.points[0],
+            self.points[1],
+            classes=class_ids(self.classes, names),
+            anchor=self.anchor,
+            min_frames=self.min_frames,
+        )
+
+
+class RestrictedConfig(Section):
+    schedule: str = Field(
+        description="Daily window 'HH:MM-HH:MM' when any object inside is an intrusion; may "
+        "wrap midnight ('18:00-06:00'); '00:00-24:00' is always."
+    )
+    timezone: str | None = Field(
+        None, description="IANA timezone of the schedule (e.g. Asia/Jakarta); default UTC."
+    )
+    hold_seconds: float = Field(
+        2.0, ge=0, description="Seconds something must be inside before the alert is raised."
+    )
+    clear_seconds: float = Field(
+        30.0, ge=0, description="Seconds the zone must be empty before the alert clears."
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        from agent.zones import parse_daily_window
+
+        parse_daily_window(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r} (use an IANA name)") from None
+        return value
+
+
+class ZoneConfig(Section):
+    """A zone: a polygon in which occupancy and dwell are measured and alerts raised."""
+
+    polygon: list[Point] = Field(
+        description="At least 3 points [[x, y], ...] in frame pixels; must not cross itself."
+    )
+    classes: list[str] | None = Field(
+        None, description="Classes measured; default: person and every vehicle class."
+    )
+    anchor: AnchorName = Field(
+        "bottom_center", description="Point of the box that must be inside the polygon."
+    )
+    max_occupancy: int | None = Field(
+        None, ge=0, description="Crowd alert when more objects than this are inside."
+    )
+    crowd_hold_seconds: float = Field(
+        10.0, ge=0, description="Seconds over max_occupancy before the crowd alert is raised."
+    )
+    crowd_hysteresis: int = Field(
+        1, ge=1, description="The crowd alert clears at max_occupancy minus this or fewer."
+    )
+    loiter_seconds: float | None = Field(
+        None, gt=0, description="Loitering alert for a track inside longer than this."
+    )
+    restricted: RestrictedConfig | None = Field(
+        None, description="Intrusion alert schedule; omit for a zone that is never restricted."
+    )
+    exit_seconds: float = Field(
+        1.0, ge=0, description="Seconds unseen inside before a track counts as having left."
+    )
+
+    _classes = field_validator("classes")(_check_classes)
+
+    @field_validator("polygon")
+    @classmethod
+    def _simple_polygon(cls, value: list[Point]) -> list[Point]:
+        if len(value) < 3:
+            raise ValueError(f"a zone needs at least 3 points, got {len(value)}")
+        n = len(value)
+        edges = [(value[i], value[(i + 1) % n]) for i in range(n)]
+        for i in range(n):
+            for j in range(i + 1, n):
+                if j == i + 1 or (i == 0 and j == n - 1):
+                    continue  # neighbours share a corner
+                if _segments_intersect(*edges[i], *edges[j]):
+                    raise ValueError(f"the polygon crosses itself (edges {i + 1} and {j + 1})")
+        area2 = sum(
+            value[i][0] * value[(i + 1) % n][1] - value[(i + 1) % n][0] * value[i][1]
+            for i in range(n)
+        )
+        if abs(area2) < 1e-9:
+            raise ValueError("the polygon has no area (its points are on one line)")
+        return value
+
+    @model_validator(mode="after")
+    def _crowd(self) -> ZoneConfig:
+        if self.max_occupancy is not None and self.crowd_hysteresis > self.max_occupancy + 1:
+            raise ValueError("crowd_hysteresis must be at most max_occupancy + 1")
+        return self
+
+    def frame_errors(self, width: int, height: int, where: str = "zone") -> list[str]:
+        """`where.polygon: value -> reason` lines for points outside a width x height frame."""
+        outside = _points_outside(self.polygon, width, height)
+        if not outside:
+            return []
+        return [f"{where}.polygon: {outside} -> outside the {width}x{height} frame"]
+
+    def build(self, names: Sequence[str] = (), rule: str | None = None) -> ZoneMonitor:
+        from agent.zones import CrowdRule, DailyWindow, IntrusionRule, LoiterRule, ZoneMonitor
+
+        rules: list = []
+        if self.max_occupancy is not None:
+            rules.append(
+                CrowdRule(
+                    self.max_occupancy,
+                    hold_seconds=self.crowd_hold_seconds,
+                    hysteresis=self.crowd_hysteresis,
+                    rule=rule,
+                )
+            )
+        if self.loiter_seconds is not None:
+            rules.append(LoiterRule(self.loiter_seconds, rule=rule))
+        if self.restricted is not None:
+            r = self.restricted
+            rules.append(
+                IntrusionRule(
+                    DailyWindow(r.schedule, r.timezone),
+                    hold_seconds=r.hold_seconds,
+                    clear_seconds=r.clear_seconds,
+                    rule=rule,
+                )
+            )
+        return ZoneMonitor(
+            self.polygon,
+            classes=class_ids(self.classes, names),
+            anchor=self.anchor,
+            exit_seconds=self.exit_seconds,
+            rules=rules,
+        )

@@ -1,0 +1,109 @@
+"""Counting evaluation on the TUD sequences: our tracker + LineCounter + ZoneMonitor on the
+public detections, against ground truth derived from gt.txt. Shared by tests and benchmarks."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agent.lines import LineCounter
+from agent.tracker import ByteTracker
+from agent.zones import ZoneMonitor
+
+from .motdata import Sequence, accumulate, run_tracker, true_crossings, true_occupancy
+
+# Tracker settings for the ACF public detections (scores /100, see Sequence.detections).
+TUD_TRACKER = {"high_score": 0.2, "new_score": 0.3, "low_score": 0.05}
+
+# Vertical lines (A at the top, so 'in' is walking right) across the walkways, one near the
+# right frame edge, and zones on the walkways.
+LINES: dict[str, dict[str, tuple[tuple[float, float], tuple[float, float]]]] = {
+    "TUD-Campus": {
+        "x200": ((200, 300), (200, 480)),
+        "x320": ((320, 300), (320, 480)),
+        "x450": ((450, 300), (450, 480)),
+        "edge600": ((600, 300), (600, 480)),
+    },
+    "TUD-Stadtmitte": {
+        "x320": ((320, 200), (320, 360)),
+        "x450": ((450, 200), (450, 360)),
+        "edge600": ((600, 200), (600, 360)),
+    },
+}
+ZONES: dict[str, list[tuple[float, float]]] = {
+    "TUD-Campus": [(0, 330), (320, 330), (320, 480), (0, 480)],
+    "TUD-Stadtmitte": [(300, 220), (640, 220), (640, 340), (300, 340)],
+}
+
+
+@dataclass
+class CountResult:
+    step: int
+    abs_error: int = 0
+    true_total: int = 0
+    per_line: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    occupancy_mae: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    frames: int = 0
+    accs: list = field(default_factory=list)
+
+    @property
+    def error(self) -> float:
+        return self.abs_error / self.true_total if self.true_total else 0.0
+
+    @property
+    def us_per_frame(self) -> float:
+        return 1e6 * self.seconds / self.frames if self.frames else 0.0
+
+
+def evaluate(sequences: list[Sequence], step: int, min_frames: int, **tracker_kw) -> CountResult:
+    """Run tracker + lines + zone on every `step`-th frame of each sequence.
+
+    `seconds` covers the tracker and rules only (detections are loaded outside the timer).
+    """
+    result = CountResult(step)
+    for seq in sequences:
+        tracker = ByteTracker(**{**TUD_TRACKER, **tracker_kw})
+        lines = {
+            name: LineCounter(a, b, min_frames=min_frames)
+            for name, (a, b) in LINES[seq.name].items()
+        }
+        zone = ZoneMonitor(ZONES[seq.name])
+        frames = list(seq.frames(step))
+        occupancy: list[int] = []
+        clock = [0.0]
+
+        def update(d, t, tracker=tracker, lines=lines, zone=zone, clock=clock, occ=occupancy):
+            start = time.perf_counter()
+            tracks = tracker.update(d, t)
+            for line in lines.values():
+                line.update(tracks, t)
+                line.forget(tracker.removed_ids)
+            zone.update(tracks, t)
+            zone.forget(tracker.removed_ids)
+            clock[0] += time.perf_counter() - start
+            occ.append(int(zone.inside(tracks).sum()))
+            return tracks
+
+        hyp = run_tracker(seq, update, step)
+        result.accs.append(accumulate(seq.gt, hyp, frames))
+        result.seconds += clock[0]
+        result.frames += len(frames)
+        for name, (a, b) in LINES[seq.name].items():
+            truth = true_crossings(seq.gt, a, b)
+            line = lines[name]
+            result.per_line[f"{seq.name}/{name}"] = (
+                line.in_count,
+                truth["in"],
+                line.out_count,
+                truth["out"],
+            )
+            result.abs_error += abs(line.in_count - truth["in"]) + abs(
+                line.out_count - truth["out"]
+            )
+            result.true_total += truth["in"] + truth["out"]
+        true_occ = true_occupancy(seq.gt, np.asarray(ZONES[seq.name], float), frames)
+        result.occupancy_mae[seq.name] = float(np.abs(np.array(occupancy) - true_occ).mean())
+    return result

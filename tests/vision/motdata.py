@@ -1,0 +1,204 @@
+"""MOTChallenge data for the vision tests and benchmarks: loading, metrics and counting truth."""
+
+from __future__ import annotations
+
+import configparser
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agent.detections import Detections
+from agent.tracker import Tracks
+
+SEQUENCES = ("TUD-Campus", "TUD-Stadtmitte")
+PERSON_NAMES = ("person",)
+
+
+def data_root() -> Path:
+    """$PANTAU_TEST_DATA, else <repo>/../shared/data."""
+    env = os.environ.get("PANTAU_TEST_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def load_mot(path: Path) -> np.ndarray:
+    """Rows of a MOTChallenge text file as float64 (N, >=7): frame, id, x, y, w, h, score."""
+    rows = np.loadtxt(path, delimiter=",", ndmin=2)
+    return rows[np.lexsort((rows[:, 1], rows[:, 0]))]
+
+
+@dataclass(frozen=True)
+class Sequence:
+    name: str
+    root: Path
+    fps: float
+    length: int
+    width: int
+    height: int
+    gt: np.ndarray
+    det: np.ndarray
+
+    @classmethod
+    def load(cls, name: str, root: Path | None = None) -> Sequence:
+        root = (root or data_root()) / "tud" / name
+        ini = configparser.ConfigParser()
+        ini.read(root / "seqinfo.ini")
+        info = ini["Sequence"]
+        return cls(
+            name,
+            root,
+            float(info["frameRate"]),
+            int(info["seqLength"]),
+            int(info["imWidth"]),
+            int(info["imHeight"]),
+            load_mot(root / "gt" / "gt.txt"),
+            load_mot(root / "det" / "det.txt"),
+        )
+
+    def detections(self, frame: int, score_scale: float = 100.0) -> Detections:
+        """Public detections of a 1-based frame; ACF scores divided by `score_scale`.
+
+        The ACF scores of det.txt are unbounded (about -0.2..122); /100 maps them near the
+        0..1 range the tracker's thresholds are written for.
+        """
+        rows = self.det[self.det[:, 0] == frame]
+        xyxy = np.concatenate([rows[:, 2:4], rows[:, 2:4] + rows[:, 4:6]], axis=1)
+        score = np.clip(rows[:, 6] / score_scale, 0.0, 1.0)
+        return Detections(
+            xyxy.astype(np.float32),
+            score.astype(np.float32),
+            np.zeros(len(rows), np.int32),
+            PERSON_NAMES,
+        )
+
+    def frames(self, step: int = 1) -> Iterator[int]:
+        """1-based frame numbers, every `step`-th from the first (step 5 = 5 fps of 25)."""
+        return iter(range(1, self.length + 1, step))
+
+    def image(self, frame: int) -> Path:
+        return self.root / "img1" / f"{frame:06d}.jpg"
+
+
+def run_tracker(
+    seq: Sequence,
+    update: Callable[[Detections, float], Tracks],
+    step: int = 1,
+    on_frame: Callable[[int, float, Tracks], None] | None = None,
+) -> np.ndarray:
+    """Feed the public detections to `update`; return confirmed output as MOT rows."""
+    out = []
+    for frame in seq.frames(step):
+        t = (frame - 1) / seq.fps
+        tracks = update(seq.detections(frame), t)
+        if on_frame is not None:
+            on_frame(frame, t, tracks)
+        tracks = tracks[tracks.confirmed]
+        for tid, (x1, y1, x2, y2) in zip(
+            tracks.tracker_id, tracks.xyxy.astype(np.float64), strict=True
+        ):
+            out.append([frame, tid, x1, y1, x2 - x1, y2 - y1])
+    return np.array(out, np.float64).reshape(-1, 6)
+
+
+def iou_distance(gt_xywh: np.ndarray, hyp_xywh: np.ndarray, max_dist: float = 0.5) -> np.ndarray:
+    """motmetrics' IoU distance (1 - IoU, NaN above `max_dist`) for x, y, w, h boxes."""
+    if gt_xywh.size == 0 or hyp_xywh.size == 0:
+        return np.empty((0, 0))
+    a = gt_xywh[:, None, :]
+    b = hyp_xywh[None, :, :]
+    iw = np.minimum(a[..., 0] + a[..., 2], b[..., 0] + b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
+    ih = np.minimum(a[..., 1] + a[..., 3], b[..., 1] + b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
+    dist = 1 - np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return np.where(dist > max_dist, np.nan, dist)
+
+
+def accumulate(gt: np.ndarray, hyp: np.ndarray, frames: Iterator[int] | None = None):
+    """motmetrics accumulator of MOT rows `hyp` against `gt`, over `frames` (default: all
+    frames present in either, as motmetrics' compare_to_groundtruth does)."""
+    import motmetrics as mm
+
+    acc = mm.MOTAccumulator(auto_id=False)
+    frame_ids = (
+        sorted(set(gt[:, 0].astype(int)) | set(hyp[:, 0].astype(int)))
+        if frames is None
+        else list(frames)
+    )
+    for f in frame_ids:
+        g = gt[gt[:, 0] == f]
+        h = hyp[hyp[:, 0] == f]
+        acc.update(
+            g[:, 1].astype(int), h[:, 1].astype(int), iou_distance(g[:, 2:6], h[:, 2:6]), frameid=f
+        )
+    return acc
+
+
+def summarize(accs: list, names: list[str]):
+    """motmetrics' MOTChallenge metric table (a pandas DataFrame) with an OVERALL row."""
+    import motmetrics as mm
+
+    mh = mm.metrics.create()
+    return mh.compute_many(
+        accs, metrics=mm.metrics.motchallenge_metrics, names=names, generate_overall=True
+    )
+
+
+# --- counting ground truth --------------------------------------------------------------------
+
+
+def side(points: np.ndarray, a: tuple[float, float], b: tuple[float, float]) -> np.ndarray:
+    """Sign of cross(B - A, P - A) for (N, 2) points: -1 is the 'in' side."""
+    return np.sign((b[0] - a[0]) * (points[:, 1] - a[1]) - (b[1] - a[1]) * (points[:, 0] - a[0]))
+
+
+def segments_cross(p: np.ndarray, q: np.ndarray, a, b) -> bool:
+    """Whether segment p->q properly crosses segment a->b (independent of agent.lines)."""
+
+    def orient(u, v, w) -> float:
+        return (v[0] - u[0]) * (w[1] - u[1]) - (v[1] - u[1]) * (w[0] - u[0])
+
+    d1, d2 = orient(a, b, p), orient(a, b, q)
+    d3, d4 = orient(p, q, a), orient(p, q, b)
+    return d1 * d2 < 0 and d3 * d4 <= 0
+
+
+def true_crossings(gt: np.ndarray, a, b, frames: set[int] | None = None) -> dict[str, int]:
+    """Line crossings of annotated tracks: foot point (bottom centre), consecutive annotated
+    positions of one id (optionally only in `frames`) whose path crosses segment A->B."""
+    counts = {"in": 0, "out": 0}
+    rows = gt if frames is None else gt[np.isin(gt[:, 0], list(frames))]
+    for tid in np.unique(rows[:, 1]):
+        track = rows[rows[:, 1] == tid]
+        feet = np.stack([track[:, 2] + track[:, 4] / 2, track[:, 3] + track[:, 5]], axis=1)
+        for p, q in itertools.pairwise(feet):
+            if segments_cross(p, q, a, b):
+                s = side(q[None], a, b)[0]
+                counts["in" if s < 0 else "out"] += 1
+    return counts
+
+
+def point_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Even-odd ray casting, independent of agent.zones."""
+    x, y = points[:, 0][:, None], points[:, 1][:, None]
+    x1, y1 = polygon[:, 0][None], polygon[:, 1][None]
+    x2, y2 = np.roll(polygon[:, 0], -1)[None], np.roll(polygon[:, 1], -1)[None]
+    straddle = (y1 > y) != (y2 > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xin = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
+    return np.sum(straddle & (x < xin), axis=1) % 2 == 1
+
+
+def true_occupancy(gt: np.ndarray, polygon: np.ndarray, frames: list[int]) -> np.ndarray:
+    """Annotated people whose foot point is inside `polygon`, per frame in `frames`."""
+    out = []
+    for f in frames:
+        g = gt[gt[:, 0] == f]
+        feet = np.stack([g[:, 2] + g[:, 4] / 2, g[:, 3] + g[:, 5]], axis=1)
+        out.append(int(point_in_polygon(feet, polygon).sum()) if len(g) else 0)
+    return np.array(out)

@@ -1,0 +1,83 @@
+import pytest
+from pydantic import ValidationError
+
+from agent.lines import LineCounter
+from agent.rules_config import LineConfig, ZoneConfig, class_ids
+from agent.zones import CrowdRule, IntrusionRule, LoiterRule, ZoneMonitor
+
+
+def errors(cls, **data) -> str:
+    with pytest.raises(ValidationError) as info:
+        cls(**data)
+    return str(info.value)
+
+
+def test_line_config_and_build():
+    cfg = LineConfig(points=[[300, 140], [300, 440]], classes=["person"])
+    counter = cfg.build(("person", "bicycle", "car"))
+    assert isinstance(counter, LineCounter) and counter.classes == {0}
+    assert LineConfig(points=[[0, 0], [1, 1]]).build().classes == {0, 1, 2, 3, 5, 7}
+    assert cfg.frame_errors(640, 480) == []
+    assert "outside the 200x200 frame" in cfg.frame_errors(200, 200, "cameras.plaza.lines.w")[0]
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"points": [[1, 1]]}, "exactly 2 points"),
+        ({"points": [[1, 1], [1, 1]]}, "must differ"),
+        ({"points": [[0, 0], [1, 1]], "classes": ["unicorn"]}, "unknown classes"),
+        ({"points": [[0, 0], [1, 1]], "colour": "red"}, "Extra inputs"),
+        ({"points": [[0, 0], [1, 1]], "min_frames": 0}, "greater than or equal"),
+    ],
+)
+def test_line_config_errors(data, message):
+    assert message in errors(LineConfig, **data)
+
+
+def test_zone_config_and_build():
+    cfg = ZoneConfig(
+        polygon=[[450, 200], [767, 200], [767, 480], [450, 380]],
+        classes=["person", "car"],
+        max_occupancy=20,
+        loiter_seconds=120,
+        restricted={"schedule": "18:00-06:00", "timezone": "Asia/Jakarta"},
+    )
+    zone = cfg.build(rule="road")
+    assert isinstance(zone, ZoneMonitor) and zone.classes == {0, 2}
+    assert [type(r) for r in zone.rules] == [CrowdRule, LoiterRule, IntrusionRule]
+    assert cfg.frame_errors(768, 480) == []
+    assert cfg.frame_errors(640, 480)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"polygon": [[0, 0], [1, 1]]}, "at least 3 points"),
+        ({"polygon": [[0, 0], [1, 1], [2, 2]]}, "no area"),
+        ({"polygon": [[0, 0], [10, 10], [10, 0], [0, 10]]}, "crosses itself"),
+        ({"polygon": [[0, 0], [9, 0], [0, 9]], "restricted": {"schedule": "late"}}, "HH:MM"),
+        (
+            {
+                "polygon": [[0, 0], [9, 0], [0, 9]],
+                "restricted": {"schedule": "18:00-06:00", "timezone": "Mars/Base"},
+            },
+            "unknown timezone",
+        ),
+        ({"polygon": [[0, 0], [9, 0], [0, 9]], "classes": []}, "must not be empty"),
+    ],
+)
+def test_zone_config_errors(data, message):
+    assert message in errors(ZoneConfig, **data)
+
+
+def test_every_field_is_described():
+    for model in (LineConfig, ZoneConfig):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name}"
+
+
+def test_class_ids_against_model_names():
+    assert class_ids(["car"], ("person", "car")) == [1]
+    with pytest.raises(KeyError):
+        class_ids(["truck"], ("person", "car"))

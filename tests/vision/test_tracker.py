@@ -1,0 +1,139 @@
+import numpy as np
+import pytest
+
+from agent.detections import Detections
+from agent.tracker import ByteTracker, Tracks, anchor_points, box_iou
+
+from .helpers import dets
+
+
+def walk(x0: float, vx: float, n: int, fps: float, y: float = 100.0):
+    """n frames of one 40x80 box moving vx px/s from x0, with their times."""
+    for i in range(n):
+        t = i / fps
+        x = x0 + vx * t
+        yield t, dets([(x, y, x + 40, y + 80)])
+
+
+def test_box_iou_and_anchor():
+    a = np.array([[0, 0, 10, 10]])
+    b = np.array([[5, 0, 15, 10], [20, 20, 30, 30]])
+    assert box_iou(a, b) == pytest.approx(np.array([[1 / 3, 0.0]]))
+    assert anchor_points(a).tolist() == [[5.0, 10.0]]
+    assert anchor_points(a, "top_center").tolist() == [[5.0, 0.0]]
+
+
+def test_confirmation_after_min_hits_and_unique_ids():
+    tracker = ByteTracker(min_hits=3)
+    seen = []
+    for t, d in walk(0, 100, 5, 25):
+        out = tracker.update(d, t)
+        seen.append((out.tracker_id.tolist(), out.confirmed.tolist()))
+    assert seen[0] == ([1], [False])
+    assert seen[1] == ([1], [False])
+    assert seen[2] == ([1], [True])
+    # Two new unconfirmed tracks get two different ids, never a shared placeholder.
+    out = tracker.update(dets([(0, 0, 40, 80), (300, 300, 340, 380), (100, 300, 140, 380)]), 1.0)
+    assert len(set(out.tracker_id.tolist())) == len(out)
+
+
+@pytest.mark.parametrize("fps", [5.0, 25.0])
+def test_lost_buffer_is_in_seconds(fps: float):
+    tracker = ByteTracker(lost_seconds=1.0)
+    frames = list(walk(0, 60, int(fps * 2), fps))
+    for t, d in frames:
+        out = tracker.update(d, t)
+    tid = int(out.tracker_id[0])
+    t_last = frames[-1][0]
+    # 0.8 s without detections: the track survives and is re-found where it should be.
+    steps = int(0.8 * fps)
+    for k in range(1, steps + 1):
+        tracker.update(Detections.empty(), t_last + k / fps)
+    t = t_last + (steps + 1) / fps
+    x = 60 * t
+    out = tracker.update(dets([(x, 100, x + 40, 180)]), t)
+    assert out.tracker_id.tolist() == [tid]
+    # 1.2 s without detections: removed, and reported as removed.
+    for k in range(1, int(1.2 * fps) + 2):
+        tracker.update(Detections.empty(), t + k / fps)
+    assert len(tracker) == 0
+
+
+def test_low_score_detections_keep_tracks_but_never_start_them():
+    tracker = ByteTracker(high_score=0.5, low_score=0.1)
+    out = tracker.update(dets([(0, 0, 40, 80)], score=0.3), 0.0)
+    assert len(out) == 0 and len(tracker) == 0
+    for t, d in walk(0, 50, 4, 25):
+        out = tracker.update(d, t)
+    tid = out.tracker_id[0]
+    weak = Detections(d.xyxy + 2, np.array([0.3], np.float32), d.class_id, d.names)
+    out = tracker.update(weak, 0.2)
+    assert out.tracker_id.tolist() == [tid]
+
+
+def test_class_vote_and_groups():
+    tracker = ByteTracker(min_hits=1)
+    box = [(0, 0, 60, 40)]
+    for i, cls in enumerate([2, 2, 7, 2, 7]):  # car/truck flicker: same group, one track
+        out = tracker.update(dets(box, cls=cls), i * 0.2)
+    assert out.tracker_id.tolist() == [1] and out.class_id.tolist() == [2]
+    # A person box on top of the car never joins the car track.
+    both = Detections(
+        np.array([box[0], box[0]], np.float32),
+        np.array([0.9, 0.9], np.float32),
+        np.array([2, 0], np.int32),
+    )
+    out = tracker.update(both, 1.2)
+    assert sorted(zip(out.tracker_id.tolist(), out.class_id.tolist(), strict=True)) == [
+        (1, 2),
+        (2, 0),
+    ]
+
+
+def test_memory_is_flat_with_many_tracks_coming_and_going():
+    tracker = ByteTracker(lost_seconds=0.5)
+    rng = np.random.default_rng(0)
+    sizes = []
+    for i in range(3000):
+        t = i * 0.2
+        # Every frame, a few objects at fresh random places: tracks live a frame or two.
+        xy = rng.uniform(0, 2000, (5, 2))
+        d = dets([(x, y, x + 30, y + 60) for x, y in xy])
+        tracker.update(d, t)
+        sizes.append(len(tracker))
+    assert max(sizes[1000:]) <= 20
+    assert tracker.update(Detections.empty(), 3000.0).tracker_id.size == 0
+    assert len(tracker) == 0
+
+
+def test_coast_keeps_tracks_through_a_still_period():
+    tracker = ByteTracker(lost_seconds=1.0, min_hits=1)
+    out = tracker.update(dets([(0, 0, 40, 80)]), 0.0)
+    for k in range(1, 30):  # 6 s of frames the motion gate skipped
+        coasted = tracker.coast(k * 0.2)
+    assert coasted.tracker_id.tolist() == out.tracker_id.tolist()
+    out2 = tracker.update(dets([(1, 0, 41, 80)]), 6.0)
+    assert out2.tracker_id.tolist() == out.tracker_id.tolist()
+
+
+def test_time_must_not_go_back():
+    tracker = ByteTracker()
+    tracker.update(Detections.empty(), 1.0)
+    with pytest.raises(ValueError):
+        tracker.update(Detections.empty(), 0.5)
+
+
+def test_speed_20_objects():
+    import time
+
+    tracker = ByteTracker()
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0, 600, (20, 2))
+    n = 300
+    start = time.perf_counter()
+    for i in range(n):
+        xy = base + i * 2.0
+        tracker.update(dets([(x, y, x + 30, y + 60) for x, y in xy]), i * 0.2)
+    per_frame = (time.perf_counter() - start) / n
+    assert isinstance(tracker.update(Detections.empty(), n * 0.2), Tracks)
+    assert per_frame < 5e-3  # typically ~0.4 ms; loose for slow CI machines

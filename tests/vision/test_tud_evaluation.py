@@ -1,0 +1,133 @@
+"""Tracking and counting on real footage (TUD, public ACF detections); floors measured with
+margin, numbers in the module docstring of tests/benchmarks/bench_counting.py."""
+
+import re
+
+import numpy as np
+import pytest
+
+from agent.lines import LineCounter
+from agent.tracker import Tracks
+
+from .evaluation import LINES, evaluate
+from .motdata import SEQUENCES, Sequence, accumulate, data_root, load_mot, summarize, true_crossings
+
+REFERENCE = data_root() / "motmetrics-reference"
+pytestmark = pytest.mark.skipif(
+    not (data_root() / "tud" / "TUD-Campus" / "det" / "det.txt").is_file(),
+    reason=f"test data not found under {data_root()} (set PANTAU_TEST_DATA)",
+)
+
+
+@pytest.fixture(scope="module")
+def sequences() -> list[Sequence]:
+    return [Sequence.load(name) for name in SEQUENCES]
+
+
+def test_metric_code_path_reproduces_motmetrics_reference():
+    expected = {}
+    for line in (REFERENCE / "expected_metrics.txt").read_text().splitlines():
+        parts = line.split()
+        if parts and parts[0] in (*SEQUENCES, "OVERALL"):
+            expected[parts[0]] = [float(x) for x in parts[1:]]
+    accs = [
+        accumulate(load_mot(REFERENCE / n / "gt.txt"), load_mot(REFERENCE / n / "test.txt"))
+        for n in SEQUENCES
+    ]
+    summary = summarize(accs, list(SEQUENCES))
+    columns = [
+        "idf1",
+        "idp",
+        "idr",
+        "recall",
+        "precision",
+        "num_unique_objects",
+        "mostly_tracked",
+        "partially_tracked",
+        "mostly_lost",
+        "num_false_positives",
+        "num_misses",
+        "num_switches",
+        "num_fragmentations",
+        "mota",
+        "motp",
+    ]
+    for name, values in expected.items():
+        got = [float(summary.loc[name, c]) for c in columns]
+        assert got == pytest.approx(values, abs=1e-5), name
+
+
+@pytest.fixture(scope="module")
+def every_frame(sequences):
+    return evaluate(sequences, step=1, min_frames=2)
+
+
+@pytest.fixture(scope="module")
+def five_fps(sequences):
+    return evaluate(sequences, step=5, min_frames=1)
+
+
+def test_tracking_metrics_every_frame(every_frame):
+    s = summarize(every_frame.accs, list(SEQUENCES))
+    # Measured: Campus MOTA 0.423 IDF1 0.473 IDSW 15; Stadtmitte 0.587 / 0.602 / 17. The
+    # detections alone bound MOTA near 0.45 / 0.60 (many misses).
+    assert s.loc["TUD-Campus", "mota"] > 0.36
+    assert s.loc["TUD-Campus", "idf1"] > 0.40
+    assert s.loc["TUD-Campus", "num_switches"] <= 22
+    assert s.loc["TUD-Stadtmitte", "mota"] > 0.52
+    assert s.loc["TUD-Stadtmitte", "idf1"] > 0.53
+    assert s.loc["TUD-Stadtmitte", "num_switches"] <= 25
+
+
+def test_tracking_metrics_at_5_fps(five_fps):
+    s = summarize(five_fps.accs, list(SEQUENCES))
+    # Measured: Campus 0.253 / 0.360 / 4 (15 frames only); Stadtmitte 0.562 / 0.730 / 5.
+    assert s.loc["TUD-Campus", "mota"] > 0.18
+    assert s.loc["TUD-Stadtmitte", "mota"] > 0.48
+    assert s.loc["TUD-Stadtmitte", "idf1"] > 0.62
+    assert s.loc["OVERALL", "num_switches"] <= 15
+
+
+def test_counting_error_every_frame(every_frame):
+    # Measured 4 / 29 = 0.138 (the misses: a line 40 px from the frame edge where the ACF
+    # detector loses people, and one out-crossing missed by the detector).
+    assert every_frame.true_total == 29
+    assert every_frame.error <= 0.25, every_frame.per_line
+
+
+def test_counting_error_at_5_fps(five_fps):
+    # Measured 13 / 29 = 0.448: at 5 fps these clips are 15 and 36 frames long and people
+    # are detected in about half of them, so many tracks confirm only after their crossing.
+    assert five_fps.error <= 0.6, five_fps.per_line
+    for stats in five_fps.occupancy_mae.values():
+        assert stats < 2.5
+
+
+def test_rules_are_exact_on_ground_truth_tracks(sequences):
+    """Fed the annotated tracks themselves, LineCounter reproduces the derived truth."""
+    for seq in sequences:
+        counters = {n: LineCounter(a, b, min_frames=1) for n, (a, b) in LINES[seq.name].items()}
+        counters["full"] = LineCounter((320, 0), (320, 480), min_frames=1)
+        counters["short"] = LineCounter((320, 330), (320, 400), min_frames=1)
+        for f in seq.frames():
+            g = seq.gt[seq.gt[:, 0] == f]
+            xyxy = np.concatenate([g[:, 2:4], g[:, 2:4] + g[:, 4:6]], axis=1)
+            n = len(g)
+            tracks = Tracks(
+                g[:, 1].astype(np.int64),
+                xyxy.astype(np.float32),
+                np.zeros(n, np.int32),
+                np.ones(n, np.float32),
+                np.ones(n, bool),
+            )
+            for c in counters.values():
+                c.update(tracks, f / seq.fps)
+        for name, c in counters.items():
+            truth = true_crossings(seq.gt, tuple(c.start), tuple(c.end))
+            assert (c.in_count, c.out_count) == (truth["in"], truth["out"]), (seq.name, name)
+
+
+def test_reference_file_mentions_numpy_shim():
+    # The reference numbers come from motmetrics' own loader; ours avoids np.asfarray, which
+    # numpy 2 removed, by computing the IoU distance itself.
+    assert re.search(r"numpy 2", (REFERENCE / "expected_metrics.txt").read_text())

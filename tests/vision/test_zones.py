@@ -1,0 +1,176 @@
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+
+from agent.tracker import Tracks
+from agent.zones import (
+    CrowdRule,
+    DailyWindow,
+    IntrusionRule,
+    LoiterRule,
+    ZoneMonitor,
+    parse_daily_window,
+    points_in_polygon,
+)
+
+from .helpers import tracks
+
+SQUARE = [(0, 0), (100, 0), (100, 100), (0, 100)]
+IN_PT, OUT_PT = (50, 50), (200, 50)
+
+
+def test_points_in_polygon_concave():
+    u_shape = [(0, 0), (30, 0), (30, 20), (60, 20), (60, 0), (90, 0), (90, 50), (0, 50)]
+    pts = np.array([[10, 10], [45, 10], [45, 30], [100, 10]])
+    assert points_in_polygon(pts, np.array(u_shape)).tolist() == [True, False, True, False]
+
+
+def test_occupancy_time_weighted_mean_and_max():
+    zone = ZoneMonitor(SQUARE, classes=[0])
+    # 0-10 s: one inside; 10-40 s: three inside (frames 1 s apart); bucket ends at 60 s, the
+    # last frame (at 40 s) holds... but frames stop at 40 s, then one more at 59 s with none.
+    for t in range(0, 10):
+        zone.update(tracks((1, *IN_PT)), float(t))
+    for t in range(10, 40):
+        zone.update(tracks((1, *IN_PT), (2, *IN_PT), (3, *IN_PT)), float(t))
+    for t in range(40, 60):
+        zone.update(Tracks.empty(), float(t))
+    bucket = zone.close_bucket(60.0)
+    stats = bucket.by_class[0]
+    assert bucket.observed_seconds == pytest.approx(60.0)
+    assert stats.occupancy_mean == pytest.approx((1 * 10 + 3 * 30) / 60)
+    assert stats.occupancy_max == 3
+    # Next bucket starts empty and closes with zeros.
+    assert zone.close_bucket(120.0).by_class[0].occupancy_mean == 0.0
+
+
+def test_gap_is_not_observed_time():
+    zone = ZoneMonitor(SQUARE, max_gap_seconds=5)
+    zone.update(tracks((1, *IN_PT)), 0.0)
+    zone.update(tracks((1, *IN_PT)), 1.0)
+    zone.update(tracks((1, *IN_PT)), 30.0)  # camera was down for 29 s
+    assert zone.close_bucket(31.0).observed_seconds == pytest.approx(2.0)
+
+
+def test_unconfirmed_and_other_classes_are_not_counted():
+    zone = ZoneMonitor(SQUARE, classes=[0])
+    zone.update(tracks((1, *IN_PT), confirmed=False), 0.0)
+    zone.update(tracks((2, *IN_PT, 2)), 1.0)
+    assert zone.close_bucket(2.0).by_class[0].occupancy_max == 0
+
+
+def test_dwell_of_tracks_that_left_with_p90():
+    zone = ZoneMonitor(SQUARE, exit_seconds=1.0)
+    dwell = [2, 4, 6, 8, 10, 12, 14, 16, 18, 20]  # seconds, one track each
+    for tid, d in enumerate(dwell):
+        t0 = tid * 100.0
+        for k in range(int(d * 5) + 1):
+            zone.update(tracks((tid, *IN_PT)), t0 + k * 0.2)
+        for k in range(1, 10):  # walks out; leaves after exit_seconds
+            zone.update(tracks((tid, *OUT_PT)), t0 + d + k * 0.2)
+    stats = zone.close_bucket(2000.0).by_class[0]
+    assert stats.dwell_count == 10
+    assert stats.dwell_mean == pytest.approx(11.0)
+    assert stats.dwell_p90 == pytest.approx(np.percentile(dwell, 90))
+    assert stats.dwell_max == pytest.approx(20.0)
+
+
+def test_short_miss_does_not_split_a_visit_and_forget_ends_it():
+    zone = ZoneMonitor(SQUARE, exit_seconds=1.0)
+    zone.update(tracks((1, *IN_PT)), 0.0)
+    zone.update(Tracks.empty(), 0.6)  # one missed detection
+    zone.update(tracks((1, *IN_PT)), 1.2)
+    zone.update(tracks((1, *IN_PT)), 3.0)
+    zone.forget([1])
+    stats = zone.close_bucket(10.0).by_class[0]
+    assert (stats.dwell_count, stats.dwell_max) == (1, pytest.approx(3.0))
+
+
+def test_crowd_raises_after_hold_and_clears_with_hysteresis():
+    zone = ZoneMonitor(SQUARE, rules=[CrowdRule(2, hold_seconds=5, clear_seconds=3)])
+    many = tracks((1, *IN_PT), (2, *IN_PT), (3, *IN_PT))
+    two = tracks((1, *IN_PT), (2, *IN_PT))
+    one = tracks((1, *IN_PT))
+    events = []
+    for t in range(0, 5):
+        events += zone.update(many, float(t))
+    assert events == []
+    events = zone.update(many, 5.0)
+    assert [(e.type, e.state, e.started_at) for e in events] == [("crowd", "raised", 0.0)]
+    raised = events[0]
+    # Two inside is not above the limit but not below it with hysteresis: still raised.
+    assert all(zone.update(two, float(t)) == [] for t in range(6, 20))
+    assert zone.update(one, 20.0) == [] and zone.update(one, 22.0) == []
+    events = zone.update(one, 23.0)
+    assert [(e.state, e.ended_at, e.alert_id) for e in events] == [
+        ("cleared", 20.0, raised.alert_id)
+    ]
+
+
+def test_loitering_per_track_raises_and_clears_when_it_leaves():
+    zone = ZoneMonitor(SQUARE, exit_seconds=1.0, rules=[LoiterRule(10)])
+    events = []
+    for k in range(0, 50):
+        events += zone.update(tracks((1, *IN_PT), (2, *OUT_PT)), k * 0.2)
+    assert events == []
+    events = []
+    for k in range(50, 100):
+        events += zone.update(tracks((1, *IN_PT)), k * 0.2)
+    assert [(e.type, e.state, e.details["track_id"]) for e in events] == [
+        ("loitering", "raised", 1)
+    ]
+    events = []
+    for k in range(100, 120):
+        events += zone.update(tracks((1, *OUT_PT)), k * 0.2)
+    assert [(e.state, e.ended_at) for e in events] == [("cleared", pytest.approx(19.8))]
+
+
+def test_intrusion_window_wraps_midnight_in_timezone():
+    jakarta = ZoneInfo("Asia/Jakarta")
+    window = DailyWindow("18:00-06:00", "Asia/Jakarta")
+    assert window.contains(datetime(2026, 1, 1, 23, 0, tzinfo=jakarta))
+    assert window.contains(datetime(2026, 1, 1, 5, 59, tzinfo=jakarta))
+    assert not window.contains(datetime(2026, 1, 1, 6, 0, tzinfo=jakarta))
+    assert not window.contains(datetime(2026, 1, 1, 12, 0, tzinfo=jakarta))
+    # 12:00 UTC is 19:00 in Jakarta.
+    assert window.contains(datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc))
+    assert window.contains(datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc).timestamp())
+    assert DailyWindow("00:00-24:00").contains(datetime(2026, 1, 1, 13, 0))
+    assert DailyWindow("08:00-17:00").contains(datetime(2026, 1, 1, 8, 0))
+    for bad in ("18:00", "25:00-06:00", "18:00-18:00", "6-7"):
+        with pytest.raises(ValueError):
+            parse_daily_window(bad)
+
+
+def test_intrusion_raises_at_night_and_clears_after_empty_hold():
+    window = DailyWindow("18:00-06:00", "UTC")
+    rule = IntrusionRule(window, hold_seconds=2, clear_seconds=10, rule="mine")
+    zone = ZoneMonitor(SQUARE, rules=[rule])
+    day = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc).timestamp()
+    night = datetime(2026, 1, 1, 22, 0, tzinfo=timezone.utc).timestamp()
+    assert all(zone.update(tracks((1, *IN_PT)), day + k) == [] for k in range(10))
+    events = []
+    for k in range(0, 4):
+        events += zone.update(tracks((1, *IN_PT)), night + k)
+    assert [(e.type, e.state, e.severity, e.rule) for e in events] == [
+        ("intrusion", "raised", "critical", "mine")
+    ]
+    events = []
+    for k in range(4, 30):
+        events += zone.update(Tracks.empty(), night + k)
+    assert [(e.state, e.ended_at - night) for e in events] == [("cleared", 4.0)]
+
+
+def test_intrusion_clears_when_window_ends():
+    rule = IntrusionRule(DailyWindow("18:00-06:00", "UTC"), hold_seconds=0)
+    zone = ZoneMonitor(SQUARE, rules=[rule])
+    t = datetime(2026, 1, 2, 5, 59, 58, tzinfo=timezone.utc).timestamp()
+    assert [e.state for e in zone.update(tracks((1, *IN_PT)), t)] == ["raised"]
+    assert [e.state for e in zone.update(tracks((1, *IN_PT)), t + 3)] == ["cleared"]
+
+
+def test_zone_needs_three_points():
+    with pytest.raises(ValueError):
+        ZoneMonitor([(0, 0), (1, 1)])
