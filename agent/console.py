@@ -14,8 +14,10 @@ from agent.settings import ConfigError, PantauSettings, load_settings
 
 S = TypeVar("S", bound=PantauSettings)
 
+# Piped output (scripts, logs) gets wide tables instead of rich's 80-column default.
+_WIDTH = None if sys.stdout.isatty() else 220
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -11,7 +11,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -149,6 +150,18 @@ class Outbox:
 
     # --- bookkeeping ---------------------------------------------------------------------
 
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            # SQLite has already rolled back on some errors (SQLITE_FULL among them).
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -255,17 +268,12 @@ class Outbox:
         if rows and rows[0][0] != int(self._meta("next_seq", "0")):
             # Relief recorded a loss alert meanwhile and took those seqs: renumber.
             rows = self._build(items, created)
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             self._db.executemany(_INSERT, rows)
             if rows:
                 self._set_meta("next_seq", rows[-1][0] + 1)
             for key, value in meta.items():
                 self._set_meta(key, value)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
         self._count += len(rows)
         self._body_bytes += sum(len(r[5]) for r in rows)
         return [r[0] for r in rows]
@@ -307,11 +315,10 @@ class Outbox:
             ).fetchall()
             fresh = [(r[0],) for r in rows]
             if fresh:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(
-                    "UPDATE outbox SET attempted = 1 WHERE seq = ? AND attempted = 0", fresh
-                )
-                self._db.execute("COMMIT")
+                with self._transaction():
+                    self._db.executemany(
+                        "UPDATE outbox SET attempted = 1 WHERE seq = ? AND attempted = 0", fresh
+                    )
         return [Row(*r) for r in rows]
 
     def ack(self, seqs: Iterable[int]) -> int:
@@ -320,17 +327,15 @@ class Outbox:
         if not keys:
             return 0
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            gone = 0
-            freed = 0
-            for (seq,) in keys:
-                row = self._db.execute(
-                    "DELETE FROM outbox WHERE seq = ? RETURNING LENGTH(body)", (seq,)
-                ).fetchone()
-                if row:
-                    gone += 1
-                    freed += row[0]
-            self._db.execute("COMMIT")
+            gone = freed = 0
+            with self._transaction():
+                for (seq,) in keys:
+                    row = self._db.execute(
+                        "DELETE FROM outbox WHERE seq = ? RETURNING LENGTH(body)", (seq,)
+                    ).fetchone()
+                    if row:
+                        gone += 1
+                        freed += row[0]
             self._count -= gone
             self._body_bytes -= freed
         return gone
@@ -389,9 +394,8 @@ class Outbox:
                     if excess <= 0:
                         break
                 rows = keep
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(r[0],) for r in rows])
-            self._db.execute("COMMIT")
+            with self._transaction():
+                self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(r[0],) for r in rows])
             self._count -= len(rows)
             self._body_bytes -= sum(r[2] for r in rows)
             for seq, camera, _, start, seconds in rows:
@@ -438,13 +442,13 @@ class Outbox:
                     merges.append(run)
             if not merges:
                 return
-            self._db.execute("BEGIN IMMEDIATE")
+            count, body_bytes = self._count, self._body_bytes
             try:
-                for run in merges:
-                    self._merge_run(run)
-                self._db.execute("COMMIT")
+                with self._transaction():
+                    for run in merges:
+                        self._merge_run(run)
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._count, self._body_bytes = count, body_bytes
                 raise
             report.merged_rows += sum(len(run) for run in merges)
             report.merged_into += len(merges)

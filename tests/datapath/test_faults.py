@@ -150,8 +150,9 @@ def test_outbox_at_cap_merges_and_keeps_totals(tmp_path, broker):
 
     status = cli("pantau-agent", "buffer", "status", "-c", str(config))
     assert status.returncode == 0, status.stderr
-    merged = int(next(x for x in status.stdout.splitlines() if x.startswith("merged_buckets:"))
-                 .split(":")[1])
+    merged = int(
+        next(x for x in status.stdout.splitlines() if x.startswith("merged_buckets:")).split(":")[1]
+    )
     assert merged > 0
 
     broker.start()
