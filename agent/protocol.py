@@ -335,6 +335,20 @@ def decode(topic: str, payload: bytes) -> Message:
         raise ProtocolError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     site, agent, camera, kind = parse_topic(topic)
     try:
+        msg = _message_adapter.validate_json(payload)
+    except ValidationError:
+        msg = _decode_slowly(payload)  # only to say precisely what is wrong
+    got = (msg.site, msg.agent, msg.camera, msg.kind)
+    if got != (site, agent, camera, kind):
+        raise ProtocolError(
+            f"topic/body mismatch: topic says site={site} agent={agent} camera={camera} "
+            f"kind={kind}, body says site={got[0]} agent={got[1]} camera={got[2]} kind={got[3]}"
+        )
+    return msg
+
+
+def _decode_slowly(payload: bytes) -> Message:
+    try:
         raw = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(f"payload is not JSON: {exc}") from None
@@ -346,12 +360,6 @@ def decode(topic: str, payload: bytes) -> Message:
         msg = _message_adapter.validate_python(raw)
     except ValidationError as exc:
         raise ProtocolError(f"schema: {_describe(exc)}") from None
-    got = (msg.site, msg.agent, msg.camera, msg.kind)
-    if got != (site, agent, camera, kind):
-        raise ProtocolError(
-            f"topic/body mismatch: topic says site={site} agent={agent} camera={camera} "
-            f"kind={kind}, body says site={got[0]} agent={got[1]} camera={got[2]} kind={got[3]}"
-        )
     return msg
 
 

@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS counts (
     "in" INTEGER, "out" INTEGER, occupancy_mean REAL, occupancy_max INTEGER,
     dwell_count INTEGER, dwell_mean REAL, dwell_p90 REAL, dwell_max REAL, msg_id TEXT NOT NULL,
     PRIMARY KEY (site, agent, camera, rule, class, bucket_start)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS counts_time ON counts (bucket_start);
 CREATE TABLE IF NOT EXISTS alerts (
     site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, alert_id TEXT NOT NULL,
@@ -128,48 +128,76 @@ class Storage:
         received_at = _now_iso()
         stats = {"stored": 0, "duplicate": 0, "dead": 0}
         c = self.db.conn
+        seen: set[tuple[str, str, str]] = set()
         c.execute("BEGIN IMMEDIATE")
         try:
+            sequenced = []
             for item in batch:
-                if item.message is None:
+                msg = item.message
+                if msg is None:
                     self._dead_letter(item, received_at)
                     stats["dead"] += 1
-                    continue
-                msg = item.message
-                if isinstance(msg, StatusMessage | HeartbeatMessage):
+                elif isinstance(msg, StatusMessage | HeartbeatMessage):
                     self._agent_state(msg, now)
                     stats["stored"] += 1
-                    continue
-                fresh = c.execute(
-                    "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        msg.msg_id,
-                        msg.site,
-                        msg.agent,
-                        msg.camera,
-                        msg.kind,
-                        msg.seq,
-                        format_time(msg.created_at),
-                        received_at,
-                    ),
-                ).rowcount
-                self._seen(msg, now)
-                if not fresh:
-                    stats["duplicate"] += 1
-                    continue
-                stats["stored"] += 1
-                if isinstance(msg, CountsMessage):
-                    c.executemany(_INSERT_COUNT, _count_rows(msg))
-                elif isinstance(msg, AlertMessage):
+                else:
+                    sequenced.append(msg)
+                    seen.add((msg.site, msg.agent, msg.camera))
+            fresh = self._fresh(sequenced, received_at)
+            stats["stored"] += len(fresh)
+            stats["duplicate"] += len(sequenced) - len(fresh)
+            c.executemany(
+                _INSERT_COUNT,
+                [row for m in fresh if isinstance(m, CountsMessage) for row in _count_rows(m)],
+            )
+            for msg in fresh:
+                if isinstance(msg, AlertMessage):
                     self._alert(msg)
                 elif isinstance(msg, HealthMessage):
                     self._health(msg)
-            self._track_seqs([i.message for i in batch if _sequenced(i.message)], received_at)
+            self._seen(seen, now)
+            self._track_seqs(sequenced, received_at)
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
             raise
         return stats
+
+    def _fresh(self, messages: list[Any], received_at: str) -> list[Any]:
+        """Record messages by msg_id and return those not stored before (first copy wins)."""
+        ids = list({m.msg_id: None for m in messages})
+        known: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            known.update(
+                r[0]
+                for r in self.db.conn.execute(
+                    f"SELECT msg_id FROM messages WHERE msg_id IN ({marks})", chunk
+                )
+            )
+        fresh = []
+        for m in messages:
+            if m.msg_id not in known:
+                known.add(m.msg_id)
+                fresh.append(m)
+        self.db.conn.executemany(
+            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    m.msg_id,
+                    m.site,
+                    m.agent,
+                    m.camera,
+                    m.kind,
+                    m.seq,
+                    format_time(m.created_at),
+                    received_at,
+                )
+                for m in fresh
+            ],
+        )
+        return fresh
 
     def _dead_letter(self, item: Received, received_at: str) -> None:
         self.db.conn.execute(
@@ -217,17 +245,17 @@ class Storage:
             (msg.seq, msg.site, msg.agent),
         )
 
-    def _seen(self, msg: Any, now: float) -> None:
+    def _seen(self, cameras: set[tuple[str, str, str]], now: float) -> None:
         c = self.db.conn
-        c.execute(
+        c.executemany(
             "INSERT INTO agents (site, agent, last_seen) VALUES (?, ?, ?) "
             "ON CONFLICT(site, agent) DO UPDATE SET last_seen = MAX(COALESCE(last_seen, 0), ?)",
-            (msg.site, msg.agent, now, now),
+            [(site, agent, now, now) for site, agent in {(s, a) for s, a, _ in cameras}],
         )
-        c.execute(
+        c.executemany(
             "INSERT INTO cameras (site, agent, camera, last_seen) VALUES (?, ?, ?, ?) "
             "ON CONFLICT DO UPDATE SET last_seen = MAX(COALESCE(last_seen, 0), ?)",
-            (msg.site, msg.agent, msg.camera, now, now),
+            [(*key, now, now) for key in cameras],
         )
 
     def _alert(self, msg: AlertMessage) -> None:
@@ -455,10 +483,6 @@ class Storage:
 _INSERT_COUNT = (
     "INSERT OR IGNORE INTO counts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-
-
-def _sequenced(msg: Any) -> bool:
-    return isinstance(msg, CountsMessage | AlertMessage | HealthMessage)
 
 
 def _count_rows(msg: CountsMessage) -> Iterable[tuple[Any, ...]]:

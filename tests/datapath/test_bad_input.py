@@ -113,3 +113,17 @@ def test_missing_or_broken_files_are_clear(tmp_path):
     assert res.returncode == 2 and "no database" in res.stderr
     res = cli("pantau-agent", "simulate", "--cameras", "0")
     assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
+def test_packaged_example_configs_validate():
+    from pathlib import Path
+
+    from agent.config import AgentSettings
+    from agent.settings import load_settings
+    from central.config import CentralSettings
+
+    root = Path(__file__).parents[2] / "packaging"
+    agent = load_settings(AgentSettings, root / "agent.example.yaml")
+    assert agent.broker.port == 8883 and agent.buffer.max_mb == 256
+    central = load_settings(CentralSettings, root / "central.example.yaml")
+    assert central.group == "central"

@@ -185,3 +185,13 @@ def test_alert_round_trip(name, kind, state):
         payload=AlertPayload(alert_id="al", type=kind, state=state, started_at=T0),
     )
     assert decode(msg.topic, msg.encode()) == msg
+
+
+def test_documented_examples_are_valid():
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    examples = re.findall(r"Topic: `([^`]+)`\n\n```json\n(.*?)\n```", doc, re.S)
+    kinds = {decode(topic, body.encode()).kind for topic, body in examples}
+    assert kinds == {"counts", "alerts", "health", "status", "heartbeat"}
