@@ -1,0 +1,165 @@
+"""Central's storage on real SQLite: idempotency, seq gaps (filled late, or declared lost), fleet
+state, and the export CLI; plus the rule that central never imports the vision stack."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+from agent.protocol import (
+    AlertMessage,
+    AlertPayload,
+    CountsMessage,
+    CountsPayload,
+    HeartbeatMessage,
+    HeartbeatPayload,
+    LineCount,
+    StatusMessage,
+    StatusPayload,
+)
+from central.storage import Received, Storage
+from tests.conftest import cli
+
+T0 = datetime(2026, 11, 27, 8, 0, tzinfo=timezone.utc)
+
+
+def counts(seq: int, minute: int, camera: str = "cam", merged=()) -> Received:
+    msg = CountsMessage(
+        msg_id=f"m{seq}",
+        seq=seq,
+        agent="a1",
+        site="s1",
+        camera=camera,
+        created_at=T0,
+        payload=CountsPayload(
+            bucket_start=T0 + timedelta(minutes=minute),
+            bucket_seconds=60,
+            observed_seconds=60,
+            lines={"door": {"person": LineCount(**{"in": 2, "out": 1})}},
+            merged_seqs=list(merged),
+        ),
+    )
+    return Received(msg.topic, msg.encode(), msg)
+
+
+def overflow(seq: int, lost: list[list[int]]) -> Received:
+    msg = AlertMessage(
+        msg_id=f"m{seq}",
+        seq=seq,
+        agent="a1",
+        site="s1",
+        camera="cam",
+        created_at=T0,
+        payload=AlertPayload(
+            alert_id=f"o{seq}",
+            type="buffer_overflow",
+            state="raised",
+            severity="critical",
+            started_at=T0,
+            details={"lost_seqs": lost},
+        ),
+    )
+    return Received(msg.topic, msg.encode(), msg)
+
+
+def gaps(st: Storage) -> list[tuple]:
+    return [
+        (g["seq_from"], g["seq_to"], g["missing"], g["lost"], g["closed_at"] is not None)
+        for g in st.gaps()
+    ]
+
+
+def test_duplicates_never_count_twice(tmp_path):
+    st = Storage(f"sqlite:///{tmp_path}/c.db")
+    first = st.store([counts(0, 0), counts(0, 0)])
+    assert first == {"stored": 1, "duplicate": 1, "dead": 0}
+    assert st.store([counts(0, 0)])["duplicate"] == 1
+    # Same natural key under another msg_id (an agent that regenerated it): first one wins.
+    other = counts(5, 0)
+    assert st.store([other])["stored"] == 1
+    assert st.totals() == {"a1": {"cam": {"door": {"person": {"in": 2, "out": 1}}}}}
+
+
+def test_gaps_open_fill_and_lost(tmp_path):
+    st = Storage(f"sqlite:///{tmp_path}/c.db")
+    st.store([counts(0, 0), counts(1, 1), counts(4, 4), counts(9, 9)])
+    assert gaps(st) == [(2, 3, 2, 0, False), (5, 8, 4, 0, False)]
+    st.store([counts(3, 3), counts(2, 2)])  # late arrivals close the first gap
+    assert gaps(st)[0] == (2, 3, 0, 0, True)
+    # A merged message accounts for 5 and 6; the agent declares 7-8 lost.
+    st.store([counts(5, 5, merged=[5, 6]), overflow(10, [[7, 8]])])
+    assert gaps(st)[1] == (5, 8, 0, 2, True)
+    assert st.summary()["open_gaps"] == 0
+
+
+def test_agent_state_from_status_and_heartbeat(tmp_path):
+    st = Storage(f"sqlite:///{tmp_path}/c.db")
+    common = {"agent": "a1", "site": "s1", "created_at": T0}
+    online = StatusMessage(msg_id="s1", seq=3, payload=StatusPayload(state="online"), **common)
+    beat = HeartbeatMessage(
+        msg_id="h1",
+        seq=7,
+        payload=HeartbeatPayload(uptime_seconds=1, outbox_messages=4, outbox_bytes=9),
+        **common,
+    )
+    st.store([Received(online.topic, online.encode(), online), Received(beat.topic, b"", beat)])
+    st.store([counts(0, 0)])
+    (row,) = st.agents(heartbeat_timeout=90)
+    assert row["state"] == "online" and row["high_water_seq"] == 7 and row["behind"] == 7
+    assert row["outbox"] == 4 and row["cameras"] == 1
+    (row,) = st.agents(heartbeat_timeout=-1)
+    assert row["state"] == "stale"
+    # An older retained status does not override a newer one.
+    old = StatusMessage(
+        msg_id="s0",
+        seq=1,
+        payload=StatusPayload(state="offline"),
+        **{**common, "created_at": T0 - timedelta(hours=1)},
+    )
+    st.store([Received(old.topic, old.encode(), old)])
+    assert st.agents(heartbeat_timeout=90)[0]["state"] == "online"
+
+
+def test_export_counts_cli_filters_and_formats(tmp_path):
+    st = Storage(f"sqlite:///{tmp_path}/c.db")
+    st.store([counts(i, i, camera=f"cam{i % 2}") for i in range(6)])
+    st.close()
+    config = tmp_path / "central.yaml"
+    config.write_text(f"storage: sqlite:///{tmp_path}/c.db\n")
+    res = cli("pantau-central", "export", "counts", "-c", str(config), "--camera", "cam1")
+    rows = [json.loads(x) for x in res.stdout.splitlines()]
+    assert res.returncode == 0 and len(rows) == 3 and {r["camera"] for r in rows} == {"cam1"}
+    res = cli(
+        "pantau-central",
+        "export",
+        "counts",
+        "-c",
+        str(config),
+        "--format",
+        "csv",
+        "--from",
+        "2026-11-27T08:02:00Z",
+        "--to",
+        "2026-11-27T08:04:00Z",
+    )
+    table = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert [r["bucket_start"] for r in table] == ["2026-11-27T08:02:00Z", "2026-11-27T08:03:00Z"]
+    assert table[0]["in"] == "2" and table[0]["rule"] == "door"
+    res = cli("pantau-central", "export", "counts", "-c", str(config), "--from", "yesterday")
+    assert res.returncode == 2 and "--from 'yesterday'" in res.stderr
+    res = cli("pantau-central", "gaps", "-c", str(config))
+    assert res.returncode == 0 and "(no gaps)" in res.stdout
+
+
+def test_central_does_not_import_the_vision_stack():
+    code = (
+        "import sys, central.cli, central.ingest, central.storage, agent.protocol;"
+        "bad = [m for m in ('cv2', 'onnxruntime', 'onnx', 'scipy') if m in sys.modules];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
