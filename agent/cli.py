@@ -13,6 +13,7 @@ import typer
 from agent.config import AgentSettings
 from agent.console import fail, load_or_exit, out, table
 from agent.models_cli import models_app
+from agent.vision_cli import register
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 buffer_app = typer.Typer(
@@ -22,6 +23,7 @@ protocol_app = typer.Typer(no_args_is_help=True, help="The MQTT wire protocol.")
 app.add_typer(buffer_app, name="buffer")
 app.add_typer(protocol_app, name="protocol")
 app.add_typer(models_app, name="models")
+register(app)
 
 ConfigOption = Annotated[
     Path | None,

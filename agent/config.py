@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from agent.protocol import segment_validator
+from agent.rules_config import LineConfig, ZoneConfig
 from agent.settings import BrokerSettings, PantauSettings, Section
+from agent.vision_config import HealthConfig, MotionConfig
 
 
 class BufferSettings(Section):
@@ -37,6 +39,27 @@ class CameraConfig(Section):
     source: str | None = Field(
         None, description="rtsp:// or http(s):// URL, a file path, or a device index."
     )
+    analysis_fps: float = Field(
+        5, gt=0, le=60, description="Frames analysed per second (of the file's own timeline)."
+    )
+    model: str | None = Field(
+        None, description="Detector model of this camera; default the agent's `model`."
+    )
+    lines: dict[str, LineConfig] = Field(
+        default_factory=dict, description="Counting lines by rule name."
+    )
+    zones: dict[str, ZoneConfig] = Field(default_factory=dict, description="Zones by rule name.")
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> CameraConfig:
+        # Alerts and stored counts are keyed by rule name alone, so a line and a zone may
+        # not share one.
+        shared = sorted(set(self.lines) & set(self.zones))
+        if shared:
+            raise ValueError(f"duplicate rule names {shared}: a line and a zone share a name")
+        return self
 
 
 class AgentSettings(PantauSettings):
@@ -48,12 +71,27 @@ class AgentSettings(PantauSettings):
         60, ge=1, le=3600, description="Length of a counts bucket; 3600 must be a multiple of it."
     )
     heartbeat_seconds: float = Field(30, gt=0, description="Heartbeat period in seconds.")
+    model: str = Field("nanodet-m", description="Default detector model (local model store).")
+    timezone: str = Field(
+        "UTC", description="IANA timezone of restricted-zone schedules that name none."
+    )
     cameras: dict[str, CameraConfig] = Field(
         default_factory=dict, description="Cameras by name; names become topic segments."
     )
 
     _check_id = field_validator("id")(segment_validator("agent id"))
     _check_site = field_validator("site")(segment_validator("site"))
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r} (use an IANA name)") from None
+        return value
 
     @field_validator("bucket_seconds")
     @classmethod

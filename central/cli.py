@@ -70,17 +70,25 @@ def run(
     from central.ingest import Ingest
 
     settings = load_or_exit(CentralSettings, config)
-    storage = _storage(settings, must_exist=False)
-    ingest = Ingest(settings, storage)
+    _storage(settings, must_exist=False).close()  # a bad storage URL fails here, clearly
+    ingest = Ingest(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     ingest.start()
-    if not ingest.conn.wait_connected(10):
+    if ingest.conn.wait_connected(10):
+        print(
+            f"central: connected to {ingest.conn.where}, subscribed to {ingest.subscription}, "
+            f"storing into {settings.storage}",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:
         print(
             f"warning: not connected to {ingest.conn.where} yet "
             f"({ingest.conn.last_error or 'no answer'}); retrying in the background",
             file=sys.stderr,
+            flush=True,
         )
     started = time.monotonic()
     next_stats = started + stats_every
@@ -94,7 +102,6 @@ def run(
             print(json.dumps(ingest.stats.__dict__), file=sys.stderr, flush=True)
             next_stats = now + stats_every
     ingest.stop()
-    storage.close()
     print(json.dumps(ingest.stats.__dict__))
 
 

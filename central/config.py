@@ -27,7 +27,7 @@ class CentralSettings(PantauSettings):
         50, ge=0, description="Longest wait to fill a batch before it is committed."
     )
     receive_maximum: int = Field(
-        1000, ge=1, le=65535, description="Unacknowledged messages the broker may send us."
+        2000, ge=1, le=65535, description="Unacknowledged messages the broker may send us."
     )
 
     _check_names = field_validator("group", "worker")(segment_validator("name"))

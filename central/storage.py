@@ -37,9 +37,9 @@ CREATE TABLE IF NOT EXISTS counts (
     bucket_seconds INTEGER NOT NULL, observed_seconds REAL NOT NULL,
     "in" INTEGER, "out" INTEGER, occupancy_mean REAL, occupancy_max INTEGER,
     dwell_count INTEGER, dwell_mean REAL, dwell_p90 REAL, dwell_max REAL, msg_id TEXT NOT NULL,
-    PRIMARY KEY (site, agent, camera, rule, class, bucket_start)
+    -- Time first: new buckets append at the end of the B-tree, and time ranges need no index.
+    PRIMARY KEY (bucket_start, site, agent, camera, rule, class)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS counts_time ON counts (bucket_start);
 CREATE TABLE IF NOT EXISTS alerts (
     site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, alert_id TEXT NOT NULL,
     state TEXT NOT NULL, type TEXT NOT NULL, severity TEXT NOT NULL, started_at TEXT NOT NULL,
@@ -111,6 +111,9 @@ class Storage:
         self.db.execute("PRAGMA journal_mode=WAL")
         # Messages are acknowledged to the broker after commit: the commit must be on disk.
         self.db.execute("PRAGMA synchronous=FULL")
+        # Count keys arrive spread over the whole primary key (every camera, rule and class at
+        # once): a cache that holds the hot B-tree pages keeps inserts off the disk.
+        self.db.execute("PRAGMA cache_size=-131072")
         self.db.conn.executescript(_SCHEMA)
         self.path = path
 
@@ -146,9 +149,10 @@ class Storage:
             fresh = self._fresh(sequenced, received_at)
             stats["stored"] += len(fresh)
             stats["duplicate"] += len(sequenced) - len(fresh)
-            c.executemany(
-                _INSERT_COUNT,
-                [row for m in fresh if isinstance(m, CountsMessage) for row in _count_rows(m)],
+            insert_rows(
+                c,
+                "INSERT OR IGNORE INTO counts",
+                [r for m in fresh if isinstance(m, CountsMessage) for r in _count_rows(m)],
             )
             for msg in fresh:
                 if isinstance(msg, AlertMessage):
@@ -181,8 +185,9 @@ class Storage:
             if m.msg_id not in known:
                 known.add(m.msg_id)
                 fresh.append(m)
-        self.db.conn.executemany(
-            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        insert_rows(
+            self.db.conn,
+            "INSERT INTO messages",
             [
                 (
                     m.msg_id,
@@ -319,9 +324,8 @@ class Storage:
                 for a, b in m.payload.details.get("lost_seqs", []):
                     seqs.extend((s, "lost") for s in range(int(a), int(b) + 1))
         for (site, agent), seqs in by_agent.items():
-            c.executemany(
-                "INSERT INTO agent_seqs VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [(site, agent, s, how) for s, how in seqs],
+            insert_rows(
+                c, "INSERT OR IGNORE INTO agent_seqs", [(site, agent, s, how) for s, how in seqs]
             )
             prev_max = c.execute(
                 "SELECT max_seq FROM agents WHERE site = ? AND agent = ?", (site, agent)
@@ -480,9 +484,20 @@ class Storage:
         }
 
 
-_INSERT_COUNT = (
-    "INSERT OR IGNORE INTO counts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+# Rows per multi-row INSERT: executemany would release and retake the GIL for every row, and
+# each handoff to the busy MQTT thread costs more than the insert itself (22 vs 5 us a row).
+_ROWS_PER_INSERT = 256
+
+
+def insert_rows(conn: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]]) -> None:
+    """`head VALUES (...), (...), ...` in chunks: one statement step per chunk of rows."""
+    if not rows:
+        return
+    marks = "(" + ", ".join("?" * len(rows[0])) + ")"
+    for i in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[i : i + _ROWS_PER_INSERT]
+        sql = f"{head} VALUES {', '.join([marks] * len(chunk))}"
+        conn.execute(sql, [v for row in chunk for v in row])
 
 
 def _count_rows(msg: CountsMessage) -> Iterable[tuple[Any, ...]]:

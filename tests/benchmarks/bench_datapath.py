@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,10 +23,10 @@ from agent.outbox import Outbox
 from agent.publisher import Publisher
 from agent.simulate import Plan, bucket_items, parse_start
 from agent.simulate import run as generate
-from central.config import CentralSettings
-from central.ingest import Ingest
 from central.storage import Storage
 from tests.conftest import Broker
+
+BIN = Path(sys.executable).parent
 
 
 def wait_until(predicate, timeout: float = 300.0, step: float = 0.02) -> float:
@@ -33,6 +36,42 @@ def wait_until(predicate, timeout: float = 300.0, step: float = 0.02) -> float:
             raise TimeoutError("benchmark step timed out")
         time.sleep(step)
     return time.perf_counter() - start
+
+
+def ingest_rate(tmp: Path, port: int, outbox: Outbox, args: argparse.Namespace) -> int:
+    config = tmp / "central.yaml"
+    config.write_text(f"broker: {{port: {port}}}\nstorage: sqlite:///{tmp}/ingest.db\n")
+    central = [str(BIN / "pantau-central"), "run", "-c", str(config)]
+    subprocess.run([*central, "--duration", "2"], check=True, capture_output=True)  # subscribe
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    pub.max_inflight_messages_set(1000)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    sent = 0
+    for msg in outbox.messages("counts")[: args.ingest_messages]:
+        pub.publish(msg.topic, msg.encode(), qos=1)
+        sent += 1
+    while pub.want_write() or pub._out_messages:  # wait for every PUBACK
+        time.sleep(0.05)
+    pub.loop_stop()
+    pub.disconnect()
+    proc = subprocess.Popen(central, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = tmp / "ingest.db"
+
+    def stored() -> int:
+        try:
+            with sqlite3.connect(db) as c:
+                return c.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+    wait_until(lambda: stored() > 0, step=0.005)
+    first, t = stored(), time.perf_counter()
+    wait_until(lambda: stored() >= sent, step=0.01)
+    rate = (sent - first) / (time.perf_counter() - t)
+    proc.terminate()
+    proc.wait(20)
+    return round(rate)
 
 
 def main() -> None:
@@ -50,7 +89,6 @@ def main() -> None:
         agent = AgentSettings(
             id="bench", site="s1", broker={"port": broker.port}, buffer={"path": tmp / "ob.db"}
         )
-        central = CentralSettings(broker={"port": broker.port}, storage=f"sqlite:///{tmp}/c.db")
 
         # 1. Outbox writes: the whole plan, committed (fsync) one batch of 256 at a time.
         outbox = Outbox(agent.buffer.path, agent="bench", site="s1")
@@ -60,53 +98,31 @@ def main() -> None:
         results["outbox_write_msgs_per_s"] = round(n / write_s)
         results["backlog_messages"] = n
 
-        # 2. Central ingest: the same messages queued at the broker for central's persistent
-        #    session while it is away, then drained by one worker.
-        storage = Storage(central.storage)
-        ingest = Ingest(central, storage)
-        ingest.start()
-        ingest.conn.wait_connected(10)
-        time.sleep(0.5)
-        ingest.stop()
-        pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        pub.max_inflight_messages_set(1000)
-        pub.connect("127.0.0.1", broker.port)
-        pub.loop_start()
-        bodies = [m.encode() for m in outbox.messages("counts")[: args.ingest_messages]]
-        topics = [m.topic for m in outbox.messages("counts")[: args.ingest_messages]]
-        t = time.perf_counter()
-        infos = [pub.publish(tp, b, qos=1) for tp, b in zip(topics, bodies, strict=True)]
-        for info in infos:
-            info.wait_for_publish(60)
-        results["raw_publish_msgs_per_s"] = round(len(infos) / (time.perf_counter() - t))
-        pub.loop_stop()
-        pub.disconnect()
-        storage = Storage(central.storage)
-        ingest = Ingest(central, storage)
-        t = time.perf_counter()
-        ingest.start()
-        ingest_s = wait_until(lambda: ingest.stats.stored >= len(infos))
-        ingest.stop()
-        results["central_ingest_msgs_per_s"] = round(len(infos) / ingest_s)
-        results["central_ingest_batches"] = ingest.stats.batches
+        # 2. Central ingest: the messages queued at the broker for central's persistent
+        #    session while it is away, then drained by one `pantau-central run` process.
+        results["central_ingest_msgs_per_s"] = ingest_rate(tmp, broker.port, outbox, args)
 
         # 3. Backlog replay: central up, the agent comes back with the whole backlog queued.
+        config = tmp / "replay.yaml"
+        config.write_text(
+            f"broker: {{port: {broker.port}}}\nstorage: sqlite:///{tmp}/replay.db\ngroup: replay\n"
+        )
+        central_proc = subprocess.Popen(
+            [str(BIN / "pantau-central"), "run", "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(2)
         storage = Storage(f"sqlite:///{tmp}/replay.db")
-        ingest = Ingest(central.model_copy(update={"worker": "2", "group": "replay"}), storage)
-        ingest.start()
-        ingest.conn.wait_connected(10)
         publisher = Publisher(agent, outbox, cameras=args.cameras)
-        t = time.perf_counter()
         publisher.start()
-        drained = wait_until(lambda: len(outbox) == 0 or publisher.wait_drained(0.05))
-        stored = (
-            wait_until(
-                lambda: storage.summary()["buckets"] >= args.cameras * plan.buckets, timeout=120
-            )
-            + drained
+        drained = wait_until(lambda: publisher.wait_drained(0.05))
+        stored = drained + wait_until(
+            lambda: storage.summary()["buckets"] >= args.cameras * plan.buckets, timeout=120
         )
         publisher.stop()
-        ingest.stop()
+        central_proc.terminate()
+        central_proc.wait(20)
         results["replay_rate_limit_msgs_per_s"] = agent.buffer.replay_rate
         results["replay_drain_seconds"] = round(drained, 2)
         results["replay_stored_at_central_seconds"] = round(stored, 2)

@@ -28,9 +28,11 @@ START = (datetime.now(timezone.utc) - timedelta(hours=30)).strftime("%Y-%m-%dT%H
 
 
 def start_central(tmp, port) -> subprocess.Popen[str]:
+    """Start `pantau-central run` and return once it has subscribed."""
     proc = spawn("pantau-central", "run", "-c", str(central_config(tmp, port)))
-    time.sleep(1.0)
-    assert proc.poll() is None, proc.stderr.read()
+    line = proc.stderr.readline()  # the first line says it is connected, or why not
+    assert "subscribed to" in line, line + (proc.stderr.read() if proc.poll() is not None else "")
+    time.sleep(0.3)  # the broker handles the SUBSCRIBE in its own time
     return proc
 
 

@@ -1,0 +1,252 @@
+"""Per-camera analytics: tracker, line counters, zone monitors, health monitor and the bucket
+they fill, turned into wire payloads (CountsPayload, AlertPayload, HealthPayload)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from agent.conditions import AlertEvent
+from agent.config import CameraConfig
+from agent.detections import DEFAULT_CLASSES, Detections
+from agent.health import HealthMonitor, HealthThresholds
+from agent.lines import LineCounter
+from agent.motion import MotionGate
+from agent.protocol import AlertPayload, CountsPayload, Dwell, HealthPayload, LineCount, ZoneStats
+from agent.rules_config import ZoneConfig
+from agent.tracker import ByteTracker, Tracks
+from agent.zones import ZoneMonitor
+
+# The detector keeps boxes down to this score so that ByteTrack's second, low-score stage has
+# something to match; new tracks still need the tracker's own `new_score`.
+DETECTOR_FLOOR = 0.1
+# Health checks cost ~3 ms a frame (thumbnail of a full frame); twice a second is plenty for
+# alerts held for seconds, and keeps them off the budget at high analysis rates.
+HEALTH_PERIOD = 0.5
+MAX_GAP_SECONDS = 5.0  # as ZoneMonitor: a longer gap between analysed frames is not observed
+
+
+def utc(t: float) -> datetime:
+    return datetime.fromtimestamp(t, timezone.utc)
+
+
+def alert_payload(event: AlertEvent) -> AlertPayload:
+    """An AlertEvent (epoch-second times) as the wire's AlertPayload (UTC datetimes)."""
+    return AlertPayload(
+        alert_id=event.alert_id,
+        type=event.type,
+        state=event.state,
+        severity=event.severity,
+        started_at=utc(event.started_at),
+        ended_at=None if event.ended_at is None else utc(event.ended_at),
+        rule=event.rule,
+        details=_plain(event.details),
+    )
+
+
+def _plain(details: dict[str, Any]) -> dict[str, Any]:
+    # numpy scalars would not serialise to JSON
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in details.items()}
+
+
+def _class_names(classes: list[str] | None, names: tuple[str, ...]) -> list[str]:
+    wanted = classes if classes is not None else list(DEFAULT_CLASSES)
+    return [c for c in wanted if not names or c in names]
+
+
+def _with_timezone(zone: ZoneConfig, tz: str) -> ZoneConfig:
+    r = zone.restricted
+    if r is None or r.timezone is not None:
+        return zone
+    return zone.model_copy(update={"restricted": r.model_copy(update={"timezone": tz})})
+
+
+@dataclass
+class Totals:
+    """Running totals over the whole run (for `analyze` and the live terminal view)."""
+
+    lines: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # rule->class->[in,out]
+    zone_area: dict[str, dict[str, float]] = field(default_factory=dict)  # occupancy x seconds
+    zone_max: dict[str, dict[str, int]] = field(default_factory=dict)
+    zone_peak: dict[str, int] = field(default_factory=dict)  # all classes together
+    observed: float = 0.0
+    alerts: list[AlertPayload] = field(default_factory=list)
+
+
+class CameraAnalytics:
+    """Everything one camera computes from its analysed frames.
+
+    `process(t, frame, detections)` observes one analysed frame (detections None: the motion
+    gate skipped it and tracks coast); `close_bucket` returns the bucket's CountsPayload with
+    every configured rule and class, zeros included.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: CameraConfig,
+        names: tuple[str, ...] = (),
+        *,
+        timezone_name: str = "UTC",
+        reference: np.ndarray | None = None,
+        tracker: ByteTracker | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.names = names
+        self.tracker = tracker or ByteTracker()
+        self.lines: dict[str, LineCounter] = {n: c.build(names) for n, c in config.lines.items()}
+        self.zones: dict[str, ZoneMonitor] = {
+            n: _with_timezone(c, timezone_name).build(names, rule=n)
+            for n, c in config.zones.items()
+        }
+        self.line_classes = {n: _class_names(c.classes, names) for n, c in config.lines.items()}
+        self.zone_classes = {n: _class_names(c.classes, names) for n, c in config.zones.items()}
+        h = config.health
+        thresholds = HealthThresholds(
+            offline_seconds=h.offline_seconds,
+            frozen_seconds=h.frozen_seconds,
+            covered_seconds=h.covered_seconds,
+            shift_seconds=h.shift_seconds,
+            shift_min_similarity=h.shift_min_similarity,
+        )
+        self.health = HealthMonitor(thresholds, reference=reference)
+        self.gate = MotionGate(config.motion)
+        self.totals = Totals(
+            lines={n: {c: [0, 0] for c in cs} for n, cs in self.line_classes.items()},
+            zone_area={n: dict.fromkeys(cs, 0.0) for n, cs in self.zone_classes.items()},
+            zone_max={n: dict.fromkeys(cs, 0) for n, cs in self.zone_classes.items()},
+        )
+        self.tracks = Tracks.empty(names)
+        self.frames_analyzed = 0
+        self.frames_detected = 0
+        self._bucket_frames = 0
+        self._observed = 0.0
+        self._last_t: float | None = None  # time of the last analysed frame
+        self._counted_until = float("-inf")  # observed time is summed up to here
+        self._health_t = float("-inf")
+
+    def frame_errors(self, width: int, height: int) -> list[str]:
+        """Rule points outside a width x height frame, one line each."""
+        errors = []
+        for n, line in self.config.lines.items():
+            errors += line.frame_errors(width, height, f"cameras.{self.name}.lines.{n}")
+        for n, zone in self.config.zones.items():
+            errors += zone.frame_errors(width, height, f"cameras.{self.name}.zones.{n}")
+        return errors
+
+    def process(
+        self, t: float, frame: np.ndarray | None, detections: Detections | None
+    ) -> list[AlertPayload]:
+        """Observe the analysed frame at `t`; return the alerts raised or cleared."""
+        self._observe_until(t)
+        self._last_t = t
+        self.frames_analyzed += 1
+        self._bucket_frames += 1
+        if detections is None:
+            tracks = self.tracker.coast(t)
+        else:
+            self.frames_detected += 1
+            tracks = self.tracker.update(detections, t)
+        self.tracks = tracks
+        removed = self.tracker.removed_ids
+        events: list[AlertEvent] = []
+        for rule, line in self.lines.items():
+            line.forget(removed)
+            for crossing in line.update(tracks, t):
+                tally = self.totals.lines[rule].setdefault(self._name(crossing.class_id), [0, 0])
+                tally[0 if crossing.direction == "in" else 1] += 1
+        for rule, zone in self.zones.items():
+            events += zone.update(tracks, t)
+            events += zone.forget(removed, t)
+            peak = self.totals.zone_peak
+            peak[rule] = max(peak.get(rule, 0), sum(zone.occupancy.values()))
+            maxima = self.totals.zone_max[rule]
+            for cls, n in zone.occupancy.items():
+                key = self._name(cls)
+                maxima[key] = max(maxima.get(key, 0), n)
+        if frame is not None and t - self._health_t >= HEALTH_PERIOD:
+            self._health_t = t
+            events += self.health.update(t, frame)
+        return self._alerts(events)
+
+    def tick(self, t: float) -> list[AlertPayload]:
+        """No new frame at `t`: lets the health monitor notice an offline camera."""
+        return self._alerts(self.health.update(t, None))
+
+    def _alerts(self, events: list[AlertEvent]) -> list[AlertPayload]:
+        payloads = [alert_payload(e) for e in events]
+        self.totals.alerts += payloads
+        return payloads
+
+    def _name(self, class_id: int) -> str:
+        return self.names[class_id] if 0 <= class_id < len(self.names) else str(class_id)
+
+    def _observe_until(self, t: float) -> None:
+        # Time counts as observed up to `t` only if the last analysed frame is at most
+        # MAX_GAP_SECONDS before it; a bucket close in between must not bridge a longer gap.
+        last = self._last_t
+        if last is not None and t - last <= MAX_GAP_SECONDS:
+            start = max(last, self._counted_until)
+            if t > start:
+                self._observed += t - start
+        self._counted_until = max(self._counted_until, t)
+
+    def close_bucket(
+        self, bucket_start: float, bucket_seconds: int, end: float | None = None
+    ) -> CountsPayload:
+        """The bucket [bucket_start, end) (end defaults to its full length; a file's last
+        bucket ends at its last frame) with every rule and configured class, zeros too."""
+        end = bucket_start + bucket_seconds if end is None else end
+        self._observe_until(end)
+        observed = min(self._observed, float(bucket_seconds))
+        self._observed = 0.0
+        lines: dict[str, dict[str, LineCount]] = {}
+        for rule, line in self.lines.items():
+            by_class = {c: LineCount(in_=0, out=0) for c in self.line_classes[rule]}
+            for cls, (n_in, n_out) in line.take_counts().items():
+                by_class[self._name(cls)] = LineCount(in_=n_in, out=n_out)
+            lines[rule] = by_class
+        zones: dict[str, dict[str, ZoneStats]] = {}
+        for rule, zone in self.zones.items():
+            bucket = zone.close_bucket(end)
+            by_zone = {c: ZoneStats() for c in self.zone_classes[rule]}
+            for cls, s in bucket.by_class.items():
+                key = self._name(cls)
+                by_zone[key] = ZoneStats(
+                    occupancy_mean=s.occupancy_mean,
+                    occupancy_max=s.occupancy_max,
+                    dwell=Dwell(count=s.dwell_count, mean=s.dwell_mean, p90=s.dwell_p90,
+                                max=s.dwell_max),
+                )
+                area = self.totals.zone_area[rule]
+                area[key] = area.get(key, 0.0) + s.occupancy_mean * bucket.observed_seconds
+            zones[rule] = by_zone
+        self.totals.observed += observed
+        return CountsPayload(
+            bucket_start=utc(bucket_start),
+            bucket_seconds=bucket_seconds,
+            observed_seconds=observed,
+            lines=lines,
+            zones=zones,
+        )
+
+    def health_payload(self, fps_target: float, seconds: float, frames_read: int) -> HealthPayload:
+        """Health of the bucket just closed (`seconds` long); resets the per-bucket counts."""
+        analyzed, self._bucket_frames = self._bucket_frames, 0
+        last = self.health.last_frame_t
+        details: dict[str, Any] = {k: round(v, 4) for k, v in self.health.metrics.items()}
+        details["frames_detected"] = self.frames_detected
+        details["frames_gated"] = self.gate.skipped
+        return HealthPayload(
+            state=self.health.state,
+            fps_target=fps_target,
+            fps_effective=round(analyzed / seconds, 3) if seconds > 0 else 0.0,
+            frames_read=frames_read,
+            frames_analyzed=self.frames_analyzed,
+            last_frame_at=None if last is None else utc(last),
+            details=details,
+        )

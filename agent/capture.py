@@ -1,0 +1,225 @@
+"""Camera readers: one per camera, OpenCV with FFmpeg. Files are read at `analysis_fps` of
+their own timeline (stream PTS); live streams keep only their newest frame and reconnect."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# RTSP over UDP loses packets on busy links and smears frames; must be set before the first
+# VideoCapture opens an RTSP URL.
+os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+LIVE_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
+
+
+class CaptureError(Exception):
+    """A source that cannot be opened or read."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A decoded BGR frame and its time in seconds (epoch for live sources, base + PTS for
+    files)."""
+
+    image: np.ndarray
+    t: float
+
+
+def is_live(source: str) -> bool:
+    return source.isdigit() or source.lower().startswith(LIVE_PREFIXES)
+
+
+def _open(source: str) -> cv2.VideoCapture:
+    cap = cv2.VideoCapture(int(source) if source.isdigit() else source, cv2.CAP_ANY)
+    if not cap.isOpened():
+        cap.release()
+        raise CaptureError(f"cannot open video source {redact(source)}")
+    return cap
+
+
+def redact(source: str) -> str:
+    """The source without a password (rtsp://user:pass@host -> rtsp://user:***@host)."""
+    head, sep, rest = source.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        cred, _, host = rest.partition("@")
+        user = cred.split(":", 1)[0]
+        return f"{head}://{user}:***@{host}"
+    return source
+
+
+class FileReader:
+    """A recorded file read at `fps` frames per second of its own timeline: frames in between
+    are grabbed (decoded by FFmpeg, never converted), so reading is as cheap as the codec
+    allows. Each frame's time is `base` + its PTS.
+
+    With `realtime`, frames are released no earlier than their PTS after the first read
+    (a recorded file standing in for a live camera) and the file loops, timestamps going on.
+    """
+
+    def __init__(
+        self, path: str | Path, fps: float, *, base: float = 0.0, realtime: bool = False
+    ) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise CaptureError(f"video file not found: {path}")
+        self.path = path
+        self.cap = _open(str(path))
+        ok, probe = self.cap.read()
+        if not ok:
+            raise CaptureError(f"cannot decode video {path} (not a video, or an unknown codec)")
+        self.size = (probe.shape[1], probe.shape[0])  # width, height
+        self.source_fps = self.cap.get(cv2.CAP_PROP_FPS) or fps
+        self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        self.period = 1.0 / fps
+        self.base = base
+        self.realtime = realtime
+        self.frames_read = 0
+        self.ended = False
+        self._due = 0.0  # stream time of the next frame to analyse
+        self._offset = 0.0  # stream time added by earlier loops
+        self._last_pts = 0.0
+        self._wall0: float | None = None
+
+    def read(self) -> Frame | None:
+        """The next frame to analyse; None at the end (then `ended`), or, with `realtime`,
+        when the next one is not due yet."""
+        if self.ended:
+            return None
+        if self.realtime:
+            if self._wall0 is None:
+                self._wall0 = time.time()
+            if time.time() - self._wall0 < self._due:
+                return None
+        while True:
+            if not self.cap.grab():
+                if self.realtime and self.frames_read:
+                    self._offset = self._last_pts + self.period
+                    self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                    continue
+                self.ended = True
+                return None
+            self.frames_read += 1
+            pts = self._offset + self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            self._last_pts = pts
+            # A quarter period of tolerance keeps 10 fps footage at exactly every 2nd frame
+            # for 5 fps despite rounded PTS.
+            if pts < self._due - 0.25 * self.period:
+                continue
+            ok, image = self.cap.retrieve()
+            if not ok:
+                continue
+            # Never fall behind the timeline: the next frame is due one period after this one.
+            self._due = max(self._due + self.period, pts + 0.5 * self.period)
+            base = self._wall0 if self.realtime and self._wall0 is not None else self.base
+            return Frame(image, base + pts)
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+class LiveReader:
+    """A live stream read by its own thread, which keeps only the newest frame (so a slow
+    consumer never builds a queue) and reconnects with exponential backoff."""
+
+    def __init__(
+        self, source: str, *, backoff_min: float = 0.5, backoff_max: float = 30.0
+    ) -> None:
+        self.source = source
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.frames_read = 0
+        self.connected = False
+        self.last_error: str | None = None
+        self.ended = False  # a live source never ends by itself
+        self.size: tuple[int, int] | None = None
+        self._latest: Frame | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"capture-{redact(source)}",
+                                        daemon=True)
+        self._thread.start()
+
+    def read(self) -> Frame | None:
+        """The newest frame not handed out yet, or None."""
+        with self._lock:
+            frame, self._latest = self._latest, None
+        return frame
+
+    def wait_frame(self, timeout: float) -> Frame:
+        """Block until a frame arrives; CaptureError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            frame = self.read()
+            if frame is not None:
+                return frame
+            time.sleep(0.02)
+        why = f": {self.last_error}" if self.last_error else ""
+        raise CaptureError(f"no frame from {redact(self.source)} in {timeout:.0f}s{why}")
+
+    def _run(self) -> None:
+        delay = self.backoff_min
+        while not self._stop.is_set():
+            try:
+                cap = _open(self.source)
+            except CaptureError as exc:
+                self.last_error = str(exc)
+                log.warning("%s; retrying in %.1fs", exc, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            self.connected = True
+            while not self._stop.is_set():
+                ok, image = cap.read()
+                if not ok:
+                    self.last_error = f"stream {redact(self.source)} stopped delivering frames"
+                    break
+                delay = self.backoff_min  # a delivering stream resets the backoff
+                self.frames_read += 1
+                self.size = (image.shape[1], image.shape[0])
+                with self._lock:
+                    self._latest = Frame(image, time.time())
+            self.connected = False
+            cap.release()
+            if not self._stop.is_set():
+                log.warning("%s; reconnecting in %.1fs", self.last_error, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.backoff_max)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+Reader = FileReader | LiveReader
+
+
+def open_source(source: str, fps: float, *, realtime: bool = True, base: float = 0.0) -> Reader:
+    """A reader for a camera's `source`: live URLs and device indexes get a LiveReader, paths
+    a FileReader (realtime and looping for the live agent, as fast as possible offline)."""
+    if is_live(source):
+        return LiveReader(source)
+    return FileReader(source, fps, base=base, realtime=realtime)
+
+
+def grab_one(source: str, timeout: float = 15.0) -> Frame:
+    """One frame of a camera's source (the first of a file), for snapshots and references."""
+    reader = open_source(source, 1.0, realtime=False)
+    try:
+        if isinstance(reader, LiveReader):
+            return reader.wait_frame(timeout)
+        frame = reader.read()
+        if frame is None:
+            raise CaptureError(f"no frame in {source}")
+        return frame
+    finally:
+        reader.close()

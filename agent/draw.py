@@ -1,0 +1,74 @@
+"""Overlays for snapshots and annotated videos: lines with in/out arrows, zones, tracked boxes
+and running counts, so a technician can see why a count is what it is."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from agent.config import CameraConfig
+from agent.tracker import Tracks
+
+LINE_COLOUR = (0, 255, 255)
+ZONE_COLOUR = (255, 128, 0)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _label(
+    image: np.ndarray, text: str, org: tuple[int, int], colour: tuple[int, int, int]
+) -> None:
+    # A dark outline keeps the text readable on any background.
+    cv2.putText(image, text, org, FONT, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(image, text, org, FONT, 0.5, colour, 1, cv2.LINE_AA)
+
+
+def draw_rules(
+    image: np.ndarray,
+    config: CameraConfig,
+    line_totals: dict[str, dict[str, list[int]]] | None = None,
+) -> np.ndarray:
+    """Draw zones and lines (with an arrow towards the 'in' side, the left of A->B on screen)
+    on `image` in place, with running in/out totals when given."""
+    overlay = image.copy()
+    for name, zone in config.zones.items():
+        pts = np.round(np.asarray(zone.polygon)).astype(np.int32)
+        cv2.fillPoly(overlay, [pts], ZONE_COLOUR)
+        cv2.polylines(image, [pts], True, ZONE_COLOUR, 2, cv2.LINE_AA)
+        _label(image, name, (int(pts[:, 0].min()) + 4, int(pts[:, 1].min()) + 16), ZONE_COLOUR)
+    cv2.addWeighted(overlay, 0.15, image, 0.85, 0, dst=image)
+    for name, line in config.lines.items():
+        a, b = np.asarray(line.points[0], float), np.asarray(line.points[1], float)
+        cv2.line(image, _pt(a), _pt(b), LINE_COLOUR, 2, cv2.LINE_AA)
+        mid, d = (a + b) / 2, b - a
+        # In image coordinates (y down), (d_y, -d_x) points to the side where
+        # cross(B-A, P-A) < 0: the 'in' side.
+        normal = np.array([d[1], -d[0]]) / max(float(np.hypot(*d)), 1e-9)
+        cv2.arrowedLine(image, _pt(mid - 25 * normal), _pt(mid + 25 * normal), LINE_COLOUR, 2,
+                        cv2.LINE_AA, tipLength=0.3)
+        _label(image, "in", _pt(mid + 35 * normal), LINE_COLOUR)
+        text = name
+        if line_totals is not None:
+            n_in = sum(v[0] for v in line_totals.get(name, {}).values())
+            n_out = sum(v[1] for v in line_totals.get(name, {}).values())
+            text = f"{name}: in {n_in} out {n_out}"
+        _label(image, text, (int(a[0]) + 4, int(a[1]) - 6), LINE_COLOUR)
+    return image
+
+
+def draw_tracks(image: np.ndarray, tracks: Tracks) -> np.ndarray:
+    """Boxes with track id and class; unconfirmed tracks thin and grey."""
+    names = tracks.names
+    for i in range(len(tracks)):
+        x1, y1, x2, y2 = (int(v) for v in tracks.xyxy[i])
+        confirmed = bool(tracks.confirmed[i])
+        colour = (0, 200, 0) if confirmed else (160, 160, 160)
+        cv2.rectangle(image, (x1, y1), (x2, y2), colour, 2 if confirmed else 1)
+        cid = int(tracks.class_id[i])
+        cls = names[cid] if 0 <= cid < len(names) else str(cid)
+        _label(image, f"#{int(tracks.tracker_id[i])} {cls}", (x1, max(12, y1 - 4)), colour)
+        cv2.circle(image, ((x1 + x2) // 2, y2), 3, colour, -1)  # the bottom-centre anchor
+    return image
+
+
+def _pt(p: np.ndarray) -> tuple[int, int]:
+    return round(float(p[0])), round(float(p[1]))

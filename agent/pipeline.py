@@ -1,0 +1,217 @@
+"""The vision pipeline: N cameras, one shared detector per model, frames batched across
+cameras in fair round-robin; closed buckets, alerts and health go to the outbox."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agent.camera import DETECTOR_FLOOR, CameraAnalytics
+from agent.capture import Frame, Reader
+from agent.detector import Detector, DetectorSettings
+from agent.model_store import ModelStore
+from agent.tracker import Tracks
+
+log = logging.getLogger(__name__)
+
+Item = tuple[str, str, Any]  # (kind, camera, payload), as Outbox.enqueue takes them
+
+
+def load_detectors(models: set[str], store: ModelStore | None = None) -> dict[str, Detector]:
+    """One Detector per model name; DetectorError or StoreError when one cannot be loaded."""
+    store = store or ModelStore()
+    return {
+        m: Detector.from_store(DetectorSettings(model=m, confidence=DETECTOR_FLOOR), store)
+        for m in sorted(models)
+    }
+
+
+@dataclass
+class CameraRunner:
+    """One camera in the pipeline: its reader, analytics and schedule."""
+
+    analytics: CameraAnalytics
+    reader: Reader
+    model: str
+    fps: float
+    bucket_start: float | None = None
+    next_due: float = 0.0  # monotonic time of the next analysis (live pacing)
+    last_t: float | None = None  # time of the last analysed frame
+    last_tick: float = 0.0
+    done: bool = False
+    on_frame: list[Callable[[Frame, Tracks], None]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.analytics.name
+
+
+class Pipeline:
+    """Drives cameras through one shared detector per model.
+
+    Each `step` takes at most one new frame from each camera, starting at a rotating camera
+    so that, when more cameras have frames than a batch holds, every camera waits its turn;
+    frames a motion gate judges unchanged skip detection. Live cameras are paced at their
+    `analysis_fps` and their readers keep only the newest frame, so when the box is too slow
+    every camera's effective rate drops alike and nothing queues up.
+
+    Buckets are aligned to multiples of `bucket_seconds` of frame time; every bucket is closed,
+    empty ones too, with a `counts` and a `health` message; alerts leave at once. Items go to
+    `sink` (e.g. an outbox's enqueue) when given.
+    """
+
+    def __init__(
+        self,
+        runners: Sequence[CameraRunner],
+        detectors: dict[str, Detector],
+        *,
+        bucket_seconds: int = 60,
+        sink: Callable[[list[Item]], None] | None = None,
+        live: bool = False,
+        max_batch: int | None = None,
+    ) -> None:
+        self.runners = list(runners)
+        self.detectors = detectors
+        self.bucket_seconds = bucket_seconds
+        self.sink = sink
+        self.live = live
+        self.max_batch = max_batch or max(
+            (d.settings.max_batch for d in detectors.values()), default=8
+        )
+        self._rr = 0
+        self.batches = 0
+
+    @property
+    def finished(self) -> bool:
+        return all(r.done for r in self.runners)
+
+    def _collect(self, now: float) -> list[tuple[CameraRunner, Frame]]:
+        taken: list[tuple[CameraRunner, Frame]] = []
+        n = len(self.runners)
+        last = self._rr - 1
+        for k in range(n):
+            if len(taken) >= self.max_batch:
+                break
+            i = (self._rr + k) % n
+            runner = self.runners[i]
+            if runner.done or (self.live and now < runner.next_due):
+                continue
+            frame = runner.reader.read()
+            if frame is None:
+                runner.done = runner.reader.ended
+                continue
+            if self.live:
+                period = 1.0 / runner.fps
+                runner.next_due = max(runner.next_due + period, now + 0.5 * period)
+            taken.append((runner, frame))
+            last = i
+        self._rr = (last + 1) % n if n else 0
+        return taken
+
+    def step(self) -> int:
+        """Analyse one round of frames; return how many were analysed."""
+        now = time.monotonic()
+        taken = self._collect(now)
+        items: list[Item] = []
+        for runner, frame in taken:
+            items += self._roll(runner, frame.t)
+        by_model: dict[str, list[int]] = {}
+        for k, (runner, frame) in enumerate(taken):
+            if runner.analytics.gate.changed(frame.image, frame.t):
+                by_model.setdefault(runner.model, []).append(k)
+        detections: dict[int, Any] = {}
+        for model, ks in by_model.items():
+            found = self.detectors[model].detect([taken[k][1].image for k in ks])
+            detections.update(zip(ks, found, strict=True))
+            self.batches += 1
+        for k, (runner, frame) in enumerate(taken):
+            items += [("alerts", runner.name, a) for a in
+                      runner.analytics.process(frame.t, frame.image, detections.get(k))]
+            runner.last_t = frame.t
+            for callback in runner.on_frame:
+                callback(frame, runner.analytics.tracks)
+        if self.live:
+            items += self._tick_idle({id(r) for r, _ in taken})
+        self._emit(items)
+        return len(taken)
+
+    def _tick_idle(self, fresh: set[int]) -> list[Item]:
+        # Cameras without a frame still need their clock: offline alerts and zero buckets.
+        wall = time.time()
+        items: list[Item] = []
+        for runner in self.runners:
+            if id(runner) in fresh or wall - runner.last_tick < 1.0:
+                continue
+            runner.last_tick = wall
+            if runner.last_t is None or wall - runner.last_t > 1.0:
+                items += [("alerts", runner.name, a) for a in runner.analytics.tick(wall)]
+            items += self._roll(runner, wall)
+        return items
+
+    def _roll(self, runner: CameraRunner, t: float) -> list[Item]:
+        """Close every bucket that ends at or before `t`."""
+        bs = self.bucket_seconds
+        if runner.bucket_start is None:
+            runner.bucket_start = math.floor(t / bs) * bs
+        items: list[Item] = []
+        while t >= runner.bucket_start + bs:
+            items += self._close(runner, runner.bucket_start, None)
+            runner.bucket_start += bs
+        return items
+
+    def _close(self, runner: CameraRunner, start: float, end: float | None) -> list[Item]:
+        a = runner.analytics
+        counts = a.close_bucket(start, self.bucket_seconds, end)
+        seconds = (self.bucket_seconds if end is None else end - start) or self.bucket_seconds
+        health = a.health_payload(runner.fps, seconds, runner.reader.frames_read)
+        return [("counts", runner.name, counts), ("health", runner.name, health)]
+
+    def _emit(self, items: list[Item]) -> None:
+        if items and self.sink is not None:
+            self.sink(items)
+
+    def finish(self) -> None:
+        """Close each camera's open bucket: at its last frame for a file (its timeline ends
+        there), at the full bucket length otherwise."""
+        items: list[Item] = []
+        for runner in self.runners:
+            if runner.bucket_start is None:
+                continue
+            end = runner.last_t if not self.live else None
+            if end is not None:
+                end = max(end, runner.bucket_start)
+            items += self._close(runner, runner.bucket_start, end)
+            runner.bucket_start = None
+        self._emit(items)
+
+    def run(
+        self, stop: threading.Event | None = None, duration: float | None = None
+    ) -> None:
+        """Step until every source ended, `stop` is set or `duration` seconds passed; then
+        close the open buckets."""
+        stop = stop or threading.Event()
+        deadline = None if duration is None else time.monotonic() + duration
+        try:
+            while not stop.is_set() and not self.finished:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if self.step() == 0 and self.live:
+                    stop.wait(self._idle_wait())
+        finally:
+            self.finish()
+
+    def _idle_wait(self) -> float:
+        now = time.monotonic()
+        due = [r.next_due - now for r in self.runners if not r.done]
+        return float(np.clip(min(due, default=0.05), 0.005, 0.05))
+
+    def close(self) -> None:
+        for runner in self.runners:
+            runner.reader.close()

@@ -1,0 +1,319 @@
+"""The vision commands of `pantau-agent`: analyze a recorded file, run the live agent, take a
+snapshot with rules drawn, save a camera's health reference frame."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from agent.config import AgentSettings, CameraConfig
+from agent.console import fail, load_or_exit, out
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file (default: $PANTAU_CONFIG)."),
+]
+cameras_app = typer.Typer(no_args_is_help=True, help="Camera set-up helpers.")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the vision commands to the root `pantau-agent` app."""
+    app.command("analyze")(analyze)
+    app.command("run")(run)
+    app.command("snapshot")(snapshot)
+    app.add_typer(cameras_app, name="cameras")
+
+
+def _camera(settings: AgentSettings, name: str) -> CameraConfig:
+    if name not in settings.cameras:
+        known = ", ".join(settings.cameras) or "none"
+        fail(f"unknown camera {name!r} (the config has: {known})")
+    return settings.cameras[name]
+
+
+def _detectors(models: set[str]) -> dict[str, Any]:
+    from agent.detector import DetectorError
+    from agent.model_store import StoreError
+    from agent.pipeline import load_detectors
+
+    try:
+        return load_detectors(models)
+    except (DetectorError, StoreError) as exc:
+        fail(f"{exc} (build it with: pantau-agent models build NAME)")
+
+
+def _check_frame(analytics: Any, size: tuple[int, int] | None) -> None:
+    if size is None:
+        return
+    errors = analytics.frame_errors(*size)
+    if errors:
+        fail("rules outside the camera frame:\n  " + "\n  ".join(errors))
+
+
+def reference_path(settings: AgentSettings, camera: str) -> Path:
+    """Where `cameras reference` keeps a camera's health reference (next to the outbox)."""
+    return settings.buffer.path.parent / f"reference-{camera}.png"
+
+
+def _parse_start(text: str | None, video: Path, frames: int, fps: float) -> float:
+    if text is not None:
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            fail(f"--start {text!r} is not an RFC 3339 time (e.g. 2024-05-01T18:00:00+07:00)")
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return when.timestamp()
+    # A recorder closes its file when it stops: mtime minus the duration is about its start.
+    return video.stat().st_mtime - frames / max(fps, 1e-6)
+
+
+def summarize(analytics: Any, frames_read: int, wall: float) -> dict[str, Any]:
+    """The `analyze` JSON: totals per line and zone, and the alert episodes."""
+    t = analytics.totals
+    lines = {}
+    for rule, by_class in t.lines.items():
+        lines[rule] = {
+            "in": sum(v[0] for v in by_class.values()),
+            "out": sum(v[1] for v in by_class.values()),
+            "by_class": {c: {"in": v[0], "out": v[1]} for c, v in by_class.items()},
+        }
+    zones = {}
+    for rule, areas in t.zone_area.items():
+        means = {c: a / t.observed if t.observed > 0 else 0.0 for c, a in areas.items()}
+        zones[rule] = {
+            "mean_occupancy": round(sum(means.values()), 3),
+            "max_occupancy": t.zone_peak.get(rule, 0),
+            "by_class": {
+                c: {"mean_occupancy": round(m, 3), "max_occupancy": t.zone_max[rule].get(c, 0)}
+                for c, m in means.items()
+            },
+        }
+    episodes: dict[str, dict[str, Any]] = {}
+    for a in t.alerts:
+        ep = episodes.setdefault(a.alert_id, {"type": a.type})
+        if a.rule is not None:
+            ep["zone"] = a.rule
+        ep["started_at"] = a.started_at.isoformat().replace("+00:00", "Z")
+        ep.setdefault("cleared_at", None)
+        if a.state == "cleared" and a.ended_at is not None:
+            ep["cleared_at"] = a.ended_at.isoformat().replace("+00:00", "Z")
+    return {
+        "camera": analytics.name,
+        "frames_read": frames_read,
+        "frames_analyzed": analytics.frames_analyzed,
+        "wall_seconds": round(wall, 3),
+        "lines": lines,
+        "zones": zones,
+        "alerts": list(episodes.values()),
+    }
+
+
+def analyze(
+    video: Annotated[Path, typer.Argument(help="Recorded video file.")],
+    camera: Annotated[str, typer.Option(help="Camera of the config whose rules apply.")],
+    json_out: Annotated[Path, typer.Option("--json", help="Where to write the JSON summary.")],
+    config: ConfigOption = None,
+    annotated: Annotated[
+        Path | None, typer.Option(help="Also write an annotated .mp4 (boxes, ids, rules).")
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(help="Wall time of the first frame (RFC 3339) for schedules and alert "
+                     "times; default the file's modification time minus its duration."),
+    ] = None,
+) -> None:
+    """Run the camera's pipeline on a recorded file as fast as the box allows; no broker."""
+    import cv2
+
+    from agent.camera import CameraAnalytics
+    from agent.capture import CaptureError, FileReader
+    from agent.draw import draw_rules, draw_tracks
+    from agent.pipeline import CameraRunner, Pipeline
+
+    settings = load_or_exit(AgentSettings, config)
+    cam = _camera(settings, camera)
+    if not video.is_file():
+        fail(f"video file not found: {video}")
+    try:
+        reader = FileReader(video, cam.analysis_fps)
+    except CaptureError as exc:
+        fail(str(exc))
+    reader.base = _parse_start(
+        start, video, int(reader.cap.get(cv2.CAP_PROP_FRAME_COUNT)), reader.source_fps
+    )
+    model = cam.model or settings.model
+    detectors = _detectors({model})
+    analytics = CameraAnalytics(
+        camera, cam, detectors[model].names, timezone_name=settings.timezone
+    )
+    _check_frame(analytics, reader.size)
+    runner = CameraRunner(analytics, reader, model, cam.analysis_fps)
+    writer = None
+    if annotated is not None:
+        annotated.parent.mkdir(parents=True, exist_ok=True)
+        fps = min(cam.analysis_fps, reader.source_fps)
+        writer = cv2.VideoWriter(str(annotated), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                 reader.size)
+        if not writer.isOpened():
+            fail(f"cannot write video {annotated}")
+
+        def write(frame: Any, tracks: Any) -> None:
+            image = draw_tracks(draw_rules(frame.image, cam, analytics.totals.lines), tracks)
+            writer.write(image)
+
+        runner.on_frame.append(write)
+    pipeline = Pipeline([runner], detectors, bucket_seconds=settings.bucket_seconds)
+    began = time.perf_counter()
+    try:
+        pipeline.run()
+    finally:
+        pipeline.close()
+        if writer is not None:
+            writer.release()
+    summary = summarize(analytics, reader.frames_read, time.perf_counter() - began)
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(summary, indent=2) + "\n")
+    out.print_json(json.dumps(summary))
+
+
+def run(
+    config: ConfigOption = None,
+    duration: Annotated[
+        float | None, typer.Option(min=0, help="Stop after this many seconds.")
+    ] = None,
+) -> None:
+    """The live agent: every camera of the config, counts and alerts through the outbox."""
+    import cv2
+    from rich.live import Live
+
+    from agent.camera import CameraAnalytics
+    from agent.capture import CaptureError, FileReader, open_source
+    from agent.cli import _open_outbox
+    from agent.pipeline import CameraRunner, Pipeline
+    from agent.publisher import Publisher
+
+    settings = load_or_exit(AgentSettings, config)
+    if not settings.cameras:
+        fail("the config has no cameras")
+    missing = [n for n, c in settings.cameras.items() if not c.source]
+    if missing:
+        fail(f"cameras without a source: {', '.join(missing)}")
+    models = {c.model or settings.model for c in settings.cameras.values()}
+    detectors = _detectors(models)
+    runners = []
+    for name, cam in settings.cameras.items():
+        model = cam.model or settings.model
+        ref_file = reference_path(settings, name)
+        reference = cv2.imread(str(ref_file)) if ref_file.is_file() else None
+        analytics = CameraAnalytics(name, cam, detectors[model].names,
+                                    timezone_name=settings.timezone, reference=reference)
+        try:
+            reader = open_source(str(cam.source), cam.analysis_fps, realtime=True)
+        except CaptureError as exc:
+            fail(f"camera {name}: {exc}")
+        if isinstance(reader, FileReader):
+            _check_frame(analytics, reader.size)
+        runners.append(CameraRunner(analytics, reader, model, cam.analysis_fps))
+
+    outbox = _open_outbox(settings)
+    publisher = Publisher(settings, outbox, cameras=len(runners))
+
+    def sink(items: list) -> None:
+        outbox.enqueue(items)
+        publisher.notify()
+
+    pipeline = Pipeline(runners, detectors, bucket_seconds=settings.bucket_seconds, sink=sink,
+                        live=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    publisher.start()
+    try:
+        with Live(get_renderable=lambda: _live_table(pipeline), console=out,
+                  refresh_per_second=2, transient=False):
+            pipeline.run(stop, duration)
+    finally:
+        pipeline.close()
+        publisher.stop()
+        pending = len(outbox)
+        outbox.close()
+    out.print(f"stopped; {pending} messages wait in the outbox {settings.buffer.path}")
+
+
+def _live_table(pipeline: Any) -> Any:
+    from rich.table import Table
+
+    table = Table(title="Pantau: live counts", header_style="bold")
+    for column in ("camera", "state", "frames", "lines (in/out)", "zones (now)", "alerts"):
+        table.add_column(column)
+    for r in pipeline.runners:
+        a = r.analytics
+        lines = ", ".join(
+            f"{rule} {sum(v[0] for v in by.values())}/{sum(v[1] for v in by.values())}"
+            for rule, by in a.totals.lines.items()
+        )
+        zones = ", ".join(f"{rule} {sum(z.occupancy.values())}" for rule, z in a.zones.items())
+        table.add_row(r.name, a.health.state, f"{a.frames_analyzed}", lines, zones,
+                      str(sum(1 for x in a.totals.alerts if x.state == "raised")))
+    return table
+
+
+def _grab(settings: AgentSettings, camera: str) -> Any:
+    from agent.capture import CaptureError, grab_one
+
+    cam = _camera(settings, camera)
+    if not cam.source:
+        fail(f"camera {camera} has no source")
+    try:
+        return grab_one(str(cam.source))
+    except CaptureError as exc:
+        fail(f"camera {camera}: {exc}")
+
+
+def snapshot(
+    camera: Annotated[str, typer.Argument(help="Camera name in the config.")],
+    out_file: Annotated[Path, typer.Option("--out", help="JPEG file to write.")],
+    config: ConfigOption = None,
+) -> None:
+    """Grab one frame with the camera's lines and zones drawn, to check their placement."""
+    import cv2
+
+    from agent.camera import CameraAnalytics
+    from agent.draw import draw_rules
+
+    settings = load_or_exit(AgentSettings, config)
+    frame = _grab(settings, camera)
+    cam = settings.cameras[camera]
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out_file), draw_rules(frame.image, cam)):
+        fail(f"cannot write {out_file}")
+    height, width = frame.image.shape[:2]
+    errors = CameraAnalytics(camera, cam).frame_errors(width, height)
+    for line in errors:
+        out.print(f"warning: {line}")
+    out.print(f"wrote {out_file} ({width}x{height})")
+
+
+@cameras_app.command("reference")
+def cameras_reference(
+    camera: Annotated[str, typer.Argument(help="Camera name in the config.")],
+    config: ConfigOption = None,
+) -> None:
+    """Save the camera's current view as the health reference (scene-shift alerts)."""
+    import cv2
+
+    settings = load_or_exit(AgentSettings, config)
+    frame = _grab(settings, camera)
+    path = reference_path(settings, camera)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), frame.image):
+        fail(f"cannot write {path}")
+    out.print(f"saved the reference of {camera} to {path}")

@@ -1,0 +1,46 @@
+"""Per-camera tuning sections of the vision pipeline (motion gate, health thresholds), kept out
+of agent.config so that loading a config never imports OpenCV."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from agent.settings import Section
+
+
+class MotionConfig(Section):
+    """Motion gate: skip detection while a downscaled view is unchanged; tracks coast."""
+
+    enabled: bool = Field(
+        False,
+        description="Skip detection on frames that barely differ from the last detected one.",
+    )
+    pixel_threshold: int = Field(
+        12, ge=1, le=255, description="Grey-level change that marks a thumbnail pixel changed."
+    )
+    min_changed: float = Field(
+        0.002,
+        ge=0,
+        le=1,
+        description="Fraction of changed thumbnail pixels at or above which the frame is "
+        "detected.",
+    )
+    max_skip_seconds: float = Field(
+        2.0, ge=0, description="Detect at least this often even in a still view."
+    )
+
+
+class HealthConfig(Section):
+    """Camera health limits (see agent.health.HealthThresholds for what each one measures)."""
+
+    offline_seconds: float = Field(10.0, gt=0, description="No frame this long: offline.")
+    frozen_seconds: float = Field(10.0, gt=0, description="Identical frames this long: frozen.")
+    covered_seconds: float = Field(
+        10.0, gt=0, description="No texture this long: covered or blurred."
+    )
+    shift_seconds: float = Field(
+        30.0, gt=0, description="View unlike the reference this long: scene shift."
+    )
+    shift_min_similarity: float = Field(
+        0.35, ge=0, le=1, description="Similarity to the reference below this is another view."
+    )

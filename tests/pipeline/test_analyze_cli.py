@@ -1,0 +1,127 @@
+"""`pantau-agent analyze` end to end on real footage with the built default model, and the
+clean one-line errors of the vision commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+
+from tests.conftest import cli
+
+CONFIG = """
+buffer: {path: %(tmp)s/outbox.db}
+cameras:
+  campus:
+    analysis_fps: 25
+    lines:
+      middle: {points: [[320, 200], [320, 479]], classes: [person]}
+    zones:
+      left: {polygon: [[0, 150], [320, 150], [320, 479], [0, 479]], classes: [person],
+             max_occupancy: 1, crowd_hold_seconds: 0.2}
+"""
+
+
+def _model_built() -> bool:
+    from agent.model_store import ModelStore
+
+    return "nanodet-m" in ModelStore().names()
+
+
+@pytest.fixture
+def video(shared_data: Path) -> Path:
+    path = shared_data / "videos" / "TUD-Campus.mp4"
+    if not path.is_file():
+        pytest.skip(f"{path} is missing")
+    return path
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "agent.yaml"
+    path.write_text(CONFIG % {"tmp": tmp_path})
+    return path
+
+
+@pytest.mark.skipif(not _model_built(), reason="nanodet-m is not built: "
+                    "run `pantau-agent models build nanodet-m`")
+def test_analyze_writes_counts_json_and_annotated_video(
+    tmp_path: Path, video: Path, config: Path
+) -> None:
+    out, mp4 = tmp_path / "out.json", tmp_path / "out.mp4"
+    r = cli("pantau-agent", "analyze", str(video), "--config", str(config), "--camera",
+            "campus", "--json", str(out), "--annotated", str(mp4),
+            "--start", "2024-05-01T12:00:00Z")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(out.read_text())
+    assert set(d) == {"camera", "frames_read", "frames_analyzed", "wall_seconds", "lines",
+                      "zones", "alerts"}
+    assert d["camera"] == "campus" and d["frames_read"] == 71 and d["frames_analyzed"] == 71
+    line = d["lines"]["middle"]
+    assert set(line) == {"in", "out", "by_class"}
+    assert line["by_class"]["person"] == {"in": line["in"], "out": line["out"]}
+    # TUD-Campus: a handful of people cross the middle of the view in 2.8 s.
+    assert 1 <= line["in"] + line["out"] <= 10
+    zone = d["zones"]["left"]
+    assert 0.5 < zone["mean_occupancy"] <= zone["max_occupancy"] <= 8
+    assert zone["by_class"]["person"]["max_occupancy"] == zone["max_occupancy"]
+    crowd = [a for a in d["alerts"] if a["type"] == "crowd"]
+    assert crowd and crowd[0]["zone"] == "left"
+    assert crowd[0]["started_at"].startswith("2024-05-01T12:00:0")
+
+    cap = cv2.VideoCapture(str(mp4))
+    ok, frame = cap.read()
+    assert ok and frame.shape == (480, 640, 3)
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 71
+
+
+def _error(r) -> str:
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    return r.stderr
+
+
+def test_points_outside_the_frame_exit_2(tmp_path: Path, video: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("cameras:\n  campus:\n    lines:\n"
+                   "      far: {points: [[100, 100], [900, 100]]}\n")
+    r = cli("pantau-agent", "analyze", str(video), "--config", str(cfg), "--camera", "campus",
+            "--json", str(tmp_path / "o.json"))
+    if "not in the store" in r.stderr:
+        pytest.skip("no model built")
+    err = _error(r)
+    assert "cameras.campus.lines.far.points" in err and "outside the 640x480 frame" in err
+
+
+def test_duplicate_rule_names_exit_2(tmp_path: Path) -> None:
+    cfg = tmp_path / "dup.yaml"
+    cfg.write_text("cameras:\n  c:\n    lines:\n      door: {points: [[1, 1], [5, 5]]}\n"
+                   "    zones:\n      door: {polygon: [[0, 0], [9, 0], [9, 9]]}\n")
+    err = _error(cli("pantau-agent", "analyze", "x.mp4", "--config", str(cfg), "--camera", "c",
+                     "--json", str(tmp_path / "o.json")))
+    assert "duplicate rule names ['door']" in err
+
+
+def test_missing_video_and_unknown_camera_exit_2(tmp_path: Path, config: Path) -> None:
+    err = _error(cli("pantau-agent", "analyze", str(tmp_path / "nope.mp4"), "--config",
+                     str(config), "--camera", "campus", "--json", str(tmp_path / "o.json")))
+    assert "video file not found" in err
+    err = _error(cli("pantau-agent", "snapshot", "plaza", "--config", str(config), "--out",
+                     str(tmp_path / "s.jpg")))
+    assert "unknown camera 'plaza'" in err
+
+
+def test_snapshot_and_reference(tmp_path: Path, video: Path) -> None:
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text(f"buffer: {{path: {tmp_path}/var/outbox.db}}\ncameras:\n  campus:\n"
+                   f"    source: {video}\n    lines:\n"
+                   "      middle: {points: [[320, 200], [320, 479]]}\n")
+    r = cli("pantau-agent", "snapshot", "campus", "--config", str(cfg), "--out",
+            str(tmp_path / "s.jpg"))
+    assert r.returncode == 0, r.stderr
+    assert cv2.imread(str(tmp_path / "s.jpg")).shape == (480, 640, 3)
+    r = cli("pantau-agent", "cameras", "reference", "campus", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "var" / "reference-campus.png").is_file()
