@@ -35,6 +35,8 @@ setup() {
 case "${1:-}" in
   test)
     setup
+    # yolov3-tiny too, so the darknet converter is checked against OpenCV's reader.
+    $VENV/bin/pantau-agent models build yolov3-tiny
     # OpenCV 4 in a side folder, only for the darknet reference test (OpenCV 5 dropped that reader).
     [ -d var/cache/opencv4/cv2 ] || "$PY" -m pip install -q --target var/cache/opencv4 \
       'opencv-python-headless>=4.10,<5' >/dev/null

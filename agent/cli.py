@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +10,7 @@ from typing import Annotated
 import typer
 
 from agent.config import AgentSettings
-from agent.console import fail, load_or_exit, out, table
+from agent.console import fail, load_or_exit, out, setup_logging, table
 from agent.models_cli import models_app
 from agent.vision_cli import register
 
@@ -50,11 +49,7 @@ def _open_outbox(settings: AgentSettings):
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(verbose)
 
 
 @app.command()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import signal
 import sys
 import threading
@@ -15,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from agent.console import fail, load_or_exit, out, table
+from agent.console import fail, load_or_exit, out, setup_logging, table
 from central.config import CentralSettings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -49,11 +48,7 @@ def _storage(settings: CentralSettings, must_exist: bool = True):
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(verbose)
 
 
 @app.command()

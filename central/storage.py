@@ -502,69 +502,23 @@ def insert_rows(conn: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]]
 
 def _count_rows(msg: CountsMessage) -> Iterable[tuple[Any, ...]]:
     p = msg.payload
-    head = (msg.site, msg.agent, msg.camera)
     start = format_time(p.bucket_start)
+
+    def row(rule: str, kind: str, cls: str, line=(None, None), zone=(None,) * 6) -> tuple:
+        return (msg.site, msg.agent, msg.camera, rule, kind, cls, start, p.bucket_seconds,
+                p.observed_seconds, *line, *zone, msg.msg_id)  # fmt: skip
+
     for rule, by_class in p.lines.items():
         for cls, c in by_class.items():
-            yield (
-                *head,
-                rule,
-                "line",
-                cls,
-                start,
-                p.bucket_seconds,
-                p.observed_seconds,
-                c.in_,
-                c.out,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                msg.msg_id,
-            )
+            yield row(rule, "line", cls, line=(c.in_, c.out))
     for rule, by_class in p.zones.items():
         for cls, z in by_class.items():
             d = z.dwell
-            yield (
-                *head,
-                rule,
-                "zone",
-                cls,
-                start,
-                p.bucket_seconds,
-                p.observed_seconds,
-                None,
-                None,
-                z.occupancy_mean,
-                z.occupancy_max,
-                d.count,
-                d.mean,
-                d.p90,
-                d.max,
-                msg.msg_id,
-            )
+            stats = (z.occupancy_mean, z.occupancy_max, d.count, d.mean, d.p90, d.max)
+            yield row(rule, "zone", cls, zone=stats)
     if not p.lines and not p.zones:
         # A camera with no rules still proves it was watched: keep the bucket as a row.
-        yield (
-            *head,
-            "",
-            "none",
-            "",
-            start,
-            p.bucket_seconds,
-            p.observed_seconds,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            msg.msg_id,
-        )
+        yield row("", "none", "")
 
 
 def _ts(value: float | None) -> str | None:

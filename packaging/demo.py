@@ -1,5 +1,8 @@
 """The main job end to end on embedded defaults: a private Mosquitto, central on SQLite, and an
-agent publishing through its outbox; then what central stored, read back from its database.
+agent counting people on real footage (packaging/demo.yaml) and publishing through its outbox;
+then what central stored, read back from its database.
+
+    .venv/bin/python packaging/demo.py [SECONDS]     (./dev.sh demo does the set-up first)
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 WORK = Path(os.environ.get("PANTAU_DEMO_DIR", "var/demo"))
+CONFIG = Path(__file__).with_name("demo.yaml")
 
 
 def free_port() -> int:
@@ -53,27 +57,41 @@ def main() -> None:
         "PANTAU_STORAGE": f"sqlite:///{WORK}/central.db",
         "PANTAU_BUFFER__PATH": f"{WORK}/outbox.db",
     }
-    central = subprocess.Popen([BIN / "pantau-central", "run"], env=env)
+    seconds = sys.argv[1] if len(sys.argv) > 1 else "45"
+    central = subprocess.Popen(
+        [BIN / "pantau-central", "run"], env=env, stderr=subprocess.PIPE, text=True
+    )
     try:
-        time.sleep(1)
-        print(f"== broker 127.0.0.1:{port}, central -> {WORK}/central.db; simulating 4 cameras")
+        print(central.stderr.readline().strip())  # connected and subscribed
+        print(f"== agent on {CONFIG.name} for {seconds} s (live counts below)")
         agent = subprocess.run(
-            [BIN / "pantau-agent", "simulate", "--cameras", "4", "--hours", "2"],
-            env=env,
-            capture_output=True,
-            text=True,
+            [BIN / "pantau-agent", "run", "-c", CONFIG, "--duration", seconds], env=env
         )
         if agent.returncode:
-            sys.exit(agent.stderr)
-        generated = json.loads(agent.stdout)
+            sys.exit(f"the agent failed (exit {agent.returncode})")
         time.sleep(1.5)
     finally:
-        central.send_signal(signal.SIGTERM)
+        central.send_signal(signal.SIGINT)
         central.wait(20)
         broker.terminate()
-    print(f"== agent generated {generated['buckets']} buckets, {generated['messages']}")
+    print("== what central stored")
     subprocess.run([BIN / "pantau-central", "status"], env=env, check=True)
-    subprocess.run([BIN / "pantau-central", "agents"], env=env, check=True)
+    subprocess.run([BIN / "pantau-central", "agents", "--cameras"], env=env, check=True)
+    totals = subprocess.run(
+        [BIN / "pantau-central", "export", "counts", "--format", "jsonl"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines: dict[tuple[str, str, str], list[int]] = {}
+    for row in map(json.loads, totals.stdout.splitlines()):
+        if row["rule_type"] == "line":
+            t = lines.setdefault((row["camera"], row["rule"], row["class"]), [0, 0])
+            t[0] += row["in"]
+            t[1] += row["out"]
+    for (camera, rule, cls), (n_in, n_out) in sorted(lines.items()):
+        print(f"{camera}/{rule}/{cls}: in {n_in}, out {n_out}")
 
 
 if __name__ == "__main__":
