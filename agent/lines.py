@@ -24,15 +24,16 @@ class Crossing:
     t: float
 
 
-def _orient(a: np.ndarray, b: np.ndarray, p: np.ndarray) -> float:
-    return float((b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0]))
+def _orient(a, b, p) -> float:
+    return (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0])
 
 
-def path_crosses(p: np.ndarray, q: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
+def path_crosses(p, q, a, b) -> bool:
     """Whether the path p->q goes from one side of segment a->b to the other through it.
 
     True when p and q are strictly on opposite sides of the line through a and b and the
-    crossing point lies on the segment itself (end points included).
+    crossing point lies on the segment itself (end points included). Points are any (x, y)
+    pairs: tuples, lists or numpy arrays.
     """
     if _orient(a, b, p) * _orient(a, b, q) >= 0:
         return False
@@ -40,12 +41,13 @@ def path_crosses(p: np.ndarray, q: np.ndarray, a: np.ndarray, b: np.ndarray) -> 
 
 
 class _TrackState:
-    __slots__ = ("crossed", "last", "last_seen", "pending", "settled")
+    __slots__ = ("crossed", "last", "last_seen", "owed", "pending", "settled")
 
-    def __init__(self, side: int, anchor: np.ndarray, t: float) -> None:
+    def __init__(self, side: int, anchor: list[float], t: float) -> None:
         self.settled = side  # side where the anchor has stayed for min_frames observations
         self.pending = 0  # consecutive observations on the other side
         self.crossed = False  # the move onto the other side went through the segment
+        self.owed: list[int] | None = None  # sides of crossings made before confirmation
         self.last = anchor
         self.last_seen = t
 
@@ -64,10 +66,12 @@ class LineCounter:
       the line between two analysed frames, or over a gap while the track was lost, is);
     - it stays on the new side for `min_frames` consecutive observations of the track (a
       return earlier is flicker and counts in neither direction);
-    - the track is confirmed by then and its class is in `classes` (None = every class).
+    - its class is in `classes` (None = every class).
     The new side then becomes the settled side, whether or not the move counted, so walking
     back counts again (out, then in). State is kept for unconfirmed tracks too (each has its
-    own id), so a crossing made while a track was being confirmed is not lost.
+    own id): a crossing settled while the track is still unconfirmed is held and counted when
+    the track is confirmed (at 5 fps a person often crosses during the frames that confirm
+    the track), and never if the track is removed unconfirmed.
 
     Per-track state is dropped by `forget(ids)` (feed it the tracker's removed ids) and, as a
     safety net, for tracks not seen for `max_idle_seconds`.
@@ -85,6 +89,9 @@ class LineCounter:
     ) -> None:
         self.start = np.asarray(start, np.float64)
         self.end = np.asarray(end, np.float64)
+        self._a = (float(self.start[0]), float(self.start[1]))
+        self._b = (float(self.end[0]), float(self.end[1]))
+        self._d = (self._b[0] - self._a[0], self._b[1] - self._a[1])
         if np.allclose(self.start, self.end):
             raise ValueError("a line needs two distinct points")
         if min_frames < 1:
@@ -113,29 +120,42 @@ class LineCounter:
         """Observe one analysed frame's tracks at time `t`; return the crossings it counted."""
         crossings: list[Crossing] = []
         if len(tracks):
-            anchors = tracks.anchors(self.anchor)
-            sides = self.sides(anchors)
-            for i, side in enumerate(sides.tolist()):
-                if side == 0:
+            ids, points, classes, confirmed = tracks.rows(self.anchor)
+            ax, ay = self._a
+            dx, dy = self._d
+            a, b = self._a, self._b
+            states = self._states
+            k = self.min_frames
+            for i, p in enumerate(points):
+                cross = dx * (p[1] - ay) - dy * (p[0] - ax)
+                if cross == 0:
                     continue
-                tid = int(tracks.tracker_id[i])
-                state = self._states.get(tid)
+                side = -1 if cross < 0 else 1
+                tid = ids[i]
+                state = states.get(tid)
                 if state is None:
-                    self._states[tid] = _TrackState(side, anchors[i], t)
+                    states[tid] = _TrackState(side, p, t)
                     continue
                 if side == state.settled:
                     state.pending = 0
                 else:
                     if state.pending == 0:
-                        state.crossed = path_crosses(state.last, anchors[i], self.start, self.end)
+                        state.crossed = path_crosses(state.last, p, a, b)
                     state.pending += 1
-                    if state.pending >= self.min_frames:
+                    if state.pending >= k:
                         state.settled = side
                         state.pending = 0
-                        cls = int(tracks.class_id[i])
-                        if state.crossed and tracks.confirmed[i] and self._wanted(cls):
-                            crossings.append(self._count(tid, cls, side, t))
-                state.last = anchors[i]
+                        if state.crossed:
+                            if state.owed is None:
+                                state.owed = [side]
+                            else:
+                                state.owed.append(side)
+                if state.owed is not None and confirmed[i]:
+                    cls = classes[i]
+                    if self.classes is None or cls in self.classes:
+                        crossings += [self._count(tid, cls, s, t) for s in state.owed]
+                    state.owed = None
+                state.last = p
                 state.last_seen = t
         if t >= self._next_prune:
             self.prune(t)

@@ -111,7 +111,37 @@ class Tracks:
         )
 
     def anchors(self, position: Position | str = Position.BOTTOM_CENTER) -> np.ndarray:
-        return anchor_points(self.xyxy, position)
+        """(N, 2) float64 anchor points (computed once per position; do not modify)."""
+        cache = self.__dict__.get("_anchors")
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_anchors", cache)
+        found = cache.get(position)
+        if found is None:
+            found = cache[position] = anchor_points(self.xyxy, position)
+        return found
+
+    def rows(
+        self, position: Position | str = Position.BOTTOM_CENTER
+    ) -> tuple[list[int], list[list[float]], list[int], list[bool]]:
+        """Python lists (tracker ids, [x, y] anchors, class ids, confirmed) for rules that loop
+        over tracks. Computed once per Tracks and anchor position, then shared by every rule
+        that asks (the arrays of a Tracks are never modified)."""
+        cache = self.__dict__.get("_rows")
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_rows", cache)
+        key = Position(position)
+        found = cache.get(key)
+        if found is None:
+            found = (
+                self.tracker_id.tolist(),
+                self.anchors(key).tolist(),
+                self.class_id.tolist(),
+                self.confirmed.tolist(),
+            )
+            cache[key] = found
+        return found
 
 
 # COCO-80 ids. Detectors often swap classes inside these groups (car/truck/bus in particular), so
@@ -125,77 +155,59 @@ _REF_FPS = 25.0
 _STD_POS = 1.0 / 20
 _STD_VEL = 1.0 / 160
 
+# Constant-velocity Kalman filter over (cx, cy, w, h), velocities in pixels per second, for all
+# tracks at once. F, H, Q and R never couple different coordinates, so the covariance is four
+# independent 2x2 blocks per track: var(pos), cov(pos, vel), var(vel), each an (N, 4) array.
+# Process noise grows linearly with the time step (a random walk), so a 0.2 s step at 5 fps
+# carries the uncertainty of five 0.04 s steps at 25 fps. Columns of the (N, 20) state:
+_POS, _VEL, _PXX, _PXV, _PVV = (slice(i, i + 4) for i in range(0, 20, 4))
+# Then per-track bookkeeping: matches so far, confirmed (0/1), time last matched, class (the
+# vote's winner) and the score of the detection last matched.
+_HITS, _CONFIRMED, _SEEN, _CLS, _SCORE = range(20, 25)
+_COLS = 25
+_NO_IDS = np.zeros(0, np.int64)
+_NO_ROWS = np.zeros(0, np.intp)
 
-class _Kalman:
-    """Constant-velocity Kalman filter over (cx, cy, w, h) for many tracks at once.
 
-    State rows are (cx, cy, w, h, vcx, vcy, vw, vh), velocities in pixels per second. Process
-    noise grows linearly with the time step (a random walk), so a 0.2 s step at 5 fps carries
-    the uncertainty of five 0.04 s steps at 25 fps.
-    """
+def _noise_scale(pos: np.ndarray) -> np.ndarray:
+    # Noise scales with width for x and w, height for y and h (BoT-SORT style).
+    size = np.maximum(pos[:, (2, 3, 2, 3)], 1.0)
+    return size
 
-    @staticmethod
-    def _size(mean: np.ndarray) -> np.ndarray:
-        # Noise scales with width for x and w, height for y and h (BoT-SORT style).
-        w = np.maximum(mean[:, 2], 1.0)
-        h = np.maximum(mean[:, 3], 1.0)
-        return np.stack([w, h, w, h], axis=1)
 
-    @classmethod
-    def initiate(cls, cxcywh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n = len(cxcywh)
-        mean = np.zeros((n, 8))
-        mean[:, :4] = cxcywh
-        size = cls._size(mean)
-        std = np.concatenate([2 * _STD_POS * size, 10 * _STD_VEL * _REF_FPS * size], axis=1)
-        cov = np.zeros((n, 8, 8))
-        idx = np.arange(8)
-        cov[:, idx, idx] = std**2
-        return mean, cov
+def _initiate(cxcywh: np.ndarray) -> np.ndarray:
+    kf = np.zeros((len(cxcywh), _COLS))
+    kf[:, _POS] = cxcywh
+    size = _noise_scale(cxcywh)
+    kf[:, _PXX] = (2 * _STD_POS * size) ** 2
+    kf[:, _PVV] = (10 * _STD_VEL * _REF_FPS * size) ** 2
+    return kf
 
-    @classmethod
-    def predict(
-        cls, mean: np.ndarray, cov: np.ndarray, dt: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        if len(mean) == 0:
-            return mean, cov
-        dt = np.maximum(dt, 0.0)
-        size = cls._size(mean)
-        steps = (dt * _REF_FPS)[:, None]
-        q = np.concatenate(
-            [(_STD_POS * size) ** 2 * steps, (_STD_VEL * _REF_FPS * size) ** 2 * steps], axis=1
-        )
-        mean = mean.copy()
-        mean[:, :4] += dt[:, None] * mean[:, 4:]
-        # F P F^T for F = [[I, dt I], [0, I]], written out by blocks.
-        p11, p12 = cov[:, :4, :4], cov[:, :4, 4:]
-        p21, p22 = cov[:, 4:, :4], cov[:, 4:, 4:]
-        d = dt[:, None, None]
-        new = np.empty_like(cov)
-        new[:, :4, :4] = p11 + d * (p12 + p21) + d * d * p22
-        new[:, :4, 4:] = p12 + d * p22
-        new[:, 4:, :4] = p21 + d * p22
-        new[:, 4:, 4:] = p22
-        idx = np.arange(8)
-        new[:, idx, idx] += q
-        return mean, new
 
-    @classmethod
-    def update(
-        cls, mean: np.ndarray, cov: np.ndarray, cxcywh: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        if len(mean) == 0:
-            return mean, cov
-        r = (_STD_POS * cls._size(mean)) ** 2
-        s = cov[:, :4, :4].copy()
-        idx = np.arange(4)
-        s[:, idx, idx] += r
-        pht = cov[:, :, :4]  # P H^T
-        gain = np.linalg.solve(s, pht.transpose(0, 2, 1)).transpose(0, 2, 1)
-        innovation = cxcywh - mean[:, :4]
-        mean = mean + np.einsum("nij,nj->ni", gain, innovation)
-        cov = cov - np.einsum("nij,njk->nik", gain, cov[:, :4, :])
-        return mean, cov
+def _predict(kf: np.ndarray, dt: float) -> None:
+    """Advance every row of `kf` by `dt` seconds, in place."""
+    size2 = _noise_scale(kf[:, _POS]) ** 2
+    steps = dt * _REF_FPS
+    pxv, pvv = kf[:, _PXV], kf[:, _PVV]
+    kf[:, _POS] += dt * kf[:, _VEL]
+    kf[:, _PXX] += dt * (2 * pxv + dt * pvv) + (_STD_POS**2 * steps) * size2
+    pxv += dt * pvv
+    pvv += ((_STD_VEL * _REF_FPS) ** 2 * steps) * size2
+
+
+def _update(kf: np.ndarray, cxcywh: np.ndarray) -> None:
+    """Correct the rows of `kf` with measured boxes, in place."""
+    pxx, pxv = kf[:, _PXX], kf[:, _PXV]
+    s = pxx + (_STD_POS**2) * _noise_scale(kf[:, _POS]) ** 2
+    k_pos = pxx / s
+    k_vel = pxv / s
+    innovation = cxcywh - kf[:, _POS]
+    kf[:, _POS] += k_pos * innovation
+    kf[:, _VEL] += k_vel * innovation
+    kf[:, _PVV] -= k_vel * pxv
+    keep = 1.0 - k_pos
+    kf[:, _PXV] = pxv * keep
+    kf[:, _PXX] = pxx * keep
 
 
 def _xyxy_to_cxcywh(xyxy: np.ndarray) -> np.ndarray:
@@ -206,18 +218,57 @@ def _xyxy_to_cxcywh(xyxy: np.ndarray) -> np.ndarray:
 
 
 def _cxcywh_to_xyxy(state: np.ndarray) -> np.ndarray:
-    cx, cy = state[:, 0], state[:, 1]
-    w, h = np.maximum(state[:, 2], 0.0), np.maximum(state[:, 3], 0.0)
-    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    centre = state[:, 0:2]
+    half = np.maximum(state[:, 2:4], 0.0) * 0.5
+    return np.concatenate([centre - half, centre + half], axis=1)
 
 
-def _match(iou: np.ndarray, min_iou: float) -> tuple[np.ndarray, np.ndarray]:
-    """Optimal one-to-one assignment maximising IoU; pairs below `min_iou` are not matched."""
-    if iou.size == 0:
-        return np.zeros(0, np.intp), np.zeros(0, np.intp)
-    rows, cols = linear_sum_assignment(iou, maximize=True)
-    keep = iou[rows, cols] >= min_iou
-    return rows[keep], cols[keep]
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """box_iou for float64 (N, 4) and (M, 4) arrays, without conversions."""
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.maximum(hi - lo, 0.0)
+    inter = wh[..., 0] * wh[..., 1]
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return inter / np.maximum(union, 1e-12)
+
+
+def _nz(mask: np.ndarray) -> np.ndarray:
+    return mask.nonzero()[0]
+
+
+def _without(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    keep = np.ones(len(values), bool)
+    keep[positions] = False
+    return values[keep]
+
+
+def _match(sim: np.ndarray, min_sim: float) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal one-to-one assignment maximising the summed similarity over the pairs with
+    similarity >= `min_sim` (the others are never matched).
+
+    Most frames are unambiguous: every row's best column has that row as its own best row.
+    Then matching each row to its best column is the optimum (it reaches the sum of row
+    maxima, an upper bound), found without scipy; otherwise scipy solves it.
+    """
+    sim = np.where(sim >= min_sim, sim, 0.0)
+    n_rows, n_cols = sim.shape
+    if n_rows == 0 or n_cols == 0:
+        return _NO_ROWS, _NO_ROWS
+    best_col = sim.argmax(axis=1)
+    rows = np.arange(n_rows)
+    best = sim[rows, best_col]
+    live = best > 0
+    if not live.any():
+        return _NO_ROWS, _NO_ROWS
+    rows, best_col = rows[live], best_col[live]
+    if n_rows == 1 or np.bincount(best_col).max() == 1:
+        return rows, best_col
+    r, c = linear_sum_assignment(sim, maximize=True)
+    keep = sim[r, c] > 0
+    return r[keep], c[keep]
 
 
 class ByteTracker:
@@ -228,23 +279,35 @@ class ByteTracker:
     2. matches detections with score >= `high_score` to confirmed and lost tracks by IoU
        (optimal assignment, IoU >= `match_iou`; with `fuse_score`, IoU is weighted by the
        detection score as in ByteTrack);
-    3. matches detections with `low_score` <= score < `high_score` to the confirmed tracks
+    3. matches the strong detections still unmatched to the confirmed and lost tracks still
+       unmatched by the distance of their centres (within `centre_gate` box heights, plus
+       `centre_gate_per_second` heights per second since the track was last seen, and a
+       height ratio within 1.5), for tracks last matched at least `centre_min_step` seconds
+       ago: at 5 fps, or after a gap, a walking person may have moved too far for the boxes
+       to overlap, while at >= 10 fps consecutive boxes overlap and IoU alone is safer;
+    4. matches detections with `low_score` <= score < `high_score` to the confirmed tracks
        still unmatched that were seen in the previous update (IoU >= `low_match_iou`), which
        keeps tracks alive through occlusion without ever starting tracks from weak boxes;
-    4. matches the remaining high-score detections to unconfirmed tracks
-       (IoU >= `tentative_match_iou`); an unconfirmed track left unmatched is removed at once;
-    5. starts a new unconfirmed track from each remaining detection with score >= `new_score`.
+    5. matches the remaining strong detections to unconfirmed tracks
+       (IoU >= `tentative_match_iou`); an unconfirmed track is removed once it has not been
+       matched for `tentative_seconds`;
+    6. starts a new unconfirmed track from each remaining detection with score >= `new_score`.
 
-    A track is confirmed after `min_hits` consecutive matches and stays confirmed; a confirmed
-    track without a match is lost and is removed once it has not been matched for
-    `lost_seconds` (time, not frames, so the buffer is the same at any analysis rate).
-    Removed tracks leave no state behind: memory is bounded by the live tracks.
+    A track is confirmed after `min_hits` matches and stays confirmed; a confirmed track
+    without a match is lost and is removed once it has not been matched for `lost_seconds`
+    (time, not frames, so the buffer is the same at any analysis rate). Removed tracks leave
+    no state behind: memory is bounded by the live tracks.
 
     Classes: a detection may match only a track of the same class group (`class_groups`,
     default person / two-wheelers / four-wheelers by COCO id; a class in no group is its own
     group); a track's class is the confidence-weighted majority of its matched detections.
 
     Only tracks matched in this update are reported; lost tracks coast silently.
+
+    Cost: all per-track state lives in a few numpy arrays (one row per track) and the Kalman
+    filter runs on all tracks at once; the covariance of this model is block diagonal (each
+    of cx, cy, w, h couples only with its own velocity), so it is kept as three (N, 4) arrays
+    instead of (N, 8, 8) matrices, with the same results as the full filter.
     """
 
     def __init__(
@@ -252,13 +315,16 @@ class ByteTracker:
         *,
         high_score: float = 0.5,
         low_score: float = 0.1,
-        new_score: float = 0.6,
+        new_score: float = 0.5,
         match_iou: float = 0.2,
         low_match_iou: float = 0.5,
         tentative_match_iou: float = 0.3,
+        centre_gate: float = 0.25,
+        centre_gate_per_second: float = 0.5,
+        centre_min_step: float = 0.1,
         min_hits: int = 2,
-        lost_seconds: float = 1.5,
-        tentative_seconds: float = 0.25,
+        lost_seconds: float = 2.0,
+        tentative_seconds: float = 0.45,
         fuse_score: bool = True,
         class_groups: Iterable[Sequence[int]] = DEFAULT_CLASS_GROUPS,
     ) -> None:
@@ -274,33 +340,35 @@ class ByteTracker:
         self.match_iou = match_iou
         self.low_match_iou = low_match_iou
         self.tentative_match_iou = tentative_match_iou
+        self.centre_gate = centre_gate
+        self.centre_gate_per_second = centre_gate_per_second
+        self.centre_min_step = centre_min_step
         self.min_hits = min_hits
         self.lost_seconds = lost_seconds
         self.tentative_seconds = tentative_seconds
         self.fuse_score = fuse_score
-        self._group_of: dict[int, int] = {}
+        self._centre_gating = centre_gate > 0 or centre_gate_per_second > 0
+        group_of: dict[int, int] = {}
         for group, members in enumerate(class_groups):
             for cid in members:
-                self._group_of[int(cid)] = -1 - group  # negative: never equal to a class id
+                group_of[int(cid)] = -1 - group  # negative: never equal to a class id
+        self._group_of = group_of
+        size = max([*group_of, 0]) + 1
+        self._group_lut = np.arange(size, dtype=np.int64)
+        for cid, g in group_of.items():
+            self._group_lut[cid] = g
+        self._next_id = 1
         self.reset()
 
     def reset(self) -> None:
         """Forget every track (ids keep increasing, so an id is never reused)."""
-        self._mean = np.zeros((0, 8))
-        self._cov = np.zeros((0, 8, 8))
-        self._ids = np.zeros(0, np.int64)
-        self._hits = np.zeros(0, np.int64)
-        self._confirmed = np.zeros(0, bool)
-        self._time = np.zeros(0)  # time the Kalman state refers to
-        self._last_seen = np.zeros(0)  # time of the last match
+        self._s = np.zeros((0, _COLS))  # one row per track: Kalman state and bookkeeping
         self._votes = np.zeros((0, 1))  # confidence summed per class id
-        self._match_score = np.zeros(0)  # score of the detection last matched
+        self._ids = np.zeros(0, np.int64)
         self._names: tuple[str, ...] = ()
         self._removed = np.zeros(0, np.int64)
         self._last_output = Tracks.empty()
         self._last_t: float | None = None
-        if not hasattr(self, "_next_id"):
-            self._next_id = 1
 
     def __len__(self) -> int:
         """Live tracks: confirmed, lost within the buffer, and unconfirmed."""
@@ -312,82 +380,140 @@ class ByteTracker:
         return self._removed
 
     def _groups(self, class_id: np.ndarray) -> np.ndarray:
+        lut = self._group_lut
+        if len(class_id) == 0 or int(class_id.max()) < len(lut):
+            return lut[class_id]
         return np.array([self._group_of.get(int(c), int(c)) for c in class_id], np.int64)
 
     def update(self, detections: Detections, t: float) -> Tracks:
         """Advance to time `t` (seconds, increasing) with this frame's detections."""
         t = float(t)
-        if self._last_t is not None and t < self._last_t:
-            raise ValueError(f"time went backwards: {t} < {self._last_t}")
+        last_t = self._last_t
+        if last_t is not None and t < last_t:
+            raise ValueError(f"time went backwards: {t} < {last_t}")
         if detections.names:
             self._names = detections.names
-        self._mean, self._cov = _Kalman.predict(self._mean, self._cov, t - self._time)
-        self._time = np.full(len(self._ids), t)
+        n_tracks = len(self._ids)
+        info = kf = self._s
+        if n_tracks and last_t is not None and t > last_t:
+            _predict(kf, t - last_t)
 
         scores = np.asarray(detections.confidence, np.float64)
-        det_cls = np.asarray(detections.class_id, np.int64)
-        det_boxes = np.asarray(detections.xyxy, np.float64).reshape(-1, 4)
-        n_tracks = len(self._ids)
-        iou = box_iou(_cxcywh_to_xyxy(self._mean), det_boxes)
-        if n_tracks and len(scores):
-            same_group = self._groups(self._track_class())[:, None] == self._groups(det_cls)
-            iou = np.where(same_group, iou, 0.0)
+        n_dets = len(scores)
+        matched_t: list[np.ndarray] = []
+        matched_d: list[np.ndarray] = []
+        left_high = np.zeros(0, np.intp)
+        if n_dets:
+            det_cls = np.asarray(detections.class_id, np.int64)
+            det_boxes = np.asarray(detections.xyxy, np.float64).reshape(-1, 4)
+            high_mask = scores >= self.high_score
+            high = _nz(high_mask)
+            left_high = high
+            if n_tracks:
+                iou = _iou(_cxcywh_to_xyxy(kf), det_boxes)
+                track_group = self._groups(info[:, _CLS].astype(np.int64))
+                det_group = self._groups(det_cls)
+                iou *= track_group[:, None] == det_group[None, :]
+                confirmed = info[:, _CONFIRMED] > 0
+                confirmed_idx = _nz(confirmed)
+                tentative_idx = _nz(~confirmed)
+                left_tracks = confirmed_idx
 
-        high = np.flatnonzero(scores >= self.high_score)
-        low = np.flatnonzero((scores >= self.low_score) & (scores < self.high_score))
-        recent = self._last_seen >= (self._last_t if self._last_t is not None else t)
-        confirmed_idx = np.flatnonzero(self._confirmed)
-        tentative_idx = np.flatnonzero(~self._confirmed)
+                # Stage 1: strong detections against confirmed and lost tracks by IoU.
+                if len(confirmed_idx) and len(high):
+                    sim = iou[confirmed_idx][:, high]
+                    if self.fuse_score:
+                        sim *= np.minimum(scores[high], 1.0)[None, :]
+                    r, c = _match(sim, self.match_iou)
+                    if len(r):
+                        matched_t.append(confirmed_idx[r])
+                        matched_d.append(high[c])
+                        left_tracks = _without(confirmed_idx, r)
+                        left_high = _without(high, c)
 
-        track_rows: list[np.ndarray] = []
-        det_rows: list[np.ndarray] = []
+                # Stage 2: what is left of both, by centre distance.
+                far = left_tracks
+                if len(far) and len(left_high) and self._centre_gating:
+                    far = far[t - info[far, _SEEN] >= self.centre_min_step]
+                if len(far) and len(left_high) and self._centre_gating:
+                    sim = self._centre_similarity(
+                        kf[far, :4], det_boxes[left_high], t - info[far, _SEEN]
+                    )
+                    sim *= track_group[far][:, None] == det_group[left_high][None, :]
+                    r, c = _match(sim, 1e-9)
+                    if len(r):
+                        matched_t.append(far[r])
+                        matched_d.append(left_high[c])
+                        left_tracks = left_tracks[~np.isin(left_tracks, far[r])]
+                        left_high = _without(left_high, c)
 
-        # Stage 1: strong detections against confirmed and lost tracks.
-        sim = iou[np.ix_(confirmed_idx, high)]
-        if self.fuse_score:
-            sim = sim * np.clip(scores[high], 0.0, 1.0)[None, :]
-        r, c = _match(sim, self.match_iou)
-        track_rows.append(confirmed_idx[r])
-        det_rows.append(high[c])
-        left_tracks = np.setdiff1d(confirmed_idx, confirmed_idx[r])
-        left_high = np.setdiff1d(high, high[c])
+                # Stage 3: weak detections only rescue tracks seen in the previous update.
+                if len(left_tracks) and last_t is not None:
+                    low = _nz(~high_mask & (scores >= self.low_score))
+                    cand = left_tracks[info[left_tracks, _SEEN] >= last_t]
+                    if len(low) and len(cand):
+                        r, c = _match(iou[cand][:, low], self.low_match_iou)
+                        matched_t.append(cand[r])
+                        matched_d.append(low[c])
 
-        # Stage 2: weak detections only rescue tracks seen in the previous update.
-        cand = left_tracks[recent[left_tracks]]
-        r, c = _match(iou[np.ix_(cand, low)], self.low_match_iou)
-        track_rows.append(cand[r])
-        det_rows.append(low[c])
+                # Stage 4: unconfirmed tracks take what strong detections remain.
+                if len(tentative_idx) and len(left_high):
+                    r, c = _match(iou[tentative_idx][:, left_high], self.tentative_match_iou)
+                    if len(r):
+                        matched_t.append(tentative_idx[r])
+                        matched_d.append(left_high[c])
+                        left_high = _without(left_high, c)
 
-        # Stage 3: unconfirmed tracks take what strong detections remain.
-        r, c = _match(iou[np.ix_(tentative_idx, left_high)], self.tentative_match_iou)
-        track_rows.append(tentative_idx[r])
-        det_rows.append(left_high[c])
-        left_high = np.setdiff1d(left_high, left_high[c])
+            if matched_t:
+                rows = np.concatenate(matched_t)
+                self._apply_matches(rows, np.concatenate(matched_d), det_boxes, scores, det_cls, t)
+        else:
+            det_cls = det_boxes = None
 
-        matched_t = np.concatenate(track_rows).astype(np.intp)
-        matched_d = np.concatenate(det_rows).astype(np.intp)
-        self._apply_matches(matched_t, matched_d, det_boxes, scores, det_cls, t)
+        # Removal: unconfirmed and lost tracks past their buffers.
+        out_rows = _NO_ROWS
+        self._removed = _NO_IDS
+        if n_tracks:
+            matched = np.zeros(n_tracks, bool)
+            if matched_t:
+                matched[rows] = True
+            unseen = t - info[:, _SEEN]
+            limit = np.where(info[:, _CONFIRMED] > 0, self.lost_seconds, self.tentative_seconds)
+            dead = unseen > limit
+            if dead.any():
+                self._removed = self._ids[dead]
+                keep = ~dead
+                matched = matched[keep]
+                self._s = self._s[keep]
+                self._votes, self._ids = self._votes[keep], self._ids[keep]
+            out_rows = _nz(matched)
 
-        # Removal: unmatched unconfirmed tracks at once, lost tracks after the buffer.
-        matched_mask = np.zeros(n_tracks, bool)
-        matched_mask[matched_t] = True
-        unseen = t - self._last_seen
-        dead = np.where(
-            self._confirmed, unseen > self.lost_seconds, unseen > self.tentative_seconds
-        )
-        keep = ~dead
-        self._removed = self._ids[dead]
-        out_rows = np.flatnonzero(matched_mask[keep])
-        self._compact(keep)
-
-        new_dets = left_high[scores[left_high] >= self.new_score]
-        first_new = len(self._ids)
-        self._start_tracks(det_boxes[new_dets], scores[new_dets], det_cls[new_dets], t)
-        out_rows = np.concatenate([out_rows, np.arange(first_new, len(self._ids))])
+        if len(left_high):
+            new_dets = left_high[scores[left_high] >= self.new_score]
+            if len(new_dets):
+                first_new = len(self._ids)
+                self._start_tracks(det_boxes[new_dets], scores[new_dets], det_cls[new_dets], t)
+                out_rows = np.concatenate([out_rows, np.arange(first_new, len(self._ids))])
 
         self._last_t = t
         self._last_output = self._report(out_rows)
         return self._last_output
+
+    def _centre_similarity(
+        self, state: np.ndarray, boxes: np.ndarray, unseen: np.ndarray
+    ) -> np.ndarray:
+        """(T, D) similarity in (0, 1] of predicted centres and detection centres within the
+        gate, 0 outside it or when the heights differ by more than 1.5x."""
+        h = np.maximum(state[:, 3], 1.0)
+        gate = h * (self.centre_gate + self.centre_gate_per_second * np.maximum(unseen, 0.0))
+        cx = (boxes[:, 0] + boxes[:, 2]) / 2
+        cy = (boxes[:, 1] + boxes[:, 3]) / 2
+        bh = np.maximum(boxes[:, 3] - boxes[:, 1], 1.0)
+        dist = np.hypot(state[:, 0, None] - cx[None, :], state[:, 1, None] - cy[None, :])
+        sim = 1.0 - dist / gate[:, None]
+        ratio = bh[None, :] / h[:, None]
+        sim[(ratio > 1.5) | (ratio < 1 / 1.5)] = 0.0
+        return np.maximum(sim, 0.0)
 
     def coast(self, t: float) -> Tracks:
         """Report the last update's tracks again at time `t` without new detections.
@@ -397,24 +523,21 @@ class ByteTracker:
         velocity is zeroed.
         """
         t = float(t)
-        self._time[:] = t
-        self._last_seen[:] = t
-        self._mean[:, 4:] = 0.0
-        self._removed = np.zeros(0, np.int64)
+        self._s[:, _SEEN] = t
+        self._s[:, _VEL] = 0.0
+        self._removed = _NO_IDS
         self._last_t = t
         live = np.isin(self._last_output.tracker_id, self._ids)
-        self._last_output = self._last_output[live]
+        if not live.all():
+            self._last_output = self._last_output[live]
         return self._last_output
 
-    def _track_class(self) -> np.ndarray:
-        if len(self._votes) == 0:
-            return np.zeros(0, np.int64)
-        return np.argmax(self._votes, axis=1)
-
     def _grow_votes(self, class_id: np.ndarray) -> None:
-        if len(class_id) and class_id.max() >= self._votes.shape[1]:
-            extra = int(class_id.max()) + 1 - self._votes.shape[1]
-            self._votes = np.pad(self._votes, ((0, 0), (0, extra)))
+        if len(class_id) == 0:
+            return
+        top = int(class_id.max()) + 1
+        if top > self._votes.shape[1]:
+            self._votes = np.pad(self._votes, ((0, 0), (0, top - self._votes.shape[1])))
 
     def _apply_matches(
         self,
@@ -425,59 +548,45 @@ class ByteTracker:
         classes: np.ndarray,
         t: float,
     ) -> None:
-        self._mean[rows], self._cov[rows] = _Kalman.update(
-            self._mean[rows], self._cov[rows], _xyxy_to_cxcywh(boxes[dets])
-        )
-        self._hits[rows] += 1
-        self._confirmed[rows] |= self._hits[rows] >= self.min_hits
-        self._last_seen[rows] = t
-        self._grow_votes(classes[dets])
+        s = self._s[rows]
+        _update(s, _xyxy_to_cxcywh(boxes[dets]))
+        hits = s[:, _HITS] + 1
+        s[:, _HITS] = hits
+        s[:, _CONFIRMED] = np.maximum(s[:, _CONFIRMED], hits >= self.min_hits)
+        s[:, _SEEN] = t
+        cls = classes[dets]
+        self._grow_votes(cls)
         # Weak detections still vote a little, so a score of 0 never erases a class.
-        self._votes[rows, classes[dets]] += np.maximum(scores[dets], 1e-3)
-        self._match_score[rows] = scores[dets]
+        self._votes[rows, cls] += np.maximum(scores[dets], 1e-3)
+        s[:, _CLS] = np.argmax(self._votes[rows], axis=1)
+        s[:, _SCORE] = scores[dets]
+        self._s[rows] = s
 
     def _start_tracks(
         self, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, t: float
     ) -> None:
         n = len(boxes)
-        if n == 0:
-            return
-        mean, cov = _Kalman.initiate(_xyxy_to_cxcywh(boxes))
         self._grow_votes(classes)
         votes = np.zeros((n, self._votes.shape[1]))
         votes[np.arange(n), classes] = np.maximum(scores, 1e-3)
-        self._mean = np.concatenate([self._mean, mean])
-        self._cov = np.concatenate([self._cov, cov])
+        s = _initiate(_xyxy_to_cxcywh(boxes))
+        s[:, _HITS] = 1
+        s[:, _CONFIRMED] = self.min_hits <= 1
+        s[:, _SEEN] = t
+        s[:, _CLS] = classes
+        s[:, _SCORE] = scores
+        self._s = np.concatenate([self._s, s])
+        self._votes = np.concatenate([self._votes, votes])
         self._ids = np.concatenate([self._ids, np.arange(self._next_id, self._next_id + n)])
         self._next_id += n
-        self._hits = np.concatenate([self._hits, np.ones(n, np.int64)])
-        self._confirmed = np.concatenate([self._confirmed, np.full(n, self.min_hits <= 1)])
-        self._time = np.concatenate([self._time, np.full(n, t)])
-        self._last_seen = np.concatenate([self._last_seen, np.full(n, t)])
-        self._votes = np.concatenate([self._votes, votes])
-        self._match_score = np.concatenate([self._match_score, scores])
-
-    def _compact(self, keep: np.ndarray) -> None:
-        for name in (
-            "_mean",
-            "_cov",
-            "_ids",
-            "_hits",
-            "_confirmed",
-            "_time",
-            "_last_seen",
-            "_votes",
-            "_match_score",
-        ):
-            setattr(self, name, getattr(self, name)[keep])
 
     def _report(self, rows: np.ndarray) -> Tracks:
-        rows = rows.astype(np.intp)
+        s = self._s[rows]
         return Tracks(
-            tracker_id=self._ids[rows].copy(),
-            xyxy=_cxcywh_to_xyxy(self._mean[rows]).astype(np.float32),
-            class_id=self._track_class()[rows].astype(np.int32),
-            confidence=self._match_score[rows].astype(np.float32),
-            confirmed=self._confirmed[rows].copy(),
+            tracker_id=self._ids[rows],
+            xyxy=_cxcywh_to_xyxy(s).astype(np.float32),
+            class_id=s[:, _CLS].astype(np.int32),
+            confidence=s[:, _SCORE].astype(np.float32),
+            confirmed=s[:, _CONFIRMED] > 0,
             names=self._names,
         )

@@ -231,6 +231,12 @@ class ZoneMonitor:
         if len(self.polygon) < 3:
             raise ValueError("a zone needs at least 3 points")
         self.classes = None if classes is None else frozenset(int(c) for c in classes)
+        self._class_list = None if self.classes is None else sorted(self.classes)
+        poly = self.polygon
+        self._x1, self._y1 = poly[None, :, 0], poly[None, :, 1]
+        self._y2 = np.roll(poly[:, 1], -1)[None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self._slope = (np.roll(poly[:, 0], -1)[None] - self._x1) / (self._y2 - self._y1)
         self.anchor = Position(anchor)
         self.exit_seconds = exit_seconds
         self.max_gap_seconds = max_gap_seconds
@@ -251,12 +257,23 @@ class ZoneMonitor:
         """bool (N,): tracks this zone counts now (confirmed, wanted class, anchor inside)."""
         if len(tracks) == 0:
             return np.zeros(0, bool)
-        mask = tracks.confirmed.copy()
-        if self.classes is not None:
-            mask &= np.isin(tracks.class_id, list(self.classes))
-        if mask.any():
-            mask[mask] = points_in_polygon(tracks[mask].anchors(self.anchor), self.polygon)
-        return mask
+        mask = tracks.confirmed
+        if self._class_list is not None:
+            if len(self._class_list) == 1:
+                mask = mask & (tracks.class_id == self._class_list[0])
+            else:
+                mask = mask & np.isin(tracks.class_id, self._class_list)
+        if not mask.any():
+            return mask
+        return mask & self._contains(tracks.anchors(self.anchor))
+
+    def _contains(self, points: np.ndarray) -> np.ndarray:
+        # points_in_polygon with the polygon's edges prepared once.
+        x, y = points[:, :1], points[:, 1:]
+        straddle = (self._y1 > y) != (self._y2 > y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x_cross = self._x1 + (y - self._y1) * self._slope
+        return (np.count_nonzero(straddle & (x < x_cross), axis=1) % 2) == 1
 
     def _accumulate(self, until: float) -> None:
         if self._last_t is None:

@@ -80,6 +80,11 @@ def test_simulate_to_central_exactly_once(tmp_path, broker):
         assert query(tmp_path, "SELECT agent, max_seq FROM agents") == [
             ("a1", sum(summary["messages"].values()) - 1)
         ]
+        # The agent said `offline` (retained) when it stopped.
+        deadline = time.monotonic() + 5
+        while query(tmp_path, "SELECT status FROM agents")[0][0] != "offline":
+            assert time.monotonic() < deadline, "no offline status"
+            time.sleep(0.1)
     finally:
         stop(central)
 

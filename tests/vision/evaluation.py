@@ -14,8 +14,15 @@ from agent.zones import ZoneMonitor
 
 from .motdata import Sequence, accumulate, run_tracker, true_crossings, true_occupancy
 
-# Tracker settings for the ACF public detections (scores /100, see Sequence.detections).
+# Tracker settings for the ACF public detections (scores /100, see Sequence.detections). Our
+# detector's scores are calibrated 0..1 and use the tracker's defaults, as `analyze` does.
 TUD_TRACKER = {"high_score": 0.2, "new_score": 0.3, "low_score": 0.05}
+PERSON = 0  # COCO class id; lines and zones count people only
+
+
+def tracker_settings(seq: Sequence) -> dict:
+    return TUD_TRACKER if seq.det_source == "public" else {}
+
 
 # Vertical lines (A at the top, so 'in' is walking right) across the walkways, one near the
 # right frame edge, and zones on the walkways.
@@ -65,12 +72,12 @@ def evaluate(sequences: list[Sequence], step: int, min_frames: int, **tracker_kw
     """
     result = CountResult(step)
     for seq in sequences:
-        tracker = ByteTracker(**{**TUD_TRACKER, **tracker_kw})
+        tracker = ByteTracker(**{**tracker_settings(seq), **tracker_kw})
         lines = {
-            name: LineCounter(a, b, min_frames=min_frames)
+            name: LineCounter(a, b, min_frames=min_frames, classes=[PERSON])
             for name, (a, b) in LINES[seq.name].items()
         }
-        zone = ZoneMonitor(ZONES[seq.name])
+        zone = ZoneMonitor(ZONES[seq.name], classes=[PERSON])
         frames = list(seq.frames(step))
         occupancy: list[int] = []
         clock = [0.0]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import configparser
+import dataclasses
+import hashlib
 import itertools
 import os
 from collections.abc import Callable, Iterator
@@ -42,6 +44,10 @@ class Sequence:
     height: int
     gt: np.ndarray
     det: np.ndarray
+    # "public": det.txt (ACF, person only, scores /100); else the name of the detector whose
+    # rows `det` holds (frame, -1, x, y, w, h, score, class id), see `with_our_detections`.
+    det_source: str = "public"
+    names: tuple[str, ...] = PERSON_NAMES
 
     @classmethod
     def load(cls, name: str, root: Path | None = None) -> Sequence:
@@ -60,20 +66,28 @@ class Sequence:
             load_mot(root / "det" / "det.txt"),
         )
 
-    def detections(self, frame: int, score_scale: float = 100.0) -> Detections:
-        """Public detections of a 1-based frame; ACF scores divided by `score_scale`.
+    def with_our_detections(self, cache_dir: Path | None = None) -> Sequence:
+        """This sequence with the detections of our default detector (the agent's INT8 or FP32
+        default model from the local store, kept down to the agent's score floor, as
+        `analyze` runs it) instead of det.txt. They are computed once and cached under
+        `cache_dir` (default $PANTAU_CACHE or ~/.cache/pantau) per model file."""
+        rows, names, label = detector_rows(self, cache_dir)
+        return dataclasses.replace(self, det=rows, det_source=label, names=names)
 
-        The ACF scores of det.txt are unbounded (about -0.2..122); /100 maps them near the
-        0..1 range the tracker's thresholds are written for.
+    def detections(self, frame: int, score_scale: float = 100.0) -> Detections:
+        """Detections of a 1-based frame. Public ones: ACF scores divided by `score_scale`
+        (the ACF scores of det.txt are unbounded, about -0.2..122; /100 maps them near the
+        0..1 range the tracker's thresholds are written for). Ours: as the detector gave them.
         """
         rows = self.det[self.det[:, 0] == frame]
         xyxy = np.concatenate([rows[:, 2:4], rows[:, 2:4] + rows[:, 4:6]], axis=1)
-        score = np.clip(rows[:, 6] / score_scale, 0.0, 1.0)
+        if self.det_source == "public":
+            score = np.clip(rows[:, 6] / score_scale, 0.0, 1.0)
+            cls = np.zeros(len(rows), np.int32)
+        else:
+            score, cls = rows[:, 6], rows[:, 7]
         return Detections(
-            xyxy.astype(np.float32),
-            score.astype(np.float32),
-            np.zeros(len(rows), np.int32),
-            PERSON_NAMES,
+            xyxy.astype(np.float32), score.astype(np.float32), cls.astype(np.int32), self.names
         )
 
     def frames(self, step: int = 1) -> Iterator[int]:
@@ -84,20 +98,54 @@ class Sequence:
         return self.root / "img1" / f"{frame:06d}.jpg"
 
 
+def detector_rows(
+    seq: Sequence, cache_dir: Path | None = None
+) -> tuple[np.ndarray, tuple[str, ...], str]:
+    """Our default detector on every frame of `seq`: MOT-style rows (frame, -1, x, y, w, h,
+    score, class id), the class names and a label; cached per model file."""
+    import cv2
+
+    from agent.camera import DETECTOR_FLOOR
+    from agent.detector import Detector, DetectorSettings
+    from agent.model_store import ModelStore
+
+    detector = Detector.from_store(DetectorSettings(confidence=DETECTOR_FLOOR))
+    label = f"{detector.manifest.name} {detector.precision}"
+    model_file = ModelStore().file(detector.manifest, detector.precision)
+    stat = model_file.stat()
+    key = f"{label} {model_file} {stat.st_size} {stat.st_mtime_ns} {DETECTOR_FLOOR}"
+    key = hashlib.sha1(key.encode()).hexdigest()[:12]
+    cache_dir = cache_dir or Path(os.environ.get("PANTAU_CACHE", Path.home() / ".cache" / "pantau"))
+    path = cache_dir / f"tud-{seq.name}-{key}.npy"
+    if path.is_file():
+        return np.load(path), detector.names, label
+    rows = []
+    for frame in seq.frames():
+        d = detector.detect([cv2.imread(str(seq.image(frame)))])[0]
+        for (x1, y1, x2, y2), score, cls in zip(
+            d.xyxy.tolist(), d.confidence.tolist(), d.class_id.tolist(), strict=True
+        ):
+            rows.append([frame, -1, x1, y1, x2 - x1, y2 - y1, score, cls])
+    out = np.array(rows, np.float64).reshape(-1, 8)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, out)
+    return out, detector.names, label
+
+
 def run_tracker(
     seq: Sequence,
     update: Callable[[Detections, float], Tracks],
     step: int = 1,
     on_frame: Callable[[int, float, Tracks], None] | None = None,
 ) -> np.ndarray:
-    """Feed the public detections to `update`; return confirmed output as MOT rows."""
+    """Feed the sequence's detections to `update`; return confirmed person tracks as MOT rows."""
     out = []
     for frame in seq.frames(step):
         t = (frame - 1) / seq.fps
         tracks = update(seq.detections(frame), t)
         if on_frame is not None:
             on_frame(frame, t, tracks)
-        tracks = tracks[tracks.confirmed]
+        tracks = tracks[tracks.confirmed & (tracks.class_id == 0)]  # people, as gt.txt
         for tid, (x1, y1, x2, y2) in zip(
             tracks.tracker_id, tracks.xyxy.astype(np.float64), strict=True
         ):

@@ -123,3 +123,25 @@ def test_state_pruned_by_forget_and_by_idle_time():
 def test_invalid_line():
     with pytest.raises(ValueError):
         LineCounter((1, 1), (1, 1))
+
+
+def test_crossing_before_confirmation_counts_once_confirmed_and_never_if_not():
+    # At 5 fps a track often crosses during the frames that confirm it.
+    counter = LineCounter(A, B, min_frames=1)
+    counter.update(tracks((7, 80, 100), confirmed=False), 0.0)
+    assert counter.update(tracks((7, 120, 100), confirmed=False), 0.2) == []
+    events = counter.update(tracks((7, 125, 100), confirmed=True), 0.4)
+    assert [e.direction for e in events] == [IN]
+    assert counter.update(tracks((7, 130, 100), confirmed=True), 0.6) == []  # once only
+    # Walking back before confirmation: both transitions count, once confirmed.
+    counter = LineCounter(A, B, min_frames=1)
+    for i, x in enumerate([80, 120, 80]):
+        counter.update(tracks((8, x, 100), confirmed=False), i * 0.2)
+    events = counter.update(tracks((8, 75, 100), confirmed=True), 0.6)
+    assert [e.direction for e in events] == [IN, OUT]
+    # Removed unconfirmed: forgotten, never counted.
+    counter = LineCounter(A, B, min_frames=1)
+    counter.update(tracks((9, 80, 100), confirmed=False), 0.0)
+    counter.update(tracks((9, 120, 100), confirmed=False), 0.2)
+    counter.forget([9])
+    assert counter.in_count == 0 and len(counter) == 0
