@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # RTSP over UDP loses packets on busy links and smears frames; must be set before the first
 # VideoCapture opens an RTSP URL.
@@ -33,6 +36,7 @@ class Frame:
 
     image: np.ndarray
     t: float
+    prepared: Any = None  # the detector's input for this frame, when a Prefetcher made it
 
 
 def is_live(source: str) -> bool:
@@ -200,7 +204,75 @@ class LiveReader:
         self._thread.join(timeout=5)
 
 
-Reader = FileReader | LiveReader
+class Prefetcher:
+    """Reads a file ahead in its own thread, up to `depth` frames, and runs `prepare` (the
+    detector's preprocessing) there too: decoding and resizing overlap with inference, which,
+    like OpenCV, releases the GIL. For offline analysis; `read` blocks until the next frame."""
+
+    def __init__(
+        self, reader: FileReader, prepare: Callable[[np.ndarray], Any] | None = None,
+        depth: int = 4,
+    ) -> None:
+        self.reader = reader
+        self.prepare = prepare
+        self.ended = False
+        self._queue: queue.Queue[Frame | BaseException | None] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
+        self._thread.start()
+
+    def __getattr__(self, name: str) -> Any:  # size, cap, path, source_fps, base...
+        return getattr(self.reader, name)
+
+    @property
+    def frames_read(self) -> int:
+        return self.reader.frames_read
+
+    def _put(self, item: Frame | BaseException | None) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                frame = self.reader.read()
+                if frame is None:
+                    if self.reader.ended:
+                        break
+                    time.sleep(0.005)
+                    continue
+                if self.prepare is not None:
+                    frame = Frame(frame.image, frame.t, self.prepare(frame.image))
+                if not self._put(frame):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put(exc)
+            return
+        self._put(None)
+
+    def read(self) -> Frame | None:
+        if self.ended:
+            return None
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self.ended = True
+            raise item
+        if item is None:
+            self.ended = True
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.reader.close()
+
+
+Reader = FileReader | LiveReader | Prefetcher
 
 
 def open_source(source: str, fps: float, *, realtime: bool = True, base: float = 0.0) -> Reader:

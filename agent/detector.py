@@ -60,6 +60,16 @@ class DetectorSettings(Section):
     nms_iou: float = Field(0.5, gt=0, le=1, description="IoU above which NMS drops a box.")
     max_detections: int = Field(300, ge=1, description="Most boxes kept per frame.")
     max_batch: int = Field(8, ge=1, description="Most frames per inference call.")
+    pad: Literal["minimal", "square"] = Field(
+        "minimal",
+        description="Letterbox canvas: minimal pads the scaled frame only up to the next "
+        "multiple the model allows (same scale, fewer pixels: a 4:3 frame at 416 runs as "
+        "416x320); square always pads to input_size x input_size.",
+    )
+    allow_spinning: bool = Field(
+        True, description="ONNX Runtime worker threads spin between runs (lower latency, "
+        "burns CPU while idle).",
+    )
 
     @field_validator("class_confidence")
     @classmethod
@@ -113,21 +123,66 @@ def resize_frame(
     return out, Transform(nw / w, nh / h, float(px), float(py), w, h)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """One frame as model input: its CHW float tensor and the way back to source pixels."""
+
+    tensor: np.ndarray
+    transform: Transform
+
+
+def canvas_size(
+    frame_hw: tuple[int, int], size: tuple[int, int], multiple: int | None
+) -> tuple[int, int]:
+    """The (height, width) canvas of a letterboxed frame: `size`, or with `multiple` (minimal
+    padding) the frame scaled as into `size` and padded up to the next multiple."""
+    if not multiple:
+        return size
+    h, w = frame_hw
+    scale = min(size[1] / w, size[0] / h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    up = lambda v: -(-v // multiple) * multiple  # noqa: E731
+    return (min(size[0], up(nh)), min(size[1], up(nw)))
+
+
+def prepare(
+    frame: np.ndarray, manifest: ModelManifest, size: tuple[int, int], multiple: int | None = None
+) -> Prepared:
+    """A BGR uint8 frame -> the model's CHW float tensor, as its manifest says; with `multiple`
+    a letterbox canvas is only padded to the next multiple of it (see `canvas_size`).
+    Resize, mean, std and transposition run in OpenCV (C, GIL released)."""
+    h, w = frame.shape[:2]
+    th, tw = size
+    if manifest.resize == "stretch":
+        image = cv2.resize(frame, (tw, th), interpolation=cv2.INTER_LINEAR)
+        transform = Transform(tw / w, th / h, 0.0, 0.0, w, h)
+    else:
+        scale = min(tw / w, th / h)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        ch, cw = canvas_size((h, w), size, multiple)
+        px, py = (cw - nw) // 2, (ch - nh) // 2
+        if (nw, nh) == (cw, ch):
+            image = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        else:
+            image = np.full((ch, cw, frame.shape[2]), manifest.pad_value, dtype=frame.dtype)
+            cv2.resize(frame, (nw, nh), dst=image[py : py + nh, px : px + nw],
+                       interpolation=cv2.INTER_LINEAR)
+        transform = Transform(nw / w, nh / h, float(px), float(py), w, h)
+    # With swapRB the mean is taken in the swapped (model) order: manifest order either way.
+    blob = cv2.dnn.blobFromImage(image, 1.0, mean=tuple(float(m) for m in manifest.mean),
+                                 swapRB=manifest.channel_order == "rgb", crop=False,
+                                 ddepth=cv2.CV_32F)[0]
+    for c, std in enumerate(manifest.std):
+        cv2.multiply(blob[c], 1.0 / float(std), dst=blob[c])
+    return Prepared(blob, transform)
+
+
 def preprocess(
     frames: Sequence[np.ndarray], manifest: ModelManifest, size: tuple[int, int]
 ) -> tuple[np.ndarray, list[Transform]]:
-    """BGR uint8 frames -> the model's NCHW float batch, as its manifest says."""
-    mean = np.asarray(manifest.mean, np.float32)
-    inv_std = 1.0 / np.asarray(manifest.std, np.float32)
-    batch = np.empty((len(frames), 3, *size), np.float32)
-    transforms = []
-    for k, frame in enumerate(frames):
-        image, transform = resize_frame(frame, size, manifest.resize, manifest.pad_value)
-        if manifest.channel_order == "rgb":
-            image = image[:, :, ::-1]
-        batch[k] = ((image.astype(np.float32) - mean) * inv_std).transpose(2, 0, 1)
-        transforms.append(transform)
-    return batch, transforms
+    """BGR uint8 frames -> the model's NCHW float batch (square canvas), as its manifest says."""
+    prepared = [prepare(f, manifest, size) for f in frames]
+    return np.stack([p.tensor for p in prepared]), [p.transform for p in prepared]
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou: float) -> np.ndarray:
@@ -155,7 +210,11 @@ def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou: float
 
 
 def make_session(
-    path: str, provider: str = "cpu", intra_op_threads: int = 0, inter_op_threads: int = 1
+    path: str,
+    provider: str = "cpu",
+    intra_op_threads: int = 0,
+    inter_op_threads: int = 1,
+    allow_spinning: bool = True,
 ):  # -> onnxruntime.InferenceSession (imported lazily: the CLI must start without it)
     import onnxruntime as ort
 
@@ -171,6 +230,9 @@ def make_session(
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = inter_op_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if not allow_spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [wanted] if wanted == "CPUExecutionProvider" else [wanted, "CPUExecutionProvider"]
     return ort.InferenceSession(path, sess_options=options, providers=providers)
 
@@ -189,7 +251,8 @@ class Detector:
         self.names = tuple(manifest.class_names)
         self.spec = manifest.decoder_spec()
         s = self.settings
-        self.session = make_session(model_path, s.provider, s.intra_op_threads, s.inter_op_threads)
+        self.session = make_session(model_path, s.provider, s.intra_op_threads,
+                                    s.inter_op_threads, s.allow_spinning)
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         self.batchable = not isinstance(model_input.shape[0], int) or model_input.shape[0] != 1
@@ -259,10 +322,32 @@ class Detector:
         """
         if not frames:
             return []
+        return self.detect_prepared([self.prepare(f, input_size) for f in frames])
+
+    def prepare(
+        self, frame: np.ndarray, input_size: int | tuple[int, int] | None = None
+    ) -> Prepared:
+        """The model input of one frame (thread-safe: readers may prepare ahead)."""
         size = self.input_size if input_size is None else self.check_size(input_size)
-        batch, transforms = preprocess(frames, self.manifest, size)
-        found = decode(self.infer(batch), self.spec, size, self.floor, self.mask)
-        return [self.postprocess(c, t) for c, t in zip(found, transforms, strict=True)]
+        multiple = (self.manifest.size_multiple
+                    if self.settings.pad == "minimal" and self.manifest.dynamic_size else None)
+        return prepare(frame, self.manifest, size, multiple)
+
+    def detect_prepared(self, prepared: Sequence[Prepared]) -> list[Detections]:
+        """Detections of prepared frames; frames of one canvas size share inference calls."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for k, p in enumerate(prepared):
+            groups.setdefault(p.tensor.shape, []).append(k)
+        result: list[Detections | None] = [None] * len(prepared)
+        for shape, ks in groups.items():
+            if len(ks) == 1:
+                batch = prepared[ks[0]].tensor[None]
+            else:
+                batch = np.stack([prepared[k].tensor for k in ks])
+            found = decode(self.infer(batch), self.spec, shape[1:], self.floor, self.mask)
+            for k, cand in zip(ks, found, strict=True):
+                result[k] = self.postprocess(cand, prepared[k].transform)
+        return result  # type: ignore[return-value]
 
     def postprocess(self, cand: Candidates, transform: Transform) -> Detections:
         keep = cand.scores >= self.thresholds[cand.class_ids]

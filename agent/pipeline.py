@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from agent.camera import DETECTOR_FLOOR, CameraAnalytics
-from agent.capture import Frame, Reader
+from agent.capture import FileReader, Frame, Prefetcher, Reader
 from agent.detector import Detector, DetectorSettings
 from agent.model_store import ModelStore
 from agent.tracker import Tracks
@@ -76,6 +76,7 @@ class Pipeline:
         sink: Callable[[list[Item]], None] | None = None,
         live: bool = False,
         max_batch: int | None = None,
+        prefetch: bool = True,
     ) -> None:
         self.runners = list(runners)
         self.detectors = detectors
@@ -87,6 +88,12 @@ class Pipeline:
         )
         self._rr = 0
         self.batches = 0
+        if prefetch and not live:
+            # Offline: decode and preprocess the next frames while the detector runs.
+            for r in self.runners:
+                if isinstance(r.reader, FileReader) and not r.reader.realtime:
+                    prepare = getattr(self.detectors.get(r.model), "prepare", None)
+                    r.reader = Prefetcher(r.reader, prepare)
 
     @property
     def finished(self) -> bool:
@@ -128,7 +135,12 @@ class Pipeline:
                 by_model.setdefault(runner.model, []).append(k)
         detections: dict[int, Any] = {}
         for model, ks in by_model.items():
-            found = self.detectors[model].detect([taken[k][1].image for k in ks])
+            detector = self.detectors[model]
+            frames = [taken[k][1] for k in ks]
+            if all(f.prepared is not None for f in frames):
+                found = detector.detect_prepared([f.prepared for f in frames])
+            else:
+                found = detector.detect([f.image for f in frames])
             detections.update(zip(ks, found, strict=True))
             self.batches += 1
         for k, (runner, frame) in enumerate(taken):

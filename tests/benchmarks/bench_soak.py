@@ -1,0 +1,149 @@
+"""Memory soak of the vision pipeline: N looping file cameras (the shared videos, each with a
+line and a zone), the shared INT8 detector on every analysed frame (no motion gate, no
+skipped detection), closed buckets into an Outbox that a fake publisher drains, and the
+process RSS sampled over time.
+
+    .venv/bin/python -m tests.benchmarks.bench_soak --minutes 120 --cameras 16 --fps 1 \
+        --out var/soak.jsonl
+
+Each sample is one JSON line (t, rss_mib, frames, detected, pending); the summary at the end
+compares the first sample after `--warmup` with the last and with the maximum. Target: RSS
+flat within 5 % over the soak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+VIDEOS = Path("/work/shared/data/videos")
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def camera_config(width: int, height: int, fps: float) -> dict:
+    """A vertical counting line through the middle and a zone over the left half."""
+    w, h = width - 1, height - 1
+    return {
+        "analysis_fps": fps,
+        "lines": {"middle": {"points": [[w // 2, 0], [w // 2, h]]}},
+        "zones": {"left": {"polygon": [[0, 0], [w // 2, 0], [w // 2, h], [0, h]]}},
+    }
+
+
+def build(cameras: int, fps: float, videos: list[Path], outbox_path: Path, bucket: int):
+    from agent.camera import CameraAnalytics
+    from agent.capture import FileReader
+    from agent.config import CameraConfig
+    from agent.outbox import Outbox
+    from agent.pipeline import CameraRunner, Pipeline, load_detectors
+
+    detectors = load_detectors({"nanodet-m"})
+    names = detectors["nanodet-m"].names
+    outbox = Outbox(outbox_path, agent="soak", site="soak")
+    runners = []
+    for k in range(cameras):
+        reader = FileReader(videos[k % len(videos)], fps, realtime=True)
+        cfg = CameraConfig.model_validate(camera_config(*reader.size, fps))
+        analytics = CameraAnalytics(f"cam{k:02d}", cfg, names)
+        runners.append(CameraRunner(analytics, reader, "nanodet-m", fps))
+    pipeline = Pipeline(runners, detectors, bucket_seconds=bucket, sink=outbox.enqueue,
+                        live=True)
+    return pipeline, outbox
+
+
+def drain(outbox, stop: threading.Event) -> None:
+    """A stand-in publisher: every few seconds take and acknowledge everything pending."""
+    while not stop.wait(5.0):
+        for lane in range(4):
+            rows = outbox.take(lane, 0, 10_000)
+            outbox.ack(r.seq for r in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--minutes", type=float, default=120.0, help="soak length (default 120)")
+    p.add_argument("--cameras", type=int, default=16)
+    p.add_argument("--fps", type=float, default=1.0, help="analysis_fps of every camera")
+    p.add_argument("--warmup", type=float, default=120.0, help="seconds before the baseline")
+    p.add_argument("--every", type=float, default=30.0, help="seconds between RSS samples")
+    p.add_argument("--bucket", type=int, default=60, help="bucket_seconds")
+    p.add_argument("--out", type=Path, default=None, help="JSON-lines samples file")
+    args = p.parse_args(argv)
+
+    videos = sorted(VIDEOS.glob("*.mp4"))
+    if not videos:
+        print(f"no videos in {VIDEOS}", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="pantau-soak-"))
+    pipeline, outbox = build(args.cameras, args.fps, videos, tmp / "outbox.db", args.bucket)
+    stop = threading.Event()
+    drainer = threading.Thread(target=drain, args=(outbox, stop), daemon=True)
+    drainer.start()
+    runner = threading.Thread(target=pipeline.run, args=(stop, args.minutes * 60), daemon=True)
+    t0 = time.monotonic()
+    runner.start()
+    out = args.out.open("w") if args.out else None
+    samples: list[dict] = []
+    try:
+        while runner.is_alive():
+            runner.join(args.every)
+            r = pipeline.runners
+            s = {
+                "t": round(time.monotonic() - t0, 1),
+                "rss_mib": round(rss_mib(), 1),
+                "frames": sum(x.analytics.frames_analyzed for x in r),
+                "detected": sum(x.analytics.frames_detected for x in r),
+                "pending": len(outbox),
+            }
+            samples.append(s)
+            print(json.dumps(s), flush=True)
+            if out:
+                out.write(json.dumps(s) + "\n")
+                out.flush()
+    except KeyboardInterrupt:
+        stop.set()
+        runner.join(30)
+    finally:
+        stop.set()
+        pipeline.close()
+        outbox.close()
+    after = [s for s in samples if s["t"] >= args.warmup] or samples
+    first, last = after[0], after[-1]
+    peak = max(after, key=lambda s: s["rss_mib"])
+    wall = samples[-1]["t"] if samples else 0.0
+    summary = {
+        "summary": True,
+        "cameras": args.cameras,
+        "analysis_fps": args.fps,
+        "minutes": round(wall / 60, 1),
+        "frames_analyzed": last["frames"],
+        "frames_detected": last["detected"],
+        "analysed_fps": round(last["frames"] / wall, 2) if wall else 0.0,
+        "rss_first_after_warmup": first["rss_mib"],
+        "rss_first_t": first["t"],
+        "rss_last": last["rss_mib"],
+        "rss_max": peak["rss_mib"],
+        "growth_pct": round(100 * (last["rss_mib"] / first["rss_mib"] - 1), 2),
+        "max_over_first_pct": round(100 * (peak["rss_mib"] / first["rss_mib"] - 1), 2),
+    }
+    print(json.dumps(summary), flush=True)
+    if out:
+        out.write(json.dumps(summary) + "\n")
+        out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
