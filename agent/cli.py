@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from agent.config import AgentSettings
-from agent.console import fail, load_or_exit, out, setup_logging, table
+from agent.console import fail, load_or_exit, open_outbox_or_exit, out, setup_logging, table
 from agent.models_cli import models_app
 from agent.vision_cli import register
 
@@ -28,21 +28,6 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="YAML config file (default: $PANTAU_CONFIG)."),
 ]
-
-
-def _open_outbox(settings: AgentSettings):
-    from agent.outbox import Outbox
-
-    try:
-        return Outbox(
-            settings.buffer.path,
-            agent=settings.id,
-            site=settings.site,
-            max_bytes=int(settings.buffer.max_mb * 1024 * 1024),
-            max_age_seconds=settings.buffer.max_age_hours * 3600,
-        )
-    except Exception as exc:  # sqlite3 and OS errors alike: say which file
-        fail(f"cannot open outbox {settings.buffer.path}: {exc}")
 
 
 @app.callback()
@@ -90,7 +75,7 @@ def simulate(
     plan = Plan(
         cameras=cameras, hours=hours, start=first, bucket_seconds=settings.bucket_seconds, seed=seed
     )
-    outbox = _open_outbox(settings)
+    outbox = open_outbox_or_exit(settings)
     publisher = Publisher(settings, outbox, cameras=cameras)
     publisher.start()
     try:
@@ -124,7 +109,7 @@ def buffer_status(config: ConfigOption = None) -> None:
     settings = load_or_exit(AgentSettings, config)
     if not settings.buffer.path.exists():
         fail(f"no outbox at {settings.buffer.path} (nothing was ever buffered here)")
-    stats = _open_outbox(settings).stats()
+    stats = open_outbox_or_exit(settings).stats()
     table(
         [{"kind": k, **v} for k, v in stats.pop("by_kind").items()],
         ["kind", "messages", "oldest"],
@@ -140,7 +125,7 @@ def buffer_export(config: ConfigOption = None) -> None:
     settings = load_or_exit(AgentSettings, config)
     if not settings.buffer.path.exists():
         fail(f"no outbox at {settings.buffer.path}")
-    for item in _open_outbox(settings).export():
+    for item in open_outbox_or_exit(settings).export():
         sys.stdout.write(json.dumps(item) + "\n")
 
 

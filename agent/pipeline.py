@@ -3,6 +3,7 @@ cameras in fair round-robin; closed buckets, alerts and health go to the outbox.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -41,6 +42,7 @@ class CameraRunner:
     reader: Reader
     model: str
     fps: float
+    input_size: int | None = None  # detector input side for this camera; None: the model's
     bucket_start: float | None = None
     next_due: float = 0.0  # monotonic time of the next analysis (live pacing)
     last_t: float | None = None  # time of the last analysed frame
@@ -93,6 +95,8 @@ class Pipeline:
             for r in self.runners:
                 if isinstance(r.reader, FileReader) and not r.reader.realtime:
                     prepare = getattr(self.detectors.get(r.model), "prepare", None)
+                    if prepare is not None and r.input_size is not None:
+                        prepare = functools.partial(prepare, input_size=r.input_size)
                     r.reader = Prefetcher(r.reader, prepare)
 
     @property
@@ -129,18 +133,20 @@ class Pipeline:
         items: list[Item] = []
         for runner, frame in taken:
             items += self._roll(runner, frame.t)
-        by_model: dict[str, list[int]] = {}
+        by_model: dict[tuple[str, int | None], list[int]] = {}
         for k, (runner, frame) in enumerate(taken):
             if runner.analytics.gate.changed(frame.image, frame.t):
-                by_model.setdefault(runner.model, []).append(k)
+                by_model.setdefault((runner.model, runner.input_size), []).append(k)
         detections: dict[int, Any] = {}
-        for model, ks in by_model.items():
+        for (model, size), ks in by_model.items():
             detector = self.detectors[model]
             frames = [taken[k][1] for k in ks]
             if all(f.prepared is not None for f in frames):
                 found = detector.detect_prepared([f.prepared for f in frames])
-            else:
+            elif size is None:
                 found = detector.detect([f.image for f in frames])
+            else:
+                found = detector.detect([f.image for f in frames], size)
             detections.update(zip(ks, found, strict=True))
             self.batches += 1
         for k, (runner, frame) in enumerate(taken):

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from agent.config import AgentSettings, CameraConfig
-from agent.console import fail, load_or_exit, out
+from agent.console import fail, load_or_exit, open_outbox_or_exit, out
 
 ConfigOption = Annotated[
     Path | None,
@@ -155,7 +155,7 @@ def analyze(
         camera, cam, detectors[model].names, timezone_name=settings.timezone
     )
     _check_frame(analytics, reader.size)
-    runner = CameraRunner(analytics, reader, model, cam.analysis_fps)
+    runner = CameraRunner(analytics, reader, model, cam.analysis_fps, cam.input_size)
     writer = None
     if annotated is not None:
         annotated.parent.mkdir(parents=True, exist_ok=True)
@@ -196,7 +196,6 @@ def run(
 
     from agent.camera import CameraAnalytics
     from agent.capture import CaptureError, FileReader, open_source
-    from agent.cli import _open_outbox
     from agent.pipeline import CameraRunner, Pipeline
     from agent.publisher import Publisher
 
@@ -221,9 +220,9 @@ def run(
             fail(f"camera {name}: {exc}")
         if isinstance(reader, FileReader):
             _check_frame(analytics, reader.size)
-        runners.append(CameraRunner(analytics, reader, model, cam.analysis_fps))
+        runners.append(CameraRunner(analytics, reader, model, cam.analysis_fps, cam.input_size))
 
-    outbox = _open_outbox(settings)
+    outbox = open_outbox_or_exit(settings)
     publisher = Publisher(settings, outbox, cameras=len(runners))
 
     def sink(items: list) -> None:

@@ -33,9 +33,12 @@ class SquareDetector:
 
     def __init__(self) -> None:
         self.calls: list[int] = []
+        self.sizes: list[int | None] = []
 
-    def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
+    def detect(self, frames: Sequence[np.ndarray], input_size: int | None = None
+               ) -> list[Detections]:
         self.calls.append(len(frames))
+        self.sizes.append(input_size)
         found = []
         for f in frames:
             ys, xs = np.nonzero(f[:, :, 0] > 200)
@@ -162,3 +165,18 @@ def test_round_robin_batches_across_cameras() -> None:
     pipeline.run()
     assert max(detector.calls) == 2  # never more than a batch
     assert [r.analytics.frames_analyzed for r in runners] == [10, 10, 10]
+
+
+def test_cameras_with_their_own_input_size_are_batched_apart() -> None:
+    detector = SquareDetector()
+    runners = [
+        CameraRunner(CameraAnalytics(f"c{i}", CONFIG, NAMES),
+                     ScriptedReader([BASE + k * 0.2 for k in range(5)], _walk), "fake", 5.0,
+                     input_size=size)
+        for i, size in enumerate((None, 640, None))
+    ]
+    Pipeline(runners, {"fake": detector}, bucket_seconds=5).run()
+    assert sorted(set(detector.sizes), key=str) == [640, None]
+    # Each round: one call for the two default-size cameras, one for the 640 camera.
+    assert sorted(zip(detector.sizes, detector.calls, strict=True), key=str)[0] == (640, 1)
+    assert max(c for s, c in zip(detector.sizes, detector.calls, strict=True) if s is None) == 2
