@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -196,6 +197,7 @@ def run(
 
     from agent.camera import CameraAnalytics
     from agent.capture import CaptureError, FileReader, open_source
+    from agent.outbox import OutboxFullError
     from agent.pipeline import CameraRunner, Pipeline
     from agent.publisher import Publisher
 
@@ -225,8 +227,18 @@ def run(
     outbox = open_outbox_or_exit(settings)
     publisher = Publisher(settings, outbox, cameras=len(runners))
 
+    waiting: list = []  # items the disk could not take yet; retried with the next ones
+
     def sink(items: list) -> None:
-        outbox.enqueue(items)
+        waiting.extend(items)
+        try:
+            outbox.enqueue(waiting)
+        except OutboxFullError as exc:
+            if len(waiting) == len(items):  # say it once per episode, not every bucket
+                print(f"warning: {exc}; keeping {len(waiting)} messages in memory",
+                      file=sys.stderr, flush=True)
+            return
+        waiting.clear()
         publisher.notify()
 
     pipeline = Pipeline(runners, detectors, bucket_seconds=settings.bucket_seconds, sink=sink,
