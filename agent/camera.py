@@ -13,7 +13,7 @@ from agent.conditions import AlertEvent
 from agent.config import CameraConfig
 from agent.detections import DEFAULT_CLASSES, Detections
 from agent.health import HealthMonitor, HealthThresholds
-from agent.lines import LineCounter
+from agent.lines import Crossing, LineCounter
 from agent.motion import MotionGate
 from agent.protocol import AlertPayload, CountsPayload, Dwell, HealthPayload, LineCount, ZoneStats
 from agent.rules_config import ZoneConfig
@@ -155,10 +155,7 @@ class CameraAnalytics:
         removed = self.tracker.removed_ids
         events: list[AlertEvent] = []
         for rule, line in self.lines.items():
-            line.forget(removed)
-            for crossing in line.update(tracks, t):
-                tally = self.totals.lines[rule].setdefault(self._name(crossing.class_id), [0, 0])
-                tally[0 if crossing.direction == "in" else 1] += 1
+            self._tally(rule, line.forget(removed) + line.update(tracks, t))
         for rule, zone in self.zones.items():
             events += zone.update(tracks, t)
             events += zone.forget(removed, t)
@@ -172,6 +169,17 @@ class CameraAnalytics:
             self._health_t = t
             events += self.health.update(t, frame)
         return self._alerts(events)
+
+    def _tally(self, rule: str, crossings: list[Crossing]) -> None:
+        for crossing in crossings:
+            tally = self.totals.lines[rule].setdefault(self._name(crossing.class_id), [0, 0])
+            tally[0 if crossing.direction == "in" else 1] += 1
+
+    def end_tracks(self) -> None:
+        """The stream has ended: crossings that tracks still held count now (see
+        LineCounter), so they reach the last bucket."""
+        for rule, line in self.lines.items():
+            self._tally(rule, line.finish())
 
     def tick(self, t: float) -> list[AlertPayload]:
         """No new frame at `t`: lets the health monitor notice an offline camera."""

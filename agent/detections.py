@@ -22,18 +22,27 @@ class Detections:
     """Boxes of one frame in source-pixel coordinates.
 
     xyxy: float32 (N, 4) as x1, y1, x2, y2; confidence: float32 (N,); class_id: int32 (N,)
-    indexes `names`, the model's class names.
+    indexes `names`, the model's class names; frame_size: (width, height) of the frame when
+    known: a box that touches its border may be cut off there (the tracker then trusts the
+    box's other edge and the track's size instead).
     """
 
     xyxy: np.ndarray
     confidence: np.ndarray
     class_id: np.ndarray
     names: tuple[str, ...] = field(default=())
+    frame_size: tuple[int, int] | None = None
 
     @classmethod
-    def empty(cls, names: tuple[str, ...] = ()) -> Detections:
+    def empty(
+        cls, names: tuple[str, ...] = (), frame_size: tuple[int, int] | None = None
+    ) -> Detections:
         return cls(
-            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32), names
+            np.zeros((0, 4), np.float32),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.int32),
+            names,
+            frame_size,
         )
 
     def __len__(self) -> int:
@@ -41,7 +50,11 @@ class Detections:
 
     def __getitem__(self, index: np.ndarray | slice) -> Detections:
         return Detections(
-            self.xyxy[index], self.confidence[index], self.class_id[index], self.names
+            self.xyxy[index],
+            self.confidence[index],
+            self.class_id[index],
+            self.names,
+            self.frame_size,
         )
 
     def class_names(self) -> list[str]:

@@ -355,9 +355,10 @@ class Detector:
         order = (np.argsort(-scores, kind="stable") if cand.nms_done
                  else nms(boxes, scores, ids, self.settings.nms_iou))
         order = order[: self.settings.max_detections]
+        size = (transform.width, transform.height)
         if len(order) == 0:
-            return Detections.empty(self.names)
+            return Detections.empty(self.names, size)
         return Detections(
             transform.to_source(boxes[order]), scores[order].astype(np.float32),
-            ids[order].astype(np.int32), self.names,
+            ids[order].astype(np.int32), self.names, size,
         )

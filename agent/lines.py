@@ -41,7 +41,9 @@ def path_crosses(p, q, a, b) -> bool:
 
 
 class _TrackState:
-    __slots__ = ("crossed", "last", "last_seen", "owed", "pending", "settled")
+    __slots__ = (
+        "class_id", "confirmed", "crossed", "last", "last_seen", "owed", "pending", "settled"
+    )
 
     def __init__(self, side: int, anchor: list[float], t: float) -> None:
         self.settled = side  # side where the anchor has stayed for min_frames observations
@@ -50,6 +52,8 @@ class _TrackState:
         self.owed: list[int] | None = None  # sides of crossings made before confirmation
         self.last = anchor
         self.last_seen = t
+        self.class_id = -1  # as of the last observation
+        self.confirmed = False
 
 
 class LineCounter:
@@ -72,6 +76,12 @@ class LineCounter:
     own id): a crossing settled while the track is still unconfirmed is held and counted when
     the track is confirmed (at 5 fps a person often crosses during the frames that confirm
     the track), and never if the track is removed unconfirmed.
+
+    A confirmed track that ends on the new side before `min_frames` observations there (it
+    crossed, then left the view or was occluded for good) never came back: its crossing
+    counts when the track ends, that is when `forget` is called for it or when it is pruned,
+    with the time it was last seen. Without this, a line near the frame edge, which people
+    cross in the last frames before they leave, would never count.
 
     Per-track state is dropped by `forget(ids)` (feed it the tracker's removed ids) and, as a
     safety net, for tracks not seen for `max_idle_seconds`.
@@ -150,19 +160,25 @@ class LineCounter:
                                 state.owed = [side]
                             else:
                                 state.owed.append(side)
-                if state.owed is not None and confirmed[i]:
-                    cls = classes[i]
+                cls = state.class_id = classes[i]
+                state.confirmed = confirmed[i]
+                if state.owed is not None and state.confirmed:
                     if self.classes is None or cls in self.classes:
                         crossings += [self._count(tid, cls, s, t) for s in state.owed]
                     state.owed = None
                 state.last = p
                 state.last_seen = t
         if t >= self._next_prune:
-            self.prune(t)
+            crossings += self.prune(t)
         return crossings
 
-    def _wanted(self, class_id: int) -> bool:
-        return self.classes is None or class_id in self.classes
+    def _end(self, tracker_id: int, state: _TrackState) -> list[Crossing]:
+        """Crossings a track still holds when it ends (see the class docs)."""
+        if not (state.pending and state.crossed and state.confirmed):
+            return []
+        if self.classes is not None and state.class_id not in self.classes:
+            return []
+        return [self._count(tracker_id, state.class_id, -state.settled, state.last_seen)]
 
     def _count(self, tracker_id: int, class_id: int, side: int, t: float) -> Crossing:
         tally = self._counts.setdefault(class_id, [0, 0])
@@ -174,18 +190,25 @@ class LineCounter:
             self.out_count += 1
         return Crossing(tracker_id, class_id, IN if side < 0 else OUT, t)
 
-    def forget(self, tracker_ids: Iterable[int]) -> None:
-        """Drop the state of tracks that will not come back."""
+    def forget(self, tracker_ids: Iterable[int]) -> list[Crossing]:
+        """Drop the state of tracks that will not come back; return the crossings they still
+        held (a confirmed track that ended on the new side)."""
+        crossings: list[Crossing] = []
         for tid in tracker_ids:
-            self._states.pop(int(tid), None)
+            state = self._states.pop(int(tid), None)
+            if state is not None:
+                crossings += self._end(int(tid), state)
+        return crossings
 
-    def prune(self, t: float) -> None:
-        """Drop the state of tracks not seen for `max_idle_seconds` before `t`."""
+    def finish(self) -> list[Crossing]:
+        """The stream has ended, and every track with it: forget them all."""
+        return self.forget(list(self._states))
+
+    def prune(self, t: float) -> list[Crossing]:
+        """Forget the tracks not seen for `max_idle_seconds` before `t`."""
         horizon = t - self.max_idle_seconds
-        stale = [tid for tid, s in self._states.items() if s.last_seen < horizon]
-        for tid in stale:
-            del self._states[tid]
         self._next_prune = t + min(self.max_idle_seconds, 1.0)
+        return self.forget([tid for tid, s in self._states.items() if s.last_seen < horizon])
 
     def take_counts(self) -> dict[int, tuple[int, int]]:
         """Crossings (in, out) per class id since the last call, then reset them (for buckets).

@@ -196,12 +196,13 @@ class Pipeline:
             self.sink(items)
 
     def finish(self) -> None:
-        """Close each camera's open bucket: at its last frame for a file (its timeline ends
-        there), at the full bucket length otherwise."""
+        """End every camera's tracks and close its open bucket: at its last frame for a file
+        (its timeline ends there), at the full bucket length otherwise."""
         items: list[Item] = []
         for runner in self.runners:
             if runner.bucket_start is None:
                 continue
+            runner.analytics.end_tracks()
             end = runner.last_t if not self.live else None
             if end is not None:
                 end = max(end, runner.bucket_start)

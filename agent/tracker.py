@@ -48,11 +48,9 @@ def anchor_points(
     xyxy: np.ndarray, position: Position | str = Position.BOTTOM_CENTER
 ) -> np.ndarray:
     """(N, 2) float64 anchor points of (N, 4) x1, y1, x2, y2 boxes."""
-    fx, fy = _ANCHOR_FRACTIONS[Position(position)]
+    fractions = np.array(_ANCHOR_FRACTIONS[Position(position)])
     boxes = np.asarray(xyxy, np.float64).reshape(-1, 4)
-    x = boxes[:, 0] + fx * (boxes[:, 2] - boxes[:, 0])
-    y = boxes[:, 1] + fy * (boxes[:, 3] - boxes[:, 1])
-    return np.stack([x, y], axis=1)
+    return boxes[:, :2] + fractions * (boxes[:, 2:] - boxes[:, :2])
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -131,9 +129,9 @@ class Tracks:
         if cache is None:
             cache = {}
             object.__setattr__(self, "_rows", cache)
-        key = Position(position)
-        found = cache.get(key)
+        found = cache.get(position)  # a Position and its string value are equal keys
         if found is None:
+            key = Position(position)
             found = (
                 self.tracker_id.tolist(),
                 self.anchors(key).tolist(),
@@ -169,10 +167,12 @@ _NO_IDS = np.zeros(0, np.int64)
 _NO_ROWS = np.zeros(0, np.intp)
 
 
+_SIZE_COLS = np.array([2, 3, 2, 3])
+
+
 def _noise_scale(pos: np.ndarray) -> np.ndarray:
     # Noise scales with width for x and w, height for y and h (BoT-SORT style).
-    size = np.maximum(pos[:, (2, 3, 2, 3)], 1.0)
-    return size
+    return np.maximum(pos.take(_SIZE_COLS, axis=1), 1.0)
 
 
 def _initiate(cxcywh: np.ndarray) -> np.ndarray:
@@ -186,11 +186,13 @@ def _initiate(cxcywh: np.ndarray) -> np.ndarray:
 
 def _predict(kf: np.ndarray, dt: float) -> None:
     """Advance every row of `kf` by `dt` seconds, in place."""
-    size2 = _noise_scale(kf[:, _POS]) ** 2
+    size2 = np.square(_noise_scale(kf[:, _POS]))
     steps = dt * _REF_FPS
     pxv, pvv = kf[:, _PXV], kf[:, _PVV]
     kf[:, _POS] += dt * kf[:, _VEL]
-    kf[:, _PXX] += dt * (2 * pxv + dt * pvv) + (_STD_POS**2 * steps) * size2
+    # pxx += dt * (2 pxv + dt pvv) + q_pos, with the fewest array operations (small N: each
+    # operation costs more than its arithmetic).
+    kf[:, _PXX] += (2 * dt) * pxv + (dt * dt) * pvv + (_STD_POS**2 * steps) * size2
     pxv += dt * pvv
     pvv += ((_STD_VEL * _REF_FPS) ** 2 * steps) * size2
 
@@ -198,7 +200,7 @@ def _predict(kf: np.ndarray, dt: float) -> None:
 def _update(kf: np.ndarray, cxcywh: np.ndarray) -> None:
     """Correct the rows of `kf` with measured boxes, in place."""
     pxx, pxv = kf[:, _PXX], kf[:, _PXV]
-    s = pxx + (_STD_POS**2) * _noise_scale(kf[:, _POS]) ** 2
+    s = pxx + (_STD_POS**2) * np.square(_noise_scale(kf[:, _POS]))
     k_pos = pxx / s
     k_vel = pxv / s
     innovation = cxcywh - kf[:, _POS]
@@ -206,21 +208,25 @@ def _update(kf: np.ndarray, cxcywh: np.ndarray) -> None:
     kf[:, _VEL] += k_vel * innovation
     kf[:, _PVV] -= k_vel * pxv
     keep = 1.0 - k_pos
-    kf[:, _PXV] = pxv * keep
-    kf[:, _PXX] = pxx * keep
+    pxv *= keep
+    pxx *= keep
 
 
 def _xyxy_to_cxcywh(xyxy: np.ndarray) -> np.ndarray:
-    xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
-    w = xyxy[:, 2] - xyxy[:, 0]
-    h = xyxy[:, 3] - xyxy[:, 1]
-    return np.stack([xyxy[:, 0] + w / 2, xyxy[:, 1] + h / 2, w, h], axis=1)
+    out = np.empty((len(xyxy), 4))
+    np.add(xyxy[:, :2], xyxy[:, 2:], out=out[:, :2])
+    out[:, :2] *= 0.5
+    np.subtract(xyxy[:, 2:], xyxy[:, :2], out=out[:, 2:])
+    return out
 
 
 def _cxcywh_to_xyxy(state: np.ndarray) -> np.ndarray:
-    centre = state[:, 0:2]
-    half = np.maximum(state[:, 2:4], 0.0) * 0.5
-    return np.concatenate([centre - half, centre + half], axis=1)
+    out = np.empty((len(state), 4))
+    half = np.maximum(state[:, 2:4], 0.0)
+    half *= 0.5
+    np.subtract(state[:, 0:2], half, out=out[:, :2])
+    np.add(state[:, 0:2], half, out=out[:, 2:])
+    return out
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -233,6 +239,32 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
     return inter / np.maximum(union, 1e-12)
+
+
+def _uncut(
+    measured: np.ndarray, xyxy: np.ndarray, predicted: np.ndarray, frame_size: tuple[int, int]
+) -> np.ndarray:
+    """Measurements (cx, cy, w, h) of matched boxes, corrected where the frame border cuts a
+    box on one side: the visible part of an object leaving the frame shrinks towards the
+    border, so its centre would stop short of where the object is. Such a box keeps its
+    uncut edge and takes the larger of its own and the track's predicted size, so the track
+    goes on moving (and its anchor crosses a line near the edge) at the object's pace."""
+    limit = (frame_size[0] - 1.0, frame_size[1] - 1.0)
+    low = xyxy[:, :2] <= 1.0  # touches the left / top border
+    high = xyxy[:, 2:] >= limit  # touches the right / bottom border
+    cut_high, cut_low = high & ~low, low & ~high
+    cut = cut_high | cut_low
+    if not cut.any():
+        return measured
+    size = np.maximum(measured[:, 2:], predicted[:, 2:4])
+    out = measured.copy()
+    out[:, 2:] = np.where(cut, size, measured[:, 2:])
+    out[:, :2] = np.where(
+        cut_high,
+        xyxy[:, :2] + size / 2,
+        np.where(cut_low, xyxy[:, 2:] - size / 2, measured[:, :2]),
+    )
+    return out
 
 
 def _nz(mask: np.ndarray) -> np.ndarray:
@@ -253,19 +285,17 @@ def _match(sim: np.ndarray, min_sim: float) -> tuple[np.ndarray, np.ndarray]:
     Then matching each row to its best column is the optimum (it reaches the sum of row
     maxima, an upper bound), found without scipy; otherwise scipy solves it.
     """
-    sim = np.where(sim >= min_sim, sim, 0.0)
     n_rows, n_cols = sim.shape
     if n_rows == 0 or n_cols == 0:
         return _NO_ROWS, _NO_ROWS
+    sim[sim < min_sim] = 0.0  # callers pass a fresh array
     best_col = sim.argmax(axis=1)
-    rows = np.arange(n_rows)
-    best = sim[rows, best_col]
-    live = best > 0
-    if not live.any():
+    live = _nz(sim.max(axis=1) > 0)
+    if len(live) == 0:
         return _NO_ROWS, _NO_ROWS
-    rows, best_col = rows[live], best_col[live]
-    if n_rows == 1 or np.bincount(best_col).max() == 1:
-        return rows, best_col
+    best_col = best_col[live]
+    if len(live) == 1 or np.bincount(best_col).max() == 1:
+        return live, best_col
     r, c = linear_sum_assignment(sim, maximize=True)
     keep = sim[r, c] > 0
     return r[keep], c[keep]
@@ -406,6 +436,7 @@ class ByteTracker:
         if n_dets:
             det_cls = np.asarray(detections.class_id, np.int64)
             det_boxes = np.asarray(detections.xyxy, np.float64).reshape(-1, 4)
+            det_cxcywh = _xyxy_to_cxcywh(det_boxes)
             high_mask = scores >= self.high_score
             high = _nz(high_mask)
             left_high = high
@@ -432,20 +463,21 @@ class ByteTracker:
                         left_high = _without(high, c)
 
                 # Stage 2: what is left of both, by centre distance.
-                far = left_tracks
-                if len(far) and len(left_high) and self._centre_gating:
-                    far = far[t - info[far, _SEEN] >= self.centre_min_step]
-                if len(far) and len(left_high) and self._centre_gating:
-                    sim = self._centre_similarity(
-                        kf[far, :4], det_boxes[left_high], t - info[far, _SEEN]
-                    )
-                    sim *= track_group[far][:, None] == det_group[left_high][None, :]
-                    r, c = _match(sim, 1e-9)
-                    if len(r):
-                        matched_t.append(far[r])
-                        matched_d.append(left_high[c])
-                        left_tracks = left_tracks[~np.isin(left_tracks, far[r])]
-                        left_high = _without(left_high, c)
+                if len(left_tracks) and len(left_high) and self._centre_gating:
+                    unseen = t - info[left_tracks, _SEEN]
+                    far_at = _nz(unseen >= self.centre_min_step)  # positions in left_tracks
+                    far = left_tracks[far_at]
+                    if len(far):
+                        sim = self._centre_similarity(
+                            kf[far, :4], det_boxes[left_high], unseen[far_at]
+                        )
+                        sim *= track_group[far][:, None] == det_group[left_high][None, :]
+                        r, c = _match(sim, 1e-9)
+                        if len(r):
+                            matched_t.append(far[r])
+                            matched_d.append(left_high[c])
+                            left_tracks = _without(left_tracks, far_at[r])
+                            left_high = _without(left_high, c)
 
                 # Stage 3: weak detections only rescue tracks seen in the previous update.
                 if len(left_tracks) and last_t is not None:
@@ -466,9 +498,13 @@ class ByteTracker:
 
             if matched_t:
                 rows = np.concatenate(matched_t)
-                self._apply_matches(rows, np.concatenate(matched_d), det_boxes, scores, det_cls, t)
+                dets = np.concatenate(matched_d)
+                measured = det_cxcywh[dets]
+                if detections.frame_size is not None:
+                    measured = _uncut(measured, det_boxes[dets], kf[rows], detections.frame_size)
+                self._apply_matches(rows, dets, measured, scores, det_cls, t)
         else:
-            det_cls = det_boxes = None
+            det_cls = det_cxcywh = None
 
         # Removal: unconfirmed and lost tracks past their buffers.
         out_rows = _NO_ROWS
@@ -492,7 +528,7 @@ class ByteTracker:
             new_dets = left_high[scores[left_high] >= self.new_score]
             if len(new_dets):
                 first_new = len(self._ids)
-                self._start_tracks(det_boxes[new_dets], scores[new_dets], det_cls[new_dets], t)
+                self._start_tracks(det_cxcywh[new_dets], scores[new_dets], det_cls[new_dets], t)
                 out_rows = np.concatenate([out_rows, np.arange(first_new, len(self._ids))])
 
         self._last_t = t
@@ -543,13 +579,15 @@ class ByteTracker:
         self,
         rows: np.ndarray,
         dets: np.ndarray,
-        boxes: np.ndarray,
+        measured: np.ndarray,
         scores: np.ndarray,
         classes: np.ndarray,
         t: float,
     ) -> None:
+        """Update the tracks at `rows` with detections `dets` (`measured`: their boxes as
+        cx, cy, w, h, one row per match)."""
         s = self._s[rows]
-        _update(s, _xyxy_to_cxcywh(boxes[dets]))
+        _update(s, measured)
         hits = s[:, _HITS] + 1
         s[:, _HITS] = hits
         s[:, _CONFIRMED] = np.maximum(s[:, _CONFIRMED], hits >= self.min_hits)
@@ -563,13 +601,13 @@ class ByteTracker:
         self._s[rows] = s
 
     def _start_tracks(
-        self, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, t: float
+        self, cxcywh: np.ndarray, scores: np.ndarray, classes: np.ndarray, t: float
     ) -> None:
-        n = len(boxes)
+        n = len(cxcywh)
         self._grow_votes(classes)
         votes = np.zeros((n, self._votes.shape[1]))
         votes[np.arange(n), classes] = np.maximum(scores, 1e-3)
-        s = _initiate(_xyxy_to_cxcywh(boxes))
+        s = _initiate(cxcywh)
         s[:, _HITS] = 1
         s[:, _CONFIRMED] = self.min_hits <= 1
         s[:, _SEEN] = t

@@ -16,17 +16,38 @@ from agent.conditions import CLEARED, RAISED, AlertEvent, HeldAlert
 from agent.tracker import Position, Tracks
 
 
-def points_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
-    """bool (N,): which (N, 2) points lie inside `polygon` (M, 2) by the even-odd rule."""
-    points = np.asarray(points, np.float64).reshape(-1, 2)
-    poly = np.asarray(polygon, np.float64).reshape(-1, 2)
-    x, y = points[:, :1], points[:, 1:]
-    x1, y1 = poly[None, :, 0], poly[None, :, 1]
-    x2, y2 = np.roll(poly[:, 0], -1)[None], np.roll(poly[:, 1], -1)[None]
-    straddle = (y1 > y) != (y2 > y)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x_cross = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
-    return (np.count_nonzero(straddle & (x < x_cross), axis=1) % 2) == 1
+class Polygon:
+    """A closed polygon of (x, y) vertices; inside means the even-odd rule (a point exactly on
+    an edge may fall either way).
+
+    Points are tested one at a time in plain Python: a frame has a few dozen tracks at most,
+    and for so few points a bounding-box check and a loop over the edges cost less than
+    setting up array operations.
+    """
+
+    def __init__(self, vertices: Sequence[Sequence[float]]) -> None:
+        self.vertices = np.asarray(vertices, np.float64).reshape(-1, 2)
+        v = self.vertices.tolist()
+        if len(v) < 3:
+            raise ValueError("a polygon needs at least 3 points")
+        xs, ys = [p[0] for p in v], [p[1] for p in v]
+        self._box = (min(xs), min(ys), max(xs), max(ys))
+        # (x1, y1, y2, dx/dy) of each edge that is not horizontal (those never straddle).
+        self._edges = [
+            (x1, y1, y2, (x2 - x1) / (y2 - y1))
+            for (x1, y1), (x2, y2) in zip(v, v[1:] + v[:1], strict=True)
+            if y1 != y2
+        ]
+
+    def contains(self, x: float, y: float) -> bool:
+        x0, y0, x1, y1 = self._box
+        if x < x0 or x > x1 or y < y0 or y > y1:
+            return False
+        inside = False
+        for ex, ey1, ey2, slope in self._edges:
+            if (ey1 > y) != (ey2 > y) and x < ex + (y - ey1) * slope:
+                inside = not inside
+        return inside
 
 
 _WINDOW_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
@@ -227,16 +248,9 @@ class ZoneMonitor:
         max_gap_seconds: float = 5.0,
         rules: Sequence[ZoneRule] = (),
     ) -> None:
-        self.polygon = np.asarray(polygon, np.float64).reshape(-1, 2)
-        if len(self.polygon) < 3:
-            raise ValueError("a zone needs at least 3 points")
+        self.shape = Polygon(polygon)
+        self.polygon = self.shape.vertices
         self.classes = None if classes is None else frozenset(int(c) for c in classes)
-        self._class_list = None if self.classes is None else sorted(self.classes)
-        poly = self.polygon
-        self._x1, self._y1 = poly[None, :, 0], poly[None, :, 1]
-        self._y2 = np.roll(poly[:, 1], -1)[None]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            self._slope = (np.roll(poly[:, 0], -1)[None] - self._x1) / (self._y2 - self._y1)
         self.anchor = Position(anchor)
         self.exit_seconds = exit_seconds
         self.max_gap_seconds = max_gap_seconds
@@ -255,25 +269,15 @@ class ZoneMonitor:
 
     def inside(self, tracks: Tracks) -> np.ndarray:
         """bool (N,): tracks this zone counts now (confirmed, wanted class, anchor inside)."""
-        if len(tracks) == 0:
-            return np.zeros(0, bool)
-        mask = tracks.confirmed
-        if self._class_list is not None:
-            if len(self._class_list) == 1:
-                mask = mask & (tracks.class_id == self._class_list[0])
-            else:
-                mask = mask & np.isin(tracks.class_id, self._class_list)
-        if not mask.any():
-            return mask
-        return mask & self._contains(tracks.anchors(self.anchor))
+        return np.array(self._inside_rows(tracks), bool).reshape(-1)
 
-    def _contains(self, points: np.ndarray) -> np.ndarray:
-        # points_in_polygon with the polygon's edges prepared once.
-        x, y = points[:, :1], points[:, 1:]
-        straddle = (self._y1 > y) != (self._y2 > y)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            x_cross = self._x1 + (y - self._y1) * self._slope
-        return (np.count_nonzero(straddle & (x < x_cross), axis=1) % 2) == 1
+    def _inside_rows(self, tracks: Tracks) -> list[bool]:
+        _, points, classes, confirmed = tracks.rows(self.anchor)
+        wanted, contains = self.classes, self.shape.contains
+        return [
+            ok and (wanted is None or cls in wanted) and contains(p[0], p[1])
+            for p, cls, ok in zip(points, classes, confirmed, strict=True)
+        ]
 
     def _accumulate(self, until: float) -> None:
         if self._last_t is None:
@@ -297,11 +301,11 @@ class ZoneMonitor:
         self._accumulate(t)
         self._last_t = t
 
-        mask = self.inside(tracks)
         occupancy: dict[int, int] = dict.fromkeys(self.classes or (), 0)
-        for tid, cls in zip(
-            tracks.tracker_id[mask].tolist(), tracks.class_id[mask].tolist(), strict=True
-        ):
+        ids, _, classes, _ = tracks.rows(self.anchor)
+        for tid, cls, inside in zip(ids, classes, self._inside_rows(tracks), strict=True):
+            if not inside:
+                continue
             occupancy[cls] = occupancy.get(cls, 0) + 1
             p = self.presence.get(tid)
             if p is None:

@@ -95,6 +95,8 @@ def evaluate(sequences: list[Sequence], step: int, min_frames: int, **tracker_kw
             return tracks
 
         hyp = run_tracker(seq, update, step)
+        for line in lines.values():
+            line.finish()  # the clip ends, and every track with it (as `analyze` does)
         result.accs.append(accumulate(seq.gt, hyp, frames))
         result.seconds += clock[0]
         result.frames += len(frames)

@@ -87,7 +87,11 @@ class Sequence:
         else:
             score, cls = rows[:, 6], rows[:, 7]
         return Detections(
-            xyxy.astype(np.float32), score.astype(np.float32), cls.astype(np.int32), self.names
+            xyxy.astype(np.float32),
+            score.astype(np.float32),
+            cls.astype(np.int32),
+            self.names,
+            (self.width, self.height),
         )
 
     def frames(self, step: int = 1) -> Iterator[int]:

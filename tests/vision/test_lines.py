@@ -145,3 +145,25 @@ def test_crossing_before_confirmation_counts_once_confirmed_and_never_if_not():
     counter.update(tracks((9, 120, 100), confirmed=False), 0.2)
     counter.forget([9])
     assert counter.in_count == 0 and len(counter) == 0
+
+
+def test_a_track_that_ends_on_the_new_side_counts_once_when_it_ends():
+    # K=3, but the track is seen only once past the line before it leaves the view.
+    counter = LineCounter(A, B, min_frames=3)
+    assert feed(counter, [(80, 100), (90, 100), (110, 100)]) == []
+    ended = counter.forget([1])
+    assert [(e.direction, e.t) for e in ended] == [(IN, 0.4)]  # the time it was last seen
+    assert counter.forget([1]) == [] and counter.in_count == 1
+    # One that came back to its side, or never went through the segment, or was never
+    # confirmed, holds nothing.
+    back = LineCounter(A, B, min_frames=3)
+    feed(back, [(80, 100), (110, 100), (90, 100)])
+    around = LineCounter(A, B, min_frames=3)
+    feed(around, [(80, 300), (120, 300)])  # below the segment's end
+    tentative = LineCounter(A, B, min_frames=3)
+    feed(tentative, [(80, 100), (110, 100)], confirmed=False)
+    assert back.forget([1]) == around.forget([1]) == tentative.forget([1]) == []
+    # The end of the stream ends every track: finish() counts what they held.
+    last = LineCounter(A, B, min_frames=2)
+    feed(last, [(120, 100), (80, 100)], tid=7)
+    assert [e.direction for e in last.finish()] == [OUT] and len(last) == 0

@@ -10,9 +10,9 @@ from agent.zones import (
     DailyWindow,
     IntrusionRule,
     LoiterRule,
+    Polygon,
     ZoneMonitor,
     parse_daily_window,
-    points_in_polygon,
 )
 
 from .helpers import tracks
@@ -21,10 +21,11 @@ SQUARE = [(0, 0), (100, 0), (100, 100), (0, 100)]
 IN_PT, OUT_PT = (50, 50), (200, 50)
 
 
-def test_points_in_polygon_concave():
-    u_shape = [(0, 0), (30, 0), (30, 20), (60, 20), (60, 0), (90, 0), (90, 50), (0, 50)]
-    pts = np.array([[10, 10], [45, 10], [45, 30], [100, 10]])
-    assert points_in_polygon(pts, np.array(u_shape)).tolist() == [True, False, True, False]
+def test_polygon_concave_and_outside_the_bounding_box():
+    u_shape = Polygon([(0, 0), (30, 0), (30, 20), (60, 20), (60, 0), (90, 0), (90, 50), (0, 50)])
+    pts = [(10, 10), (45, 10), (45, 30), (100, 10), (45, -5), (45, 60)]
+    expected = [True, False, True, False, False, False]
+    assert [u_shape.contains(x, y) for x, y in pts] == expected
 
 
 def test_occupancy_time_weighted_mean_and_max():
