@@ -97,7 +97,7 @@ class CameraAnalytics:
         self.name = name
         self.config = config
         self.names = names
-        self.tracker = tracker or ByteTracker()
+        self.tracker = tracker or ByteTracker(**config.tracker.model_dump())
         self.lines: dict[str, LineCounter] = {n: c.build(names) for n, c in config.lines.items()}
         self.zones: dict[str, ZoneMonitor] = {
             n: _with_timezone(c, timezone_name).build(names, rule=n)

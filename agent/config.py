@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from agent.protocol import segment_validator
 from agent.rules_config import LineConfig, ZoneConfig
 from agent.settings import BrokerSettings, PantauSettings, Section
-from agent.vision_config import HealthConfig, MotionConfig
+from agent.vision_config import HealthConfig, MotionConfig, TrackerConfig
 
 
 class BufferSettings(Section):
@@ -59,6 +59,7 @@ class CameraConfig(Section):
     )
     zones: dict[str, ZoneConfig] = Field(default_factory=dict, description="Zones by rule name.")
     motion: MotionConfig = Field(default_factory=MotionConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
 
     @model_validator(mode="after")

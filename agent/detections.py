@@ -16,6 +16,13 @@ DEFAULT_CLASSES: dict[str, int] = {
     "truck": 7,
 }
 
+# Classes that detectors often confuse for one object (one van may get a car box and a truck
+# box): one NMS pass and one track per object within each group.
+CONFUSABLE_CLASSES: tuple[tuple[str, ...], ...] = (
+    ("bicycle", "motorcycle"),
+    ("car", "bus", "truck"),
+)
+
 
 @dataclass(frozen=True)
 class Detections:

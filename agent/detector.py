@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from agent.decoders import Candidates, decode
-from agent.detections import DEFAULT_CLASSES, Detections
+from agent.detections import CONFUSABLE_CLASSES, DEFAULT_CLASSES, Detections
 from agent.model_store import ModelManifest, ModelStore
 from agent.settings import Section
 
@@ -58,6 +58,11 @@ class DetectorSettings(Section):
         default_factory=dict, description="Per-class score thresholds, by class name."
     )
     nms_iou: float = Field(0.5, gt=0, le=1, description="IoU above which NMS drops a box.")
+    nms_merge_confusable: bool = Field(
+        True, description="NMS treats confusable classes (car, bus and truck; bicycle and "
+        "motorcycle) as one, so one vehicle gives one box, not a car box and a truck box "
+        "that would become two tracks and count twice.",
+    )
     max_detections: int = Field(300, ge=1, description="Most boxes kept per frame.")
     max_batch: int = Field(8, ge=1, description="Most frames per inference call.")
     pad: Literal["minimal", "square"] = Field(
@@ -186,7 +191,8 @@ def preprocess(
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou: float) -> np.ndarray:
-    """Class-aware greedy NMS; returns kept indices, best score first."""
+    """Class-aware greedy NMS (boxes of different `class_ids` never suppress each other);
+    returns kept indices, best score first."""
     if len(boxes) == 0:
         return np.zeros(0, np.int64)
     # Shifting each class to its own region makes one pass class-aware.
@@ -258,6 +264,13 @@ class Detector:
         self.batchable = not isinstance(model_input.shape[0], int) or model_input.shape[0] != 1
         self.input_size = self.check_size(s.input_size)
         self.mask, self.thresholds = self._class_filter()
+        # NMS class of each class id: its own, or its confusable group's first member.
+        self.nms_class = np.arange(len(self.names))
+        if s.nms_merge_confusable:
+            ids = {name: i for i, name in enumerate(self.names)}
+            for group in CONFUSABLE_CLASSES:
+                members = [ids[n] for n in group if n in ids]
+                self.nms_class[members] = min(members, default=0)
         self.floor = float(self.thresholds[self.mask].min()) if self.mask.any() else 1.0
 
     @classmethod
@@ -353,7 +366,7 @@ class Detector:
         keep = cand.scores >= self.thresholds[cand.class_ids]
         boxes, scores, ids = cand.boxes[keep], cand.scores[keep], cand.class_ids[keep]
         order = (np.argsort(-scores, kind="stable") if cand.nms_done
-                 else nms(boxes, scores, ids, self.settings.nms_iou))
+                 else nms(boxes, scores, self.nms_class[ids], self.settings.nms_iou))
         order = order[: self.settings.max_detections]
         size = (transform.width, transform.height)
         if len(order) == 0:

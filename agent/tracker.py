@@ -13,7 +13,7 @@ from enum import Enum
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from agent.detections import Detections
+from agent.detections import CONFUSABLE_CLASSES, DEFAULT_CLASSES, Detections
 
 
 class Position(str, Enum):
@@ -142,10 +142,12 @@ class Tracks:
         return found
 
 
-# COCO-80 ids. Detectors often swap classes inside these groups (car/truck/bus in particular), so
-# a track may match any detection of its group and keeps its class by vote; a person never
-# matches a bicycle box that overlaps it.
-DEFAULT_CLASS_GROUPS: tuple[tuple[int, ...], ...] = ((0,), (1, 3), (2, 5, 7))
+# COCO-80 ids of the confusable groups (car/bus/truck, bicycle/motorcycle): a track may match
+# any detection of its group and keeps its class by vote; a person never matches a bicycle box
+# that overlaps it.
+DEFAULT_CLASS_GROUPS: tuple[tuple[int, ...], ...] = tuple(
+    tuple(DEFAULT_CLASSES[name] for name in group) for group in CONFUSABLE_CLASSES
+)
 
 # Kalman noise, as fractions of box size, per frame at this reference rate (ByteTrack's values);
 # scaled with the real time step so that 5 and 25 fps share one model.

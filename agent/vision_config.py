@@ -1,9 +1,9 @@
-"""Per-camera tuning sections of the vision pipeline (motion gate, health thresholds), kept out
-of agent.config so that loading a config never imports OpenCV."""
+"""Per-camera tuning sections of the vision pipeline (motion gate, tracker, health thresholds),
+kept out of agent.config so that loading a config never imports OpenCV."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from agent.settings import Section
 
@@ -30,6 +30,39 @@ class MotionConfig(Section):
     max_skip_seconds: float = Field(
         2.0, ge=0, description="Detect at least this often even in a still view."
     )
+
+
+class TrackerConfig(Section):
+    """Tracker tuning (agent.tracker.ByteTracker). Lower the scores for a view the detector is
+    unsure of: cars seen from straight above, for example, score 0.2-0.5. The detector keeps
+    no box below 0.1."""
+
+    high_score: float = Field(
+        0.5, ge=0.1, le=1, description="Detections at or above this score are matched first."
+    )
+    new_score: float = Field(
+        0.5, ge=0.1, le=1, description="Lowest score of a detection that starts a new track."
+    )
+    low_score: float = Field(
+        0.1, ge=0.1, le=1, description="Weaker detections down to this score only keep "
+        "existing tracks alive (through occlusion); they never start one.",
+    )
+    min_hits: int = Field(
+        2, ge=1, le=10, description="Matches before a track is confirmed; unconfirmed tracks "
+        "are never counted.",
+    )
+    lost_seconds: float = Field(
+        2.0, ge=0, le=30, description="How long a confirmed track without a match is kept "
+        "(occlusion) before it ends.",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TrackerConfig:
+        if self.low_score > self.high_score:
+            raise ValueError(
+                f"low_score {self.low_score} is above high_score {self.high_score}"
+            )
+        return self
 
 
 class HealthConfig(Section):

@@ -105,3 +105,27 @@ def test_fetch_refuses_a_wrong_sha256(tmp_path: Path) -> None:
     src = Source("pypi-sdist", "pkg", "1.0", "pkg-1.0.tar.gz", "0" * 64, {"a": "a"})
     with pytest.raises(FetchError, match="does not match"):
         fetch(src, tmp_path)
+
+
+def test_nms_merges_confusable_classes(tmp_path: Path, const_model) -> None:
+    """One van, two boxes (car 0.9, truck 0.8): one detection by default, so the tracker
+    starts one track; both when `nms_merge_confusable` is off. A person box on the van is
+    never merged away."""
+    out = np.zeros((4 + 3, 3))
+    out[:4, 0], out[5, 0] = (32, 32, 20, 20), 0.9  # car
+    out[:4, 1], out[6, 1] = (33, 32, 20, 20), 0.8  # truck
+    out[:4, 2], out[4, 2] = (32, 33, 20, 20), 0.7  # person
+    model = tmp_path / "van.onnx"
+    onnx.save(const_model({"output0": out}, 64), str(model))
+    (tmp_path / "names.txt").write_text("person\ncar\ntruck\n")
+    result = runner.invoke(app, ["models", "import", str(model), "--family", "yolov8", "--names",
+                                 str(tmp_path / "names.txt"), "--store", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    store = ModelStore(tmp_path / "s")
+    frame = np.zeros((64, 64, 3), np.uint8)
+    merged = Detector.from_store(DetectorSettings(model="van", classes=[]), store)
+    assert merged.detect([frame])[0].class_names() == ["car", "person"]
+    apart = Detector.from_store(
+        DetectorSettings(model="van", classes=[], nms_merge_confusable=False), store
+    )
+    assert apart.detect([frame])[0].class_names() == ["car", "truck", "person"]

@@ -118,7 +118,7 @@ def detector_rows(
     model_file = ModelStore().file(detector.manifest, detector.precision)
     stat = model_file.stat()
     key = (f"{label} {model_file} {stat.st_size} {stat.st_mtime_ns} {DETECTOR_FLOOR} "
-           f"{detector.settings.pad}")
+           f"{detector.settings.pad} {detector.settings.nms_merge_confusable}")
     key = hashlib.sha1(key.encode()).hexdigest()[:12]
     cache_dir = cache_dir or Path(os.environ.get("PANTAU_CACHE", Path.home() / ".cache" / "pantau"))
     path = cache_dir / f"tud-{seq.name}-{key}.npy"

@@ -1,8 +1,11 @@
 import pytest
 from pydantic import ValidationError
 
+from agent.camera import CameraAnalytics
+from agent.config import CameraConfig
 from agent.lines import LineCounter
 from agent.rules_config import LineConfig, ZoneConfig, class_ids
+from agent.vision_config import HealthConfig, MotionConfig, TrackerConfig
 from agent.zones import CrowdRule, IntrusionRule, LoiterRule, ZoneMonitor
 
 
@@ -72,7 +75,7 @@ def test_zone_config_errors(data, message):
 
 
 def test_every_field_is_described():
-    for model in (LineConfig, ZoneConfig):
+    for model in (LineConfig, ZoneConfig, TrackerConfig, MotionConfig, HealthConfig):
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name}"
 
@@ -81,3 +84,13 @@ def test_class_ids_against_model_names():
     assert class_ids(["car"], ("person", "car")) == [1]
     with pytest.raises(KeyError):
         class_ids(["truck"], ("person", "car"))
+
+
+def test_camera_tracker_settings_reach_the_tracker():
+    camera = CameraConfig(tracker={"high_score": 0.3, "new_score": 0.35, "lost_seconds": 4})
+    tracker = CameraAnalytics("overpass", camera, ("person",)).tracker
+    assert (tracker.high_score, tracker.new_score, tracker.lost_seconds) == (0.3, 0.35, 4.0)
+    assert "low_score 0.4 is above high_score 0.3" in errors(
+        TrackerConfig, high_score=0.3, low_score=0.4
+    )
+    assert "greater than or equal to 0.1" in errors(TrackerConfig, new_score=0.05)
