@@ -80,12 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=float, default=30.0, help="seconds between RSS samples")
     p.add_argument("--bucket", type=int, default=60, help="bucket_seconds")
     p.add_argument("--out", type=Path, default=None, help="JSON-lines samples file")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc's malloc arenas unbounded (the agent bounds them to 2)")
     args = p.parse_args(argv)
 
     videos = sorted(VIDEOS.glob("*.mp4"))
     if not videos:
         print(f"no videos in {VIDEOS}", file=sys.stderr)
         return 2
+    if not args.default_malloc:
+        from agent.allocator import bound_malloc_arenas
+
+        bound_malloc_arenas()  # as `pantau-agent run` does at start-up
     tmp = Path(tempfile.mkdtemp(prefix="pantau-soak-"))
     pipeline, outbox = build(args.cameras, args.fps, videos, tmp / "outbox.db", args.bucket)
     stop = threading.Event()
