@@ -3,6 +3,7 @@ they fill, turned into wire payloads (CountsPayload, AlertPayload, HealthPayload
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -19,6 +20,8 @@ from agent.protocol import AlertPayload, CountsPayload, Dwell, HealthPayload, Li
 from agent.rules_config import ZoneConfig
 from agent.tracker import ByteTracker, Tracks
 from agent.zones import ZoneMonitor
+
+log = logging.getLogger(__name__)
 
 # The detector keeps boxes down to this score so that ByteTrack's second, low-score stage has
 # something to match; new tracks still need the tracker's own `new_score`.
@@ -121,6 +124,8 @@ class CameraAnalytics:
             zone_max={n: dict.fromkeys(cs, 0) for n, cs in self.zone_classes.items()},
         )
         self.tracks = Tracks.empty(names)
+        self.frame_size: tuple[int, int] | None = None  # (width, height) of the last frame
+        self.config_errors: list[str] = []  # rules outside that frame
         self.frames_analyzed = 0
         self.frames_detected = 0
         self._bucket_frames = 0
@@ -142,6 +147,8 @@ class CameraAnalytics:
         self, t: float, frame: np.ndarray | None, detections: Detections | None
     ) -> list[AlertPayload]:
         """Observe the analysed frame at `t`; return the alerts raised or cleared."""
+        if frame is not None and frame.shape[1::-1] != self.frame_size:
+            self._check_frame_size(frame.shape[1], frame.shape[0])
         self._observe_until(t)
         self._last_t = t
         self.frames_analyzed += 1
@@ -169,6 +176,15 @@ class CameraAnalytics:
             self._health_t = t
             events += self.health.update(t, frame)
         return self._alerts(events)
+
+    def _check_frame_size(self, width: int, height: int) -> None:
+        # A live camera's size is known only from its first frame (and may change when the
+        # camera is reconfigured): rules outside it would never count, so say so, in the log
+        # and in every health message, rather than count zero in silence.
+        self.frame_size = (width, height)
+        self.config_errors = self.frame_errors(width, height)
+        for error in self.config_errors:
+            log.error("camera %s: %s", self.name, error)
 
     def _tally(self, rule: str, crossings: list[Crossing]) -> None:
         for crossing in crossings:
@@ -249,6 +265,8 @@ class CameraAnalytics:
         details: dict[str, Any] = {k: round(v, 4) for k, v in self.health.metrics.items()}
         details["frames_detected"] = self.frames_detected
         details["frames_gated"] = self.gate.skipped
+        if self.config_errors:
+            details["config_errors"] = self.config_errors
         return HealthPayload(
             state=self.health.state,
             fps_target=fps_target,

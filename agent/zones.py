@@ -257,7 +257,8 @@ class ZoneMonitor:
         self.rules = list(rules)
         self.presence: dict[int, Presence] = {}
         self.occupancy: dict[int, int] = {}
-        self._last_t: float | None = None
+        self._last_t: float | None = None  # time of the last analysed frame
+        self._counted_until = float("-inf")  # observed time is summed up to here
         self._bucket_start: float | None = None
         self._reset_bucket()
 
@@ -280,13 +281,18 @@ class ZoneMonitor:
         ]
 
     def _accumulate(self, until: float) -> None:
-        if self._last_t is None:
+        # Time up to `until` is observed only if the last frame is at most max_gap_seconds
+        # before it: a bucket close inside a longer gap must not split it into short ones
+        # that would each pass.
+        last = self._last_t
+        if last is None or until - last > self.max_gap_seconds:
             return
-        dt = until - self._last_t
-        if 0 < dt <= self.max_gap_seconds:
+        dt = until - max(last, self._counted_until)
+        if dt > 0:
             self._observed += dt
             for cls, n in self.occupancy.items():
                 self._area[cls] = self._area.get(cls, 0.0) + n * dt
+        self._counted_until = max(self._counted_until, until)
 
     def update(
         self, tracks: Tracks, t: float, wall_time: datetime | None = None
@@ -348,8 +354,6 @@ class ZoneMonitor:
     def close_bucket(self, end: float) -> ZoneBucket:
         """Stats from the previous close (or the first update) to `end`; starts a new bucket."""
         self._accumulate(end)
-        if self._last_t is not None:
-            self._last_t = max(self._last_t, end)
         classes = set(self._max) | set(self._dwell) | set(self.classes or ())
         observed = self._observed
         by_class = {}

@@ -6,5 +6,5 @@ set -euo pipefail
 VENV="${BENCH_VENV:-/tmp/bench-venv}"
 python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip
-"$VENV/bin/pip" install -q "supervision>=0.25" trackers numpy scipy opencv-python-headless
+"$VENV/bin/pip" install -q "supervision>=0.25" trackers numpy scipy opencv-python-headless motmetrics
 "$VENV/bin/python" -c "import supervision; print('supervision', supervision.__version__)"

@@ -4,6 +4,7 @@ public detections, against ground truth derived from gt.txt. Shared by tests and
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,10 +66,17 @@ class CountResult:
         return 1e6 * self.seconds / self.frames if self.frames else 0.0
 
 
-def evaluate(sequences: list[Sequence], step: int, min_frames: int, **tracker_kw) -> CountResult:
+def evaluate(
+    sequences: list[Sequence],
+    step: int,
+    min_frames: int,
+    clock: Callable[[], float] = time.perf_counter,
+    **tracker_kw,
+) -> CountResult:
     """Run tracker + lines + zone on every `step`-th frame of each sequence.
 
-    `seconds` covers the tracker and rules only (detections are loaded outside the timer).
+    `seconds` covers the tracker and rules only (detections are loaded outside the timer),
+    measured with `clock`.
     """
     result = CountResult(step)
     for seq in sequences:
@@ -80,17 +88,17 @@ def evaluate(sequences: list[Sequence], step: int, min_frames: int, **tracker_kw
         zone = ZoneMonitor(ZONES[seq.name], classes=[PERSON])
         frames = list(seq.frames(step))
         occupancy: list[int] = []
-        clock = [0.0]
+        spent = [0.0]
 
-        def update(d, t, tracker=tracker, lines=lines, zone=zone, clock=clock, occ=occupancy):
-            start = time.perf_counter()
+        def update(d, t, tracker=tracker, lines=lines, zone=zone, spent=spent, occ=occupancy):
+            start = clock()
             tracks = tracker.update(d, t)
             for line in lines.values():
                 line.update(tracks, t)
                 line.forget(tracker.removed_ids)
             zone.update(tracks, t)
             zone.forget(tracker.removed_ids)
-            clock[0] += time.perf_counter() - start
+            spent[0] += clock() - start
             occ.append(int(zone.inside(tracks).sum()))
             return tracks
 
@@ -98,7 +106,7 @@ def evaluate(sequences: list[Sequence], step: int, min_frames: int, **tracker_kw
         for line in lines.values():
             line.finish()  # the clip ends, and every track with it (as `analyze` does)
         result.accs.append(accumulate(seq.gt, hyp, frames))
-        result.seconds += clock[0]
+        result.seconds += spent[0]
         result.frames += len(frames)
         for name, (a, b) in LINES[seq.name].items():
             truth = true_crossings(seq.gt, a, b)

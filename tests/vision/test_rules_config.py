@@ -94,3 +94,22 @@ def test_camera_tracker_settings_reach_the_tracker():
         TrackerConfig, high_score=0.3, low_score=0.4
     )
     assert "greater than or equal to 0.1" in errors(TrackerConfig, new_score=0.05)
+
+
+def test_a_live_cameras_first_frame_checks_the_rules(caplog):
+    """A live camera's size is known from its first frame only: rules outside it are logged
+    and reported in every health message (a line there would count zero in silence)."""
+    import numpy as np
+
+    camera = CameraConfig(lines={"gate": {"points": [[10, 10], [900, 10]]}})
+    analytics = CameraAnalytics("plaza", camera, ("person",))
+    analytics.process(0.0, np.zeros((480, 640, 3), np.uint8), None)
+    assert analytics.frame_size == (640, 480)
+    assert analytics.config_errors == [
+        "cameras.plaza.lines.gate.points: [(900.0, 10.0)] -> outside the 640x480 frame"
+    ]
+    assert "outside the 640x480 frame" in caplog.text
+    health = analytics.health_payload(5.0, 60.0, frames_read=1)
+    assert health.details["config_errors"] == analytics.config_errors
+    analytics.process(0.2, np.zeros((720, 1280, 3), np.uint8), None)  # reconfigured camera
+    assert analytics.config_errors == []

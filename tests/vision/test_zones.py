@@ -55,6 +55,22 @@ def test_gap_is_not_observed_time():
     assert zone.close_bucket(31.0).observed_seconds == pytest.approx(2.0)
 
 
+
+def test_a_bucket_close_does_not_split_a_long_gap_into_short_ones():
+    # Frames stop at 57 s and resume at 64 s: a 7 s gap, longer than max_gap_seconds. The
+    # close at 60 s may count 57-60 (the gap could still have been short), but 60-64 must
+    # not count as observed, nor the occupancy of 57 s spread over it.
+    zone = ZoneMonitor(SQUARE, max_gap_seconds=5)
+    for t in range(0, 58):
+        zone.update(tracks((1, *IN_PT)), float(t))
+    assert zone.close_bucket(60.0).observed_seconds == pytest.approx(60.0)
+    zone.update(Tracks.empty(), 64.0)
+    zone.update(Tracks.empty(), 65.0)
+    bucket = zone.close_bucket(66.0)
+    assert bucket.observed_seconds == pytest.approx(2.0)
+    assert bucket.by_class[0].occupancy_mean == 0.0
+
+
 def test_unconfirmed_and_other_classes_are_not_counted():
     zone = ZoneMonitor(SQUARE, classes=[0])
     zone.update(tracks((1, *IN_PT), confirmed=False), 0.0)
