@@ -35,6 +35,9 @@ setup() {
 case "${1:-}" in
   test)
     setup
+    # A real RTSP server for the capture test (the test skips, saying why, where it is absent).
+    need_apt python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good \
+      gstreamer1.0-plugins-bad || true
     # yolov3-tiny too, so the darknet converter is checked against OpenCV's reader.
     $VENV/bin/pantau-agent models build yolov3-tiny
     # OpenCV 4 in a side folder, only for the darknet reference test (OpenCV 5 dropped that reader).

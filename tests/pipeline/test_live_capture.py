@@ -123,3 +123,76 @@ def test_dead_camera_is_a_clear_error_without_the_password():
         assert "s3cret" not in message
     finally:
         reader.close()
+
+
+RTSP_PYTHON = "/usr/bin/python3"  # the system Python, where PyGObject lives
+
+
+def rtsp_server_available() -> str | None:
+    """None when the RTSP test server can run here, else why not."""
+    import subprocess
+
+    probe = ("import gi; gi.require_version('GstRtspServer', '1.0'); "
+             "from gi.repository import GstRtspServer")
+    try:
+        subprocess.run([RTSP_PYTHON, "-c", probe], check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return ("no GStreamer RTSP server (apt-get install python3-gi "
+                "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)")
+    return None
+
+
+class RtspCamera:
+    """tests/pipeline/rtsp_server.py in its own process: stop() kills it like a power cut."""
+
+    def __init__(self, port: int, video: Path) -> None:
+        self.port, self.video = port, video
+        self.proc = None
+
+    def start(self) -> None:
+        import subprocess
+
+        server = Path(__file__).with_name("rtsp_server.py")
+        self.proc = subprocess.Popen(
+            [RTSP_PYTHON, str(server), str(self.port), str(self.video)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        line = self.proc.stdout.readline()
+        assert line.strip() == "ready", self.proc.stderr.read()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def test_rtsp_camera_over_tcp_drops_and_comes_back():
+    why = rtsp_server_available()
+    if why:
+        pytest.skip(why)
+    video = data_dir() / "videos" / "one-by-one-person-detection.mp4"
+    if not video.is_file():
+        pytest.skip(f"{video} not found (set PANTAU_TEST_DATA)")
+    port = free_port()
+    camera = RtspCamera(port, video)
+    camera.start()
+    reader = LiveReader(f"rtsp://viewer:s3cret@127.0.0.1:{port}/cam", backoff_min=0.2,
+                        backoff_max=1.0)
+    try:
+        first = reader.wait_frame(20)
+        assert first.image.shape == (432, 768, 3) and reader.size == (768, 432)
+        assert wait_for(lambda: reader.frames_read >= 20, 15), "frames must keep coming"
+
+        camera.stop()
+        assert wait_for(lambda: reader.last_error is not None, 30), "the drop must be noticed"
+        assert "s3cret" not in reader.last_error
+        while reader.read() is not None:  # drain what came before the drop
+            pass
+
+        before = reader.frames_read
+        camera.start()  # same address, as a rebooted camera
+        assert wait_for(lambda: reader.frames_read > before + 10, 30), "must reconnect"
+        assert reader.read() is not None
+    finally:
+        reader.close()
+        camera.stop()
