@@ -4,6 +4,7 @@ they fill, turned into wire payloads (CountsPayload, AlertPayload, HealthPayload
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -76,7 +77,10 @@ class Totals:
     zone_max: dict[str, dict[str, int]] = field(default_factory=dict)
     zone_peak: dict[str, int] = field(default_factory=dict)  # all classes together
     observed: float = 0.0
-    alerts: list[AlertPayload] = field(default_factory=list)
+    alerts_raised: int = 0
+    # Every alert for `analyze` (a file ends); only the newest for a live agent, which runs
+    # for months.
+    alerts: deque[AlertPayload] = field(default_factory=deque)
 
 
 class CameraAnalytics:
@@ -96,6 +100,7 @@ class CameraAnalytics:
         timezone_name: str = "UTC",
         reference: np.ndarray | None = None,
         tracker: ByteTracker | None = None,
+        alert_history: int | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -122,6 +127,7 @@ class CameraAnalytics:
             lines={n: {c: [0, 0] for c in cs} for n, cs in self.line_classes.items()},
             zone_area={n: dict.fromkeys(cs, 0.0) for n, cs in self.zone_classes.items()},
             zone_max={n: dict.fromkeys(cs, 0) for n, cs in self.zone_classes.items()},
+            alerts=deque(maxlen=alert_history),
         )
         self.tracks = Tracks.empty(names)
         self.frame_size: tuple[int, int] | None = None  # (width, height) of the last frame
@@ -204,6 +210,7 @@ class CameraAnalytics:
     def _alerts(self, events: list[AlertEvent]) -> list[AlertPayload]:
         payloads = [alert_payload(e) for e in events]
         self.totals.alerts += payloads
+        self.totals.alerts_raised += sum(1 for p in payloads if p.state == "raised")
         return payloads
 
     def _name(self, class_id: int) -> str:

@@ -51,6 +51,9 @@ def _detectors(models: set[str]) -> dict[str, Any]:
         fail(f"{exc} (build it with: pantau-agent models build NAME)")
 
 
+LIVE_ALERT_HISTORY = 100  # alerts a live agent keeps in memory per camera (all go out on MQTT)
+
+
 def _check_frame(analytics: Any, size: tuple[int, int] | None) -> None:
     if size is None:
         return
@@ -217,7 +220,8 @@ def run(
         ref_file = reference_path(settings, name)
         reference = cv2.imread(str(ref_file)) if ref_file.is_file() else None
         analytics = CameraAnalytics(name, cam, detectors[model].names,
-                                    timezone_name=settings.timezone, reference=reference)
+                                    timezone_name=settings.timezone, reference=reference,
+                                    alert_history=LIVE_ALERT_HISTORY)
         try:
             reader = open_source(str(cam.source), cam.analysis_fps, realtime=True)
         except CaptureError as exc:
@@ -275,7 +279,7 @@ def _live_table(pipeline: Any) -> Any:
         )
         zones = ", ".join(f"{rule} {sum(z.occupancy.values())}" for rule, z in a.zones.items())
         table.add_row(r.name, a.health.state, f"{a.frames_analyzed}", lines, zones,
-                      str(sum(1 for x in a.totals.alerts if x.state == "raised")))
+                      str(a.totals.alerts_raised))
     return table
 
 

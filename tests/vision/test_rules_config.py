@@ -113,3 +113,21 @@ def test_a_live_cameras_first_frame_checks_the_rules(caplog):
     assert health.details["config_errors"] == analytics.config_errors
     analytics.process(0.2, np.zeros((720, 1280, 3), np.uint8), None)  # reconfigured camera
     assert analytics.config_errors == []
+
+
+def test_a_live_agent_keeps_only_its_newest_alerts():
+    """Months of alerts must not pile up in a live agent's memory: it keeps the newest
+    `alert_history` (all of them still leave on MQTT) and a running count."""
+    import numpy as np
+
+    analytics = CameraAnalytics("plaza", CameraConfig(health={"offline_seconds": 1}), (),
+                                alert_history=3)
+    frame = np.zeros((48, 64, 3), np.uint8)
+    alerts = analytics.process(0.0, frame, None)
+    for k in range(10):  # the camera goes offline and comes back, ten times
+        alerts += analytics.tick(10.0 * k + 5.0)
+        alerts += analytics.process(10.0 * k + 6.0, frame, None)
+    offline = [a for a in alerts if a.type == "camera_offline" and a.state == "raised"]
+    assert len(offline) == 10
+    assert analytics.totals.alerts_raised == sum(a.state == "raised" for a in alerts)
+    assert len(analytics.totals.alerts) == 3
