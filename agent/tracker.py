@@ -314,9 +314,12 @@ class ByteTracker:
     3. matches the strong detections still unmatched to the confirmed and lost tracks still
        unmatched by the distance of their centres (within `centre_gate` box heights, plus
        `centre_gate_per_second` heights per second since the track was last seen, and a
-       height ratio within 1.5), for tracks last matched at least `centre_min_step` seconds
-       ago: at 5 fps, or after a gap, a walking person may have moved too far for the boxes
-       to overlap, while at >= 10 fps consecutive boxes overlap and IoU alone is safer;
+       height ratio within 1.5), for tracks last matched between `centre_min_step` and
+       `centre_max_unseen` seconds ago: at 5 fps, or after a missed frame, an object may
+       have moved too far for the boxes to overlap (a car often does), while at >= 10 fps
+       consecutive boxes overlap and IoU alone is safer; after a longer gap the gate is
+       wide and a nearby stranger too easily taken for the lost track (ID switches that
+       count twice), so such tracks are left to IoU against their predicted box;
     4. matches detections with `low_score` <= score < `high_score` to the confirmed tracks
        still unmatched that were seen in the previous update (IoU >= `low_match_iou`), which
        keeps tracks alive through occlusion without ever starting tracks from weak boxes;
@@ -354,6 +357,7 @@ class ByteTracker:
         centre_gate: float = 0.25,
         centre_gate_per_second: float = 0.5,
         centre_min_step: float = 0.1,
+        centre_max_unseen: float = 0.5,
         min_hits: int = 2,
         lost_seconds: float = 2.0,
         tentative_seconds: float = 0.45,
@@ -375,6 +379,7 @@ class ByteTracker:
         self.centre_gate = centre_gate
         self.centre_gate_per_second = centre_gate_per_second
         self.centre_min_step = centre_min_step
+        self.centre_max_unseen = centre_max_unseen
         self.min_hits = min_hits
         self.lost_seconds = lost_seconds
         self.tentative_seconds = tentative_seconds
@@ -467,7 +472,9 @@ class ByteTracker:
                 # Stage 2: what is left of both, by centre distance.
                 if len(left_tracks) and len(left_high) and self._centre_gating:
                     unseen = t - info[left_tracks, _SEEN]
-                    far_at = _nz(unseen >= self.centre_min_step)  # positions in left_tracks
+                    far_at = _nz(  # positions in left_tracks
+                        (unseen >= self.centre_min_step) & (unseen <= self.centre_max_unseen)
+                    )
                     far = left_tracks[far_at]
                     if len(far):
                         sim = self._centre_similarity(

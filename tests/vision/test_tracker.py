@@ -202,3 +202,26 @@ def test_a_box_cut_by_the_frame_border_keeps_moving_at_the_objects_pace():
 
     assert lag(None) > 12
     assert lag((200, 150)) < 4
+
+
+def test_centre_stage_bridges_a_step_larger_than_the_box_but_not_a_long_gap():
+    """A 20 px wide box, confirmed, then seen 22 px away: no overlap, but within the centre
+    gate, so the same track. After 0.8 s unseen (more than centre_max_unseen) the same jump
+    starts a new track instead: a wide gate after a long gap swaps identities."""
+
+    def last_id(gap_frames: int) -> tuple[int, int]:
+        tracker = ByteTracker()
+        first = None
+        for i in range(3):
+            out = tracker.update(dets([(100, 100, 120, 180)]), i * 0.2)
+            first = int(out.tracker_id[0])
+        t = 0.4 + 0.2 * (gap_frames + 1)
+        for k in range(gap_frames):
+            tracker.update(dets([]), 0.6 + 0.2 * k)
+        out = tracker.update(dets([(122, 100, 142, 180)]), t)
+        return first, int(out.tracker_id[0])
+
+    first, same = last_id(0)
+    assert same == first
+    first, other = last_id(3)
+    assert other != first
