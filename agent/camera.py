@@ -24,9 +24,6 @@ from agent.zones import ZoneMonitor
 
 log = logging.getLogger(__name__)
 
-# The detector keeps boxes down to this score so that ByteTrack's second, low-score stage has
-# something to match; new tracks still need the tracker's own `new_score`.
-DETECTOR_FLOOR = 0.1
 # Health checks cost ~3 ms a frame (thumbnail of a full frame); twice a second is plenty for
 # alerts held for seconds, and keeps them off the budget at high analysis rates.
 HEALTH_PERIOD = 0.5

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
+from agent.detector_config import DETECTOR_FLOOR, DetectorSettings
 from agent.protocol import segment_validator
 from agent.rules_config import LineConfig, ZoneConfig
 from agent.settings import BrokerSettings, PantauSettings, Section
@@ -72,6 +73,16 @@ class CameraConfig(Section):
         return self
 
 
+class AgentDetectorSettings(DetectorSettings):
+    """DetectorSettings as the agent runs them: weak boxes are kept for the tracker."""
+
+    confidence: float = Field(
+        DETECTOR_FLOOR, gt=0, le=1, description="Lowest score kept. The tracker's low-score "
+        "stage needs the weak boxes (tracks still start at cameras.<name>.tracker.new_score), "
+        "so raise it only to shed load.",
+    )
+
+
 class AgentSettings(PantauSettings):
     id: str = Field("agent-1", description="This agent's name, unique within its site.")
     site: str = Field("site-1", description="The site (e.g. a Polres area) the agent belongs to.")
@@ -82,6 +93,12 @@ class AgentSettings(PantauSettings):
     )
     heartbeat_seconds: float = Field(30, gt=0, description="Heartbeat period in seconds.")
     model: str = Field("nanodet-m", description="Default detector model (local model store).")
+    detector: AgentDetectorSettings = Field(
+        default_factory=AgentDetectorSettings,
+        description="Detector runtime of every camera: execution provider (cpu, cuda, "
+        "tensorrt, openvino), threads, precision, NMS, class thresholds. The model is "
+        "`model` above (or cameras.<name>.model).",
+    )
     timezone: str = Field(
         "UTC", description="IANA timezone of restricted-zone schedules that name none."
     )
@@ -115,4 +132,13 @@ class AgentSettings(PantauSettings):
     def _camera_names(cls, value: dict[str, CameraConfig]) -> dict[str, CameraConfig]:
         for name in value:
             segment_validator("camera name")(name)
+        return value
+
+    @field_validator("detector")
+    @classmethod
+    def _model_is_set_elsewhere(cls, value: AgentDetectorSettings) -> AgentDetectorSettings:
+        # One place says which model runs: two that disagree would be a trap.
+        if "model" in value.model_fields_set:
+            raise ValueError("set the model with `model` (or cameras.<name>.model), not "
+                             "detector.model")
         return value

@@ -143,7 +143,8 @@ def import_model(
 
     import numpy as np
 
-    from agent.detector import Detector, DetectorSettings
+    from agent.detector import Detector
+    from agent.detector_config import DetectorSettings
 
     if family not in FAMILIES:
         _fail(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from agent.camera import DETECTOR_FLOOR, CameraAnalytics
+from agent.camera import CameraAnalytics
 from agent.capture import FileReader, Frame, Prefetcher, Reader
-from agent.detector import Detector, DetectorSettings
+from agent.detector import Detector
+from agent.detector_config import DETECTOR_FLOOR, DetectorSettings
 from agent.model_store import ModelStore
 from agent.tracker import Tracks
 
@@ -25,11 +26,16 @@ log = logging.getLogger(__name__)
 Item = tuple[str, str, Any]  # (kind, camera, payload), as Outbox.enqueue takes them
 
 
-def load_detectors(models: set[str], store: ModelStore | None = None) -> dict[str, Detector]:
-    """One Detector per model name; DetectorError or StoreError when one cannot be loaded."""
+def load_detectors(
+    models: set[str], store: ModelStore | None = None, settings: DetectorSettings | None = None
+) -> dict[str, Detector]:
+    """One Detector per model name, each with `settings` (the agent's `detector` section;
+    default: keep boxes down to DETECTOR_FLOOR); DetectorError or StoreError when one cannot
+    be loaded."""
     store = store or ModelStore()
+    settings = settings or DetectorSettings(confidence=DETECTOR_FLOOR)
     return {
-        m: Detector.from_store(DetectorSettings(model=m, confidence=DETECTOR_FLOOR), store)
+        m: Detector.from_store(settings.model_copy(update={"model": m}), store)
         for m in sorted(models)
     }
 

@@ -40,13 +40,13 @@ def _camera(settings: AgentSettings, name: str) -> CameraConfig:
     return settings.cameras[name]
 
 
-def _detectors(models: set[str]) -> dict[str, Any]:
+def _detectors(settings: AgentSettings, models: set[str]) -> dict[str, Any]:
     from agent.detector import DetectorError
     from agent.model_store import StoreError
     from agent.pipeline import load_detectors
 
     try:
-        return load_detectors(models)
+        return load_detectors(models, settings=settings.detector)
     except (DetectorError, StoreError) as exc:
         fail(f"{exc} (build it with: pantau-agent models build NAME)")
 
@@ -155,7 +155,7 @@ def analyze(
         start, video, int(reader.cap.get(cv2.CAP_PROP_FRAME_COUNT)), reader.source_fps
     )
     model = cam.model or settings.model
-    detectors = _detectors({model})
+    detectors = _detectors(settings, {model})
     analytics = CameraAnalytics(
         camera, cam, detectors[model].names, timezone_name=settings.timezone
     )
@@ -213,7 +213,7 @@ def run(
     if missing:
         fail(f"cameras without a source: {', '.join(missing)}")
     models = {c.model or settings.model for c in settings.cameras.values()}
-    detectors = _detectors(models)
+    detectors = _detectors(settings, models)
     runners = []
     for name, cam in settings.cameras.items():
         model = cam.model or settings.model

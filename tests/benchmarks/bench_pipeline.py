@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         return motion_main(args)
     args.video = (args.video or [VTEST])[0]
 
-    from agent.camera import DETECTOR_FLOOR
-    from agent.detector import Detector, DetectorSettings
+    from agent.detector import Detector
+    from agent.detector_config import DETECTOR_FLOOR, DetectorSettings
 
     names = args.variants.split(",")
     detectors = {}
@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def motion_main(args) -> int:
-    from agent.camera import DETECTOR_FLOOR
-    from agent.detector import Detector, DetectorSettings
+    from agent.detector import Detector
+    from agent.detector_config import DETECTOR_FLOOR, DetectorSettings
 
     detector = Detector.from_store(DetectorSettings(confidence=DETECTOR_FLOOR))
     videos = args.video if isinstance(args.video, list) else [args.video]

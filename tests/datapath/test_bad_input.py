@@ -127,6 +127,7 @@ def test_packaged_example_configs_validate():
     assert agent.broker.port == 8883 and agent.buffer.max_mb == 256
     assert set(agent.cameras) == {"plaza", "overpass"}
     assert agent.cameras["overpass"].tracker.new_score == 0.3
+    assert agent.detector.provider == "cpu" and agent.detector.confidence == 0.1
     assert agent.cameras["plaza"].zones["road"].restricted.schedule == "18:00-06:00"
     central = load_settings(CentralSettings, root / "central.example.yaml")
     assert central.group == "central"

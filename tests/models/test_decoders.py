@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from agent.cli import app
 from agent.decoders import DecodeError, DecoderSpec, decode
-from agent.detector import Detector, DetectorSettings
+from agent.detector import Detector
+from agent.detector_config import DetectorSettings
 from agent.model_store import ModelStore
 
 C = 3  # classes: person, car, dog

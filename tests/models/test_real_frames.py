@@ -8,7 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agent.detector import Detector, DetectorSettings
+from agent.detector import Detector
+from agent.detector_config import DetectorSettings
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

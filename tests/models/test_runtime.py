@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from agent.cli import app
-from agent.detector import Detector, DetectorError, DetectorSettings, nms, resize_frame
+from agent.detector import Detector, DetectorError, nms, resize_frame
+from agent.detector_config import DetectorSettings
 from agent.model_store import ModelStore, StoreError
 from models.fetch import FetchError, Source, fetch
 

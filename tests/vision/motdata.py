@@ -109,8 +109,8 @@ def detector_rows(
     score, class id), the class names and a label; cached per model file."""
     import cv2
 
-    from agent.camera import DETECTOR_FLOOR
-    from agent.detector import Detector, DetectorSettings
+    from agent.detector import Detector
+    from agent.detector_config import DETECTOR_FLOOR, DetectorSettings
     from agent.model_store import ModelStore
 
     detector = Detector.from_store(DetectorSettings(confidence=DETECTOR_FLOOR))
