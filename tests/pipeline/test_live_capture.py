@@ -84,6 +84,21 @@ def wait_for(predicate, timeout: float) -> bool:
     return False
 
 
+def drop_and_reconnect(camera, reader: LiveReader, timeout: float, frames_after: int) -> None:
+    """Stop the camera: the reader notices and hands out nothing; start it again at the same
+    address (a rebooted camera): the reader reconnects and frames flow again."""
+    camera.stop()
+    assert wait_for(lambda: reader.last_error is not None, timeout), "the drop must be noticed"
+    while reader.read() is not None:  # drain what came before the drop
+        pass
+    time.sleep(1.0)
+    assert reader.read() is None, "no frames while the camera is away"
+    before = reader.frames_read
+    camera.start()
+    assert wait_for(lambda: reader.frames_read > before + frames_after, timeout), "must reconnect"
+    assert reader.read() is not None
+
+
 def test_live_camera_drops_and_comes_back(frames):
     port = free_port()
     camera = MjpegCamera(port, frames)
@@ -94,17 +109,7 @@ def test_live_camera_drops_and_comes_back(frames):
         assert first.image.shape == frames[0].shape
         assert reader.size == (640, 480)
 
-        camera.stop()
-        assert wait_for(lambda: reader.last_error is not None, 15), "the drop must be noticed"
-        while reader.read() is not None:  # drain what came before the drop
-            pass
-        time.sleep(1.0)
-        assert reader.read() is None, "no frames while the camera is away"
-
-        before = reader.frames_read
-        camera.start()  # same address, as a rebooted camera
-        assert wait_for(lambda: reader.frames_read > before + 5, 20), "must reconnect"
-        assert reader.read() is not None
+        drop_and_reconnect(camera, reader, timeout=20, frames_after=5)
     finally:
         reader.close()
         camera.stop()
@@ -183,16 +188,8 @@ def test_rtsp_camera_over_tcp_drops_and_comes_back():
         assert first.image.shape == (432, 768, 3) and reader.size == (768, 432)
         assert wait_for(lambda: reader.frames_read >= 20, 15), "frames must keep coming"
 
-        camera.stop()
-        assert wait_for(lambda: reader.last_error is not None, 30), "the drop must be noticed"
+        drop_and_reconnect(camera, reader, timeout=30, frames_after=10)
         assert "s3cret" not in reader.last_error
-        while reader.read() is not None:  # drain what came before the drop
-            pass
-
-        before = reader.frames_read
-        camera.start()  # same address, as a rebooted camera
-        assert wait_for(lambda: reader.frames_read > before + 10, 30), "must reconnect"
-        assert reader.read() is not None
     finally:
         reader.close()
         camera.stop()
