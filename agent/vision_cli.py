@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agent.allocator import bound_malloc_arenas
+from agent.allocator import limit_heap_growth
 from agent.config import AgentSettings, CameraConfig
 from agent.console import fail, load_or_exit, open_outbox_or_exit, out
 
@@ -196,7 +196,7 @@ def run(
     ] = None,
 ) -> None:
     """The live agent: every camera of the config, counts and alerts through the outbox."""
-    bound_malloc_arenas()  # before any capture or inference thread starts
+    limit_heap_growth()  # before any capture or inference thread starts
     import cv2
     from rich.live import Live
 

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bucket", type=int, default=60, help="bucket_seconds")
     p.add_argument("--out", type=Path, default=None, help="JSON-lines samples file")
     p.add_argument("--default-malloc", action="store_true",
-                   help="leave glibc's malloc arenas unbounded (the agent bounds them to 2)")
+                   help="leave glibc's malloc as it is (the agent tunes it: agent.allocator)")
     args = p.parse_args(argv)
 
     videos = sorted(VIDEOS.glob("*.mp4"))
@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no videos in {VIDEOS}", file=sys.stderr)
         return 2
     if not args.default_malloc:
-        from agent.allocator import bound_malloc_arenas
+        from agent.allocator import limit_heap_growth
 
-        bound_malloc_arenas()  # as `pantau-agent run` does at start-up
+        limit_heap_growth()  # as `pantau-agent run` does at start-up
     tmp = Path(tempfile.mkdtemp(prefix="pantau-soak-"))
     pipeline, outbox = build(args.cameras, args.fps, videos, tmp / "outbox.db", args.bucket)
     stop = threading.Event()
