@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import threading
@@ -71,6 +72,41 @@ def drain(outbox, stop: threading.Event) -> None:
             outbox.ack(r.seq for r in rows)
 
 
+def summarize(samples: list[dict], warmup: float) -> dict:
+    """RSS after `warmup` seconds: first, last, min and max, the least-squares trend over the
+    soak (MiB per hour), and the median of the last ten samples against the median of the first
+    ten. One sample can land on a peak of the allocator's saw-tooth, so the two medians and the
+    trend say more than the first and last samples alone."""
+    after = [s for s in samples if s["t"] >= warmup] or samples
+    first, last = after[0], after[-1]
+    rss = [s["rss_mib"] for s in after]
+    ts = [s["t"] for s in after]
+    wall = samples[-1]["t"] if samples else 0.0
+    if len(after) > 1:
+        mt, mr = statistics.fmean(ts), statistics.fmean(rss)
+        slope = sum((t - mt) * (r - mr) for t, r in zip(ts, rss, strict=True)) / sum(
+            (t - mt) ** 2 for t in ts
+        )
+    else:
+        slope = 0.0
+    head, tail = statistics.median(rss[:10]), statistics.median(rss[-10:])
+    return {
+        "minutes": round(wall / 60, 1),
+        "frames_analyzed": last["frames"],
+        "frames_detected": last["detected"],
+        "analysed_fps": round(last["frames"] / wall, 2) if wall else 0.0,
+        "rss_first_after_warmup": first["rss_mib"],
+        "rss_first_t": first["t"],
+        "rss_last": last["rss_mib"],
+        "rss_min": min(rss),
+        "rss_max": max(rss),
+        "growth_pct": round(100 * (last["rss_mib"] / first["rss_mib"] - 1), 2),
+        "max_over_first_pct": round(100 * (max(rss) / first["rss_mib"] - 1), 2),
+        "trend_mib_per_hour": round(slope * 3600, 2),
+        "median_last10_vs_first10_pct": round(100 * (tail / head - 1), 2),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--minutes", type=float, default=120.0, help="soak length (default 120)")
@@ -80,10 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=float, default=30.0, help="seconds between RSS samples")
     p.add_argument("--bucket", type=int, default=60, help="bucket_seconds")
     p.add_argument("--out", type=Path, default=None, help="JSON-lines samples file")
+    p.add_argument("--summarize", type=Path, default=None, metavar="JSONL",
+                   help="only summarize the samples of an earlier soak (with its --warmup)")
     p.add_argument("--default-malloc", action="store_true",
                    help="leave glibc's malloc as it is (the agent tunes it: agent.allocator)")
     args = p.parse_args(argv)
 
+    if args.summarize:
+        rows = [json.loads(line) for line in args.summarize.read_text().splitlines()]
+        print(json.dumps(summarize([r for r in rows if "rss_mib" in r], args.warmup)))
+        return 0
     videos = sorted(VIDEOS.glob("*.mp4"))
     if not videos:
         print(f"no videos in {VIDEOS}", file=sys.stderr)
@@ -125,25 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
         pipeline.close()
         outbox.close()
-    after = [s for s in samples if s["t"] >= args.warmup] or samples
-    first, last = after[0], after[-1]
-    peak = max(after, key=lambda s: s["rss_mib"])
-    wall = samples[-1]["t"] if samples else 0.0
-    summary = {
-        "summary": True,
-        "cameras": args.cameras,
-        "analysis_fps": args.fps,
-        "minutes": round(wall / 60, 1),
-        "frames_analyzed": last["frames"],
-        "frames_detected": last["detected"],
-        "analysed_fps": round(last["frames"] / wall, 2) if wall else 0.0,
-        "rss_first_after_warmup": first["rss_mib"],
-        "rss_first_t": first["t"],
-        "rss_last": last["rss_mib"],
-        "rss_max": peak["rss_mib"],
-        "growth_pct": round(100 * (last["rss_mib"] / first["rss_mib"] - 1), 2),
-        "max_over_first_pct": round(100 * (peak["rss_mib"] / first["rss_mib"] - 1), 2),
-    }
+    summary = {"summary": True, "cameras": args.cameras, "analysis_fps": args.fps,
+               **summarize(samples, args.warmup)}
     print(json.dumps(summary), flush=True)
     if out:
         out.write(json.dumps(summary) + "\n")
