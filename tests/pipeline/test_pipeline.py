@@ -180,3 +180,15 @@ def test_cameras_with_their_own_input_size_are_batched_apart() -> None:
     # Each round: one call for the two default-size cameras, one for the 640 camera.
     assert sorted(zip(detector.sizes, detector.calls, strict=True), key=str)[0] == (640, 1)
     assert max(c for s, c in zip(detector.sizes, detector.calls, strict=True) if s is None) == 2
+
+
+def test_a_crossing_held_when_the_file_ends_reaches_the_last_bucket(tmp_path: Path) -> None:
+    """The clip ends one frame after the square crossed the line (K=2 would need another):
+    the end of the stream ends the track, so its crossing counts, in the last bucket."""
+    # The square's bottom centre, x = 30 + 26 t, is on the line at t = 5.0 s and past it at
+    # 5.2 s, the last frame.
+    times = [BASE + k * 0.2 for k in range(27)]
+    outbox, analytics, _ = _run(tmp_path, times)
+    counts = [m.payload for m in outbox.messages("counts")]
+    assert [c.lines["gate"]["person"].in_ for c in counts] == [0, 1]
+    assert analytics.totals.lines["gate"]["person"] == [1, 0]
