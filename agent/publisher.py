@@ -91,7 +91,10 @@ class Publisher:
             client_id=f"pantau-agent-{settings.site}-{settings.id}",
             clean_start=False,
             will=(self.status_topic, self._status("offline").encode()),
-            max_inflight=settings.buffer.max_inflight,
+            # Our own window (buffer.max_inflight, see _send) bounds what is in flight. paho
+            # must never hold a message back in its queue: a later publish that finds room
+            # could overtake it, and a camera's buckets would arrive out of order.
+            max_inflight=0,
             on_connect=self._on_connect,
             on_publish=self._on_publish,
         )
