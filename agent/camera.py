@@ -73,6 +73,8 @@ class Totals:
     zone_area: dict[str, dict[str, float]] = field(default_factory=dict)  # occupancy x seconds
     zone_max: dict[str, dict[str, int]] = field(default_factory=dict)
     zone_peak: dict[str, int] = field(default_factory=dict)  # all classes together
+    # rule -> class -> [visits that ended, their summed dwell seconds]
+    zone_dwell: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     observed: float = 0.0
     alerts_raised: int = 0
     # Every alert for `analyze` (a file ends); only the newest for a live agent, which runs
@@ -124,6 +126,7 @@ class CameraAnalytics:
             lines={n: {c: [0, 0] for c in cs} for n, cs in self.line_classes.items()},
             zone_area={n: dict.fromkeys(cs, 0.0) for n, cs in self.zone_classes.items()},
             zone_max={n: dict.fromkeys(cs, 0) for n, cs in self.zone_classes.items()},
+            zone_dwell={n: {c: [0, 0.0] for c in cs} for n, cs in self.zone_classes.items()},
             alerts=deque(maxlen=alert_history),
         )
         self.tracks = Tracks.empty(names)
@@ -189,6 +192,10 @@ class CameraAnalytics:
         for error in self.config_errors:
             log.error("camera %s: %s", self.name, error)
 
+    def zone_entries(self, rule: str) -> dict[str, int]:
+        """Tracks that came into zone `rule` since the start, per class name."""
+        return {self._name(c): n for c, n in self.zones[rule].entries.items()}
+
     def _tally(self, rule: str, crossings: list[Crossing]) -> None:
         for crossing in crossings:
             tally = self.totals.lines[rule].setdefault(self._name(crossing.class_id), [0, 0])
@@ -252,6 +259,9 @@ class CameraAnalytics:
                 )
                 area = self.totals.zone_area[rule]
                 area[key] = area.get(key, 0.0) + s.occupancy_mean * bucket.observed_seconds
+                dwell = self.totals.zone_dwell[rule].setdefault(key, [0, 0.0])
+                dwell[0] += s.dwell_count
+                dwell[1] += s.dwell_mean * s.dwell_count
             zones[rule] = by_zone
         self.totals.observed += observed
         return CountsPayload(

@@ -80,8 +80,16 @@ def _parse_start(text: str | None, video: Path, frames: int, fps: float) -> floa
     return video.stat().st_mtime - frames / max(fps, 1e-6)
 
 
+def _mean_dwell(visits: Any) -> float | None:
+    """Mean dwell in seconds over [count, summed seconds] pairs; None without a visit."""
+    count = sum(v[0] for v in visits)
+    return round(sum(v[1] for v in visits) / count, 2) if count else None
+
+
 def summarize(analytics: Any, frames_read: int, wall: float) -> dict[str, Any]:
-    """The `analyze` JSON: totals per line and zone, and the alert episodes."""
+    """The `analyze` JSON: totals per line and zone, and the alert episodes. A zone has its
+    time-weighted mean and max occupancy, its entries (tracks that came inside) and the mean
+    dwell of the visits that ended (None without one), each also per class."""
     t = analytics.totals
     lines = {}
     for rule, by_class in t.lines.items():
@@ -93,11 +101,20 @@ def summarize(analytics: Any, frames_read: int, wall: float) -> dict[str, Any]:
     zones = {}
     for rule, areas in t.zone_area.items():
         means = {c: a / t.observed if t.observed > 0 else 0.0 for c, a in areas.items()}
+        entries = analytics.zone_entries(rule)
+        dwell = t.zone_dwell[rule]
         zones[rule] = {
             "mean_occupancy": round(sum(means.values()), 3),
             "max_occupancy": t.zone_peak.get(rule, 0),
+            "entries": sum(entries.values()),
+            "mean_dwell_seconds": _mean_dwell(dwell.values()),
             "by_class": {
-                c: {"mean_occupancy": round(m, 3), "max_occupancy": t.zone_max[rule].get(c, 0)}
+                c: {
+                    "mean_occupancy": round(m, 3),
+                    "max_occupancy": t.zone_max[rule].get(c, 0),
+                    "entries": entries.get(c, 0),
+                    "mean_dwell_seconds": _mean_dwell([dwell.get(c, [0, 0.0])]),
+                }
                 for c, m in means.items()
             },
         }

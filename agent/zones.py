@@ -233,6 +233,9 @@ class ZoneMonitor:
       flicker at the border or a missed detection does not split a visit), or once `forget`
       is called for it; its dwell, last seen inside minus entered, goes to the bucket in which
       it left.
+    - Entries: `entries` counts, per class and over the monitor's life, the tracks that came
+      inside (a visit; one track counts once per visit, so a re-entry after it left counts
+      again).
     - Alerts: each of `rules` (CrowdRule, LoiterRule, IntrusionRule) sees every frame.
 
     Call `close_bucket(end)` before the first `update` at or after `end`.
@@ -257,6 +260,7 @@ class ZoneMonitor:
         self.rules = list(rules)
         self.presence: dict[int, Presence] = {}
         self.occupancy: dict[int, int] = {}
+        self.entries: dict[int, int] = {}
         self._last_t: float | None = None  # time of the last analysed frame
         self._counted_until = float("-inf")  # observed time is summed up to here
         self._bucket_start: float | None = None
@@ -316,6 +320,7 @@ class ZoneMonitor:
             p = self.presence.get(tid)
             if p is None:
                 self.presence[tid] = Presence(cls, t, t)
+                self.entries[cls] = self.entries.get(cls, 0) + 1
             else:
                 p.last_inside = t
                 p.class_id = cls

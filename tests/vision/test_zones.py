@@ -105,6 +105,17 @@ def test_short_miss_does_not_split_a_visit_and_forget_ends_it():
     assert (stats.dwell_count, stats.dwell_max) == (1, pytest.approx(3.0))
 
 
+def test_entries_count_each_visit_once_across_buckets():
+    zone = ZoneMonitor(SQUARE, exit_seconds=1.0)
+    zone.update(tracks((1, *IN_PT)), 0.0)
+    zone.update(Tracks.empty(), 0.6)  # a missed detection is no new visit
+    zone.close_bucket(1.0)  # nor is a bucket boundary
+    zone.update(tracks((1, *IN_PT), (2, *OUT_PT)), 1.2)
+    zone.update(tracks((1, *OUT_PT), (2, *OUT_PT)), 3.0)  # 1 left ...
+    zone.update(tracks((1, *IN_PT), (2, *IN_PT)), 4.0)  # ... and came back; 2 came in
+    assert zone.entries == {0: 3}
+
+
 def test_crowd_raises_after_hold_and_clears_with_hysteresis():
     zone = ZoneMonitor(SQUARE, rules=[CrowdRule(2, hold_seconds=5, clear_seconds=3)])
     many = tracks((1, *IN_PT), (2, *IN_PT), (3, *IN_PT))
