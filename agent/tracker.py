@@ -162,9 +162,10 @@ _STD_VEL = 1.0 / 160
 # carries the uncertainty of five 0.04 s steps at 25 fps. Columns of the (N, 20) state:
 _POS, _VEL, _PXX, _PXV, _PVV = (slice(i, i + 4) for i in range(0, 20, 4))
 # Then per-track bookkeeping: matches so far, confirmed (0/1), time last matched, class (the
-# vote's winner) and the score of the detection last matched.
-_HITS, _CONFIRMED, _SEEN, _CLS, _SCORE = range(20, 25)
-_COLS = 25
+# vote's winner), the score of the detection last matched and the time last matched by a
+# strong detection.
+_HITS, _CONFIRMED, _SEEN, _CLS, _SCORE, _STRONG = range(20, 26)
+_COLS = 26
 _NO_IDS = np.zeros(0, np.int64)
 _NO_ROWS = np.zeros(0, np.intp)
 
@@ -322,16 +323,21 @@ class ByteTracker:
        count twice), so such tracks are left to IoU against their predicted box;
     4. matches detections with `low_score` <= score < `high_score` to the confirmed tracks
        still unmatched that were seen in the previous update (IoU >= `low_match_iou`), which
-       keeps tracks alive through occlusion without ever starting tracks from weak boxes;
+       keeps tracks alive through occlusion without ever starting tracks from weak boxes,
+       for at most `lost_seconds` after the track's last strong detection (see below);
     5. matches the remaining strong detections to unconfirmed tracks
        (IoU >= `tentative_match_iou`); an unconfirmed track is removed once it has not been
        matched for `tentative_seconds`;
     6. starts a new unconfirmed track from each remaining detection with score >= `new_score`.
 
     A track is confirmed after `min_hits` matches and stays confirmed; a confirmed track
-    without a match is lost and is removed once it has not been matched for `lost_seconds`
-    (time, not frames, so the buffer is the same at any analysis rate). Removed tracks leave
-    no state behind: memory is bounded by the live tracks.
+    without a match is lost and is removed once it has not been matched by a strong
+    detection for `lost_seconds` (time, not frames, so the buffer is the same at any
+    analysis rate). Weak matches do not extend that buffer: a static weak false positive
+    where a person stood (a chair, a table scored 0.2 as a person) would otherwise hold the
+    track, and a zone's occupancy, for as long as the camera runs, and hand it to the next
+    person who stands there. Removed tracks leave no state behind: memory is bounded by the
+    live tracks.
 
     Classes: a detection may match only a track of the same class group (`class_groups`,
     default person / two-wheelers / four-wheelers by COCO id; a class in no group is its own
@@ -522,7 +528,8 @@ class ByteTracker:
             matched = np.zeros(n_tracks, bool)
             if matched_t:
                 matched[rows] = True
-            unseen = t - info[:, _SEEN]
+            # Unconfirmed tracks only ever match strong detections: _STRONG is their _SEEN.
+            unseen = t - info[:, _STRONG]
             limit = np.where(info[:, _CONFIRMED] > 0, self.lost_seconds, self.tentative_seconds)
             dead = unseen > limit
             if dead.any():
@@ -564,11 +571,12 @@ class ByteTracker:
         """Report the last update's tracks again at time `t` without new detections.
 
         For a frame that a motion gate judged unchanged: the objects are where they were, so
-        every live track counts as seen at `t` (it does not age towards removal) and its
-        velocity is zeroed.
+        no track ages towards removal (its match times move on by the time coasted: a lost
+        track stays lost, with the buffer it had left) and every velocity is zeroed.
         """
         t = float(t)
-        self._s[:, _SEEN] = t
+        if self._last_t is not None and t > self._last_t:
+            self._s[:, [_SEEN, _STRONG]] += t - self._last_t
         self._s[:, _VEL] = 0.0
         self._removed = _NO_IDS
         self._last_t = t
@@ -601,6 +609,7 @@ class ByteTracker:
         s[:, _HITS] = hits
         s[:, _CONFIRMED] = np.maximum(s[:, _CONFIRMED], hits >= self.min_hits)
         s[:, _SEEN] = t
+        s[:, _STRONG] = np.where(scores[dets] >= self.high_score, t, s[:, _STRONG])
         cls = classes[dets]
         self._grow_votes(cls)
         # Weak detections still vote a little, so a score of 0 never erases a class.
@@ -620,6 +629,7 @@ class ByteTracker:
         s[:, _HITS] = 1
         s[:, _CONFIRMED] = self.min_hits <= 1
         s[:, _SEEN] = t
+        s[:, _STRONG] = t
         s[:, _CLS] = classes
         s[:, _SCORE] = scores
         self._s = np.concatenate([self._s, s])

@@ -72,6 +72,22 @@ def test_low_score_detections_keep_tracks_but_never_start_them():
     assert out.tracker_id.tolist() == [tid]
 
 
+def test_weak_detections_hold_a_track_for_the_lost_buffer_only():
+    """A person stands at a table, then leaves; the table goes on scoring 0.2 as a person
+    where they stood. The track must end (and not wait there for the next person)."""
+    tracker = ByteTracker(high_score=0.5, low_score=0.1, lost_seconds=2.0)
+    box = [(100, 100, 140, 180)]
+    for k in range(5):
+        out = tracker.update(dets(box), k * 0.2)
+    tid = int(out.tracker_id[0])
+    held = []
+    for k in range(5, 40):  # 7 s of the weak false positive alone
+        held.append(tracker.update(dets(box, score=0.2), k * 0.2).tracker_id.tolist())
+    assert held[0] == [tid]  # weak detections still bridge a short occlusion ...
+    assert held[-1] == [] and len(tracker) == 0  # ... but not for ever
+    assert tracker.update(dets(box), 8.0).tracker_id.tolist() != [tid]
+
+
 def test_class_vote_and_groups():
     tracker = ByteTracker(min_hits=1)
     box = [(0, 0, 60, 40)]
@@ -115,6 +131,17 @@ def test_coast_keeps_tracks_through_a_still_period():
     assert coasted.tracker_id.tolist() == out.tracker_id.tolist()
     out2 = tracker.update(dets([(1, 0, 41, 80)]), 6.0)
     assert out2.tracker_id.tolist() == out.tracker_id.tolist()
+
+
+def test_coast_does_not_revive_a_lost_track():
+    tracker = ByteTracker(lost_seconds=1.0, min_hits=1)
+    tracker.update(dets([(0, 0, 40, 80)]), 0.0)
+    tracker.update(Detections.empty(), 0.8)  # lost for 0.8 s of its 1 s buffer
+    for k in range(1, 30):  # a still period does not age it, nor refresh it
+        tracker.coast(0.8 + k * 0.2)
+    assert len(tracker) == 1
+    tracker.update(Detections.empty(), 6.6 + 0.4)  # 0.4 s more: its buffer is spent
+    assert len(tracker) == 0
 
 
 def test_time_must_not_go_back():
