@@ -1,14 +1,16 @@
-"""Memory soak of the vision pipeline: N looping file cameras (the shared videos, each with a
-line and a zone), the shared INT8 detector on every analysed frame (no motion gate, no
-skipped detection), closed buckets into an Outbox that a fake publisher drains, and the
-process RSS sampled over time.
+"""Memory soak of the vision pipeline as `pantau-agent run` drives it: N looping file cameras
+(the shared videos, each with a line and a zone) in realtime, the shared INT8 detector behind
+the motion gate as shipped, the pipeline in the main thread, the live agent's bounded alert
+history, closed buckets into an Outbox that a stand-in publisher drains, and the process RSS
+sampled over time.
 
     .venv/bin/python -m tests.benchmarks.bench_soak --minutes 120 --cameras 16 --fps 1 \
         --out var/soak.jsonl
 
-Each sample is one JSON line (t, rss_mib, frames, detected, pending); the summary at the end
-compares the first sample after `--warmup` with the last and with the maximum. Target: RSS
-flat within 5 % over the soak.
+Each sample is one JSON line (t, rss_mib, frames, detected, pending, alerts raised so far);
+the summary at the end gives the trend and compares the samples after `--warmup`. Target:
+RSS flat within 5 % over the soak. `--tracemalloc N` also prints the N Python allocation
+sites that grew most.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 VIDEOS = Path("/work/shared/data/videos")
@@ -49,6 +52,7 @@ def build(cameras: int, fps: float, videos: list[Path], outbox_path: Path, bucke
     from agent.config import CameraConfig
     from agent.outbox import Outbox
     from agent.pipeline import CameraRunner, Pipeline, load_detectors
+    from agent.vision_cli import LIVE_ALERT_HISTORY
 
     detectors = load_detectors({"nanodet-m"})
     names = detectors["nanodet-m"].names
@@ -57,7 +61,10 @@ def build(cameras: int, fps: float, videos: list[Path], outbox_path: Path, bucke
     for k in range(cameras):
         reader = FileReader(videos[k % len(videos)], fps, realtime=True)
         cfg = CameraConfig.model_validate(camera_config(*reader.size, fps))
-        analytics = CameraAnalytics(f"cam{k:02d}", cfg, names)
+        # Bounded alert history, as `pantau-agent run` keeps it: a soak that kept every alert
+        # measured its own list growing (looping files raise health alerts at every loop).
+        analytics = CameraAnalytics(f"cam{k:02d}", cfg, names,
+                                    alert_history=LIVE_ALERT_HISTORY)
         runners.append(CameraRunner(analytics, reader, "nanodet-m", fps))
     pipeline = Pipeline(runners, detectors, bucket_seconds=bucket, sink=outbox.enqueue,
                         live=True)
@@ -107,6 +114,17 @@ def summarize(samples: list[dict], warmup: float) -> dict:
     }
 
 
+def print_growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, n: int) -> None:
+    """The `n` allocation sites whose traced memory grew most between two snapshots."""
+    skip = [tracemalloc.Filter(False, tracemalloc.__file__)]
+    diff = after.filter_traces(skip).compare_to(before.filter_traces(skip), "traceback")
+    for stat in diff[:n]:
+        print(f"{stat.size_diff / 2**20:+.2f} MiB {stat.count_diff:+d} blocks "
+              f"(now {stat.size / 2**20:.2f} MiB)", flush=True)
+        for line in stat.traceback.format(limit=8, most_recent_first=True):
+            print("   ", line, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--minutes", type=float, default=120.0, help="soak length (default 120)")
@@ -120,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="only summarize the samples of an earlier soak (with its --warmup)")
     p.add_argument("--default-malloc", action="store_true",
                    help="leave glibc's malloc as it is (the agent tunes it: agent.allocator)")
+    p.add_argument("--tracemalloc", type=int, default=0, metavar="N",
+                   help="trace Python allocations (slow) and print the N source lines whose "
+                        "memory grew most from the end of the warm-up to the end")
     args = p.parse_args(argv)
 
     if args.summarize:
@@ -134,19 +155,20 @@ def main(argv: list[str] | None = None) -> int:
         from agent.allocator import limit_heap_growth
 
         limit_heap_growth()  # as `pantau-agent run` does at start-up
+    if args.tracemalloc:
+        tracemalloc.start(8)
     tmp = Path(tempfile.mkdtemp(prefix="pantau-soak-"))
     pipeline, outbox = build(args.cameras, args.fps, videos, tmp / "outbox.db", args.bucket)
     stop = threading.Event()
     drainer = threading.Thread(target=drain, args=(outbox, stop), daemon=True)
     drainer.start()
-    runner = threading.Thread(target=pipeline.run, args=(stop, args.minutes * 60), daemon=True)
-    t0 = time.monotonic()
-    runner.start()
     out = args.out.open("w") if args.out else None
     samples: list[dict] = []
-    try:
-        while runner.is_alive():
-            runner.join(args.every)
+    snapshots: list[tracemalloc.Snapshot] = []
+    t0 = time.monotonic()
+
+    def sample() -> None:
+        while not stop.wait(args.every):
             r = pipeline.runners
             s = {
                 "t": round(time.monotonic() - t0, 1),
@@ -154,19 +176,33 @@ def main(argv: list[str] | None = None) -> int:
                 "frames": sum(x.analytics.frames_analyzed for x in r),
                 "detected": sum(x.analytics.frames_detected for x in r),
                 "pending": len(outbox),
+                "alerts": sum(x.analytics.totals.alerts_raised for x in r),
             }
+            if args.tracemalloc:
+                s["traced_mib"] = round(tracemalloc.get_traced_memory()[0] / 2**20, 1)
+                if not snapshots and s["t"] >= args.warmup:
+                    snapshots.append(tracemalloc.take_snapshot())
             samples.append(s)
             print(json.dumps(s), flush=True)
             if out:
                 out.write(json.dumps(s) + "\n")
                 out.flush()
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        # The pipeline runs in the main thread, as in `pantau-agent run`: glibc gives the
+        # main thread its own arena, so where the pipeline runs shapes the heap.
+        pipeline.run(stop, args.minutes * 60)
     except KeyboardInterrupt:
-        stop.set()
-        runner.join(30)
+        pass
     finally:
         stop.set()
+        sampler.join()
         pipeline.close()
         outbox.close()
+    if snapshots:
+        print_growth(snapshots[0], tracemalloc.take_snapshot(), args.tracemalloc)
     summary = {"summary": True, "cameras": args.cameras, "analysis_fps": args.fps,
                **summarize(samples, args.warmup)}
     print(json.dumps(summary), flush=True)
