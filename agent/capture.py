@@ -66,8 +66,11 @@ class FileReader:
     are grabbed (decoded by FFmpeg, never converted), so reading is as cheap as the codec
     allows. Each frame's time is `base` + its PTS.
 
-    With `realtime`, frames are released no earlier than their PTS after the first read
-    (a recorded file standing in for a live camera) and the file loops, timestamps going on.
+    With `realtime`, the file stands in for a live camera: frames are released no earlier
+    than their PTS after the first read, the file loops with timestamps going on, and a
+    reader that is read late skips to the frame due now, as a live camera's newest frame
+    would be. (Frame times that fell behind the wall clock made a slow box's file cameras
+    flap offline and back at every frame.)
     """
 
     def __init__(
@@ -102,8 +105,10 @@ class FileReader:
         if self.realtime:
             if self._wall0 is None:
                 self._wall0 = time.time()
-            if time.time() - self._wall0 < self._due:
+            elapsed = time.time() - self._wall0
+            if elapsed < self._due:
                 return None
+            self._due = max(self._due, elapsed - 0.5 * self.period)
         while True:
             if not self.cap.grab():
                 if self.realtime and self.frames_read:

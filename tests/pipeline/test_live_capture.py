@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.capture import CaptureError, LiveReader
+from agent.capture import CaptureError, FileReader, LiveReader
 from tests.conftest import data_dir, free_port
 
 
@@ -113,6 +113,30 @@ def test_live_camera_drops_and_comes_back(frames):
     finally:
         reader.close()
         camera.stop()
+
+
+def test_a_file_standing_in_for_a_camera_skips_to_now_when_read_late(shared_data: Path):
+    """A realtime file is a live camera's stand-in: a slow consumer gets the frame due now,
+    not the backlog (frame times behind the wall clock read as an offline camera)."""
+    clip = shared_data / "videos" / "TUD-Campus.mp4"  # 25 fps, 71 frames: 2.84 s
+    if not clip.is_file():
+        pytest.skip(f"{clip} is missing")
+    reader = FileReader(clip, 5.0, realtime=True)
+    try:
+        first = reader.read()
+        assert first is not None
+        assert reader.read() is None  # the next frame is not due yet
+        time.sleep(1.0)  # the consumer is busy for five periods
+        late = reader.read()
+        assert late is not None
+        lag = time.time() - late.t
+        assert 0.0 <= lag < 0.5, f"frame time {lag:.2f} s behind the wall clock"
+        assert late.t - first.t > 0.8
+        time.sleep(2.5)  # past the end of the file: it loops, time goes on
+        looped = reader.read()
+        assert looped is not None and looped.t > late.t and time.time() - looped.t < 0.5
+    finally:
+        reader.close()
 
 
 def test_dead_camera_is_a_clear_error_without_the_password():
