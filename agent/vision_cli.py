@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
@@ -80,10 +81,13 @@ def _parse_start(text: str | None, video: Path, frames: int, fps: float) -> floa
     return video.stat().st_mtime - frames / max(fps, 1e-6)
 
 
-def _mean_dwell(visits: Any) -> float | None:
+def _mean_dwell(visits: Iterable[list[float]]) -> float | None:
     """Mean dwell in seconds over [count, summed seconds] pairs; None without a visit."""
-    count = sum(v[0] for v in visits)
-    return round(sum(v[1] for v in visits) / count, 2) if count else None
+    count = seconds = 0.0
+    for n, total in visits:
+        count += n
+        seconds += total
+    return round(seconds / count, 2) if count else None
 
 
 def summarize(analytics: Any, frames_read: int, wall: float) -> dict[str, Any]:
