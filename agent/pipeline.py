@@ -53,6 +53,7 @@ class CameraRunner:
     next_due: float = 0.0  # monotonic time of the next analysis (live pacing)
     last_t: float | None = None  # time of the last analysed frame
     last_tick: float = 0.0
+    frames_at_tick: int = 0  # reader.frames_read at the last idle tick
     done: bool = False
     on_frame: list[Callable[[Frame, Tracks], None]] = field(default_factory=list)
 
@@ -68,7 +69,8 @@ class Pipeline:
     so that, when more cameras have frames than a batch holds, every camera waits its turn;
     frames a motion gate judges unchanged skip detection. Live cameras are paced at their
     `analysis_fps` and their readers keep only the newest frame, so when the box is too slow
-    every camera's effective rate drops alike and nothing queues up.
+    every camera's effective rate drops alike and nothing queues up. A live camera whose
+    reader still receives frames is never called offline, however long it waits its turn.
 
     Buckets are aligned to multiples of `bucket_seconds` of frame time; every bucket is closed,
     empty ones too, with a `counts` and a `health` message; alerts leave at once. Items go to
@@ -174,7 +176,12 @@ class Pipeline:
             if id(runner) in fresh or wall - runner.last_tick < 1.0:
                 continue
             runner.last_tick = wall
-            if runner.last_t is None or wall - runner.last_t > 1.0:
+            # A reader that received frames since the last tick is a live camera waiting
+            # its turn on an overloaded box, not an offline one.
+            read = runner.reader.frames_read
+            delivering = read != runner.frames_at_tick
+            runner.frames_at_tick = read
+            if not delivering and (runner.last_t is None or wall - runner.last_t > 1.0):
                 items += [("alerts", runner.name, a) for a in runner.analytics.tick(wall)]
             items += self._roll(runner, wall)
         return items

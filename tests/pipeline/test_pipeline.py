@@ -192,3 +192,64 @@ def test_a_crossing_held_when_the_file_ends_reaches_the_last_bucket(tmp_path: Pa
     counts = [m.payload for m in outbox.messages("counts")]
     assert [c.lines["gate"]["person"].in_ for c in counts] == [0, 1]
     assert analytics.totals.lines["gate"]["person"] == [1, 0]
+
+
+class LiveCamera:
+    """A live camera: frames arrive at `fps` in the background (frames_read grows with the
+    wall clock, as LiveReader's capture thread counts them) until `dies_after` seconds;
+    `read` hands out the newest frame not handed out yet, stamped with its arrival time."""
+
+    def __init__(self, fps: float, dies_after: float | None = None) -> None:
+        self.fps = fps
+        self.dies_after = dies_after
+        self.t0 = time.time()
+        self.ended = False
+        self._handed = 0
+
+    @property
+    def frames_read(self) -> int:
+        alive = time.time() - self.t0
+        if self.dies_after is not None:
+            alive = min(alive, self.dies_after)
+        return int(alive * self.fps)
+
+    def read(self) -> Frame | None:
+        n = self.frames_read
+        if n == self._handed:
+            return None
+        self._handed = n
+        image = np.full((H, W, 3), 60, np.uint8)
+        image[::8, :] = 90
+        return Frame(image, self.t0 + n / self.fps)
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_overloaded_box_does_not_call_a_delivering_camera_offline() -> None:
+    """Two live cameras share a detector that takes one frame per 0.7 s, so each camera is
+    analysed every ~1.4 s, longer than its 1 s offline limit: they still deliver frames, so
+    neither is offline. A third camera that stops delivering is."""
+
+    class SlowDetector(SquareDetector):
+        def detect(self, frames, input_size=None):
+            time.sleep(0.7)
+            return super().detect(frames, input_size)
+
+    detector = SlowDetector()
+    detector.settings = type("S", (), {"max_batch": 1})
+    config = CONFIG.model_copy(update={
+        "motion": CONFIG.motion.model_copy(update={"enabled": False}),
+        "health": CONFIG.health.model_copy(update={"offline_seconds": 1.0}),
+    })
+    cameras = {"busy1": LiveCamera(10), "busy2": LiveCamera(10), "dead": LiveCamera(10, 0.5)}
+    runners = [CameraRunner(CameraAnalytics(name, config, NAMES), reader, "fake", 5.0)
+               for name, reader in cameras.items()]
+    sent: list = []
+    Pipeline(runners, {"fake": detector}, bucket_seconds=60, live=True,
+             sink=sent.extend).run(duration=6.0)
+    offline = {name for kind, name, alert in sent
+               if kind == "alerts" and alert.type == "camera_offline"}
+    assert offline == {"dead"}
+    analysed = {r.name: r.analytics.frames_analyzed for r in runners}
+    assert analysed["busy1"] >= 3 and analysed["busy2"] >= 3, analysed
