@@ -315,19 +315,23 @@ class ByteTracker:
     3. matches the strong detections still unmatched to the confirmed and lost tracks still
        unmatched by the distance of their centres (within `centre_gate` box heights, plus
        `centre_gate_per_second` heights per second since the track was last seen, and a
-       height ratio within 1.5), for tracks last matched between `centre_min_step` and
-       `centre_max_unseen` seconds ago: at 5 fps, or after a missed frame, an object may
-       have moved too far for the boxes to overlap (a car often does), while at >= 10 fps
-       consecutive boxes overlap and IoU alone is safer; after a longer gap the gate is
-       wide and a nearby stranger too easily taken for the lost track (ID switches that
-       count twice), so such tracks are left to IoU against their predicted box;
+       height ratio within 1.5), for tracks last matched at least `centre_min_step` and at
+       most `centre_max_unseen` seconds ago, or in the previous update: at 5 fps or less,
+       or after a missed frame, an object may have moved too far for the boxes to overlap
+       (a car often does), while at >= 10 fps consecutive boxes overlap and IoU alone is
+       safer; after a longer gap (missed frames) the gate is wide and a nearby stranger too
+       easily taken for the lost track (ID switches that count twice), so such tracks are
+       left to IoU against their predicted box;
     4. matches detections with `low_score` <= score < `high_score` to the confirmed tracks
        still unmatched that were seen in the previous update (IoU >= `low_match_iou`), which
        keeps tracks alive through occlusion without ever starting tracks from weak boxes,
        for at most `lost_seconds` after the track's last strong detection (see below);
     5. matches the remaining strong detections to unconfirmed tracks
-       (IoU >= `tentative_match_iou`); an unconfirmed track is removed once it has not been
-       matched for `tentative_seconds`;
+       (IoU >= `tentative_match_iou`), then what is left of both by centre distance as in
+       3, without its `centre_max_unseen` limit (a new track has no velocity yet, so at 2
+       fps a walker's next box does not overlap its first; an unconfirmed track is young by
+       construction); an unconfirmed track is removed once it has not been matched by a
+       strong detection for `tentative_seconds`;
     6. starts a new unconfirmed track from each remaining detection with score >= `new_score`.
 
     A track is confirmed after `min_hits` matches and stays confirmed; a confirmed track
@@ -478,16 +482,11 @@ class ByteTracker:
                 # Stage 2: what is left of both, by centre distance.
                 if len(left_tracks) and len(left_high) and self._centre_gating:
                     unseen = t - info[left_tracks, _SEEN]
-                    far_at = _nz(  # positions in left_tracks
-                        (unseen >= self.centre_min_step) & (unseen <= self.centre_max_unseen)
-                    )
-                    far = left_tracks[far_at]
-                    if len(far):
-                        sim = self._centre_similarity(
-                            kf[far, :4], det_boxes[left_high], unseen[far_at]
-                        )
-                        sim *= track_group[far][:, None] == det_group[left_high][None, :]
-                        r, c = _match(sim, 1e-9)
+                    far_at = _nz(self._centre_eligible(left_tracks, unseen, last_t))
+                    if len(far_at):
+                        groups = (track_group, det_group)
+                        far = left_tracks[far_at]
+                        r, c = self._centre_match(far, left_high, unseen[far_at], det_boxes, groups)
                         if len(r):
                             matched_t.append(far[r])
                             matched_d.append(left_high[c])
@@ -503,13 +502,29 @@ class ByteTracker:
                         matched_t.append(cand[r])
                         matched_d.append(low[c])
 
-                # Stage 4: unconfirmed tracks take what strong detections remain.
+                # Stage 4: unconfirmed tracks take what strong detections remain, by IoU,
+                # then by centre distance.
                 if len(tentative_idx) and len(left_high):
                     r, c = _match(iou[tentative_idx][:, left_high], self.tentative_match_iou)
+                    left_tentative = tentative_idx
                     if len(r):
                         matched_t.append(tentative_idx[r])
                         matched_d.append(left_high[c])
+                        left_tentative = _without(tentative_idx, r)
                         left_high = _without(left_high, c)
+                    if len(left_tentative) and len(left_high) and self._centre_gating:
+                        unseen = t - info[left_tentative, _SEEN]
+                        step = unseen >= self.centre_min_step
+                        far = left_tentative[step]
+                        if len(far):
+                            groups = (track_group, det_group)
+                            r, c = self._centre_match(
+                                far, left_high, unseen[step], det_boxes, groups
+                            )
+                            if len(r):
+                                matched_t.append(far[r])
+                                matched_d.append(left_high[c])
+                                left_high = _without(left_high, c)
 
             if matched_t:
                 rows = np.concatenate(matched_t)
@@ -550,6 +565,31 @@ class ByteTracker:
         self._last_t = t
         self._last_output = self._report(out_rows)
         return self._last_output
+
+    def _centre_eligible(
+        self, rows: np.ndarray, unseen: np.ndarray, last_t: float | None
+    ) -> np.ndarray:
+        """Which tracks `rows` (last seen `unseen` seconds ago) the centre stage may match:
+        seen at least `centre_min_step` ago, and at most `centre_max_unseen` ago or in the
+        previous update (at 1 fps every step is a second long: that is the rate, not a gap)."""
+        recent = unseen <= self.centre_max_unseen
+        if last_t is not None:
+            recent |= self._s[rows, _SEEN] >= last_t
+        return (unseen >= self.centre_min_step) & recent
+
+    def _centre_match(
+        self,
+        rows: np.ndarray,
+        dets: np.ndarray,
+        unseen: np.ndarray,
+        det_boxes: np.ndarray,
+        groups: tuple[np.ndarray, np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Match tracks `rows` (last seen `unseen` seconds ago) to detections `dets` of the
+        same class group by centre distance; positions into `rows` and `dets`."""
+        sim = self._centre_similarity(self._s[rows, :4], det_boxes[dets], unseen)
+        sim *= groups[0][rows][:, None] == groups[1][dets][None, :]
+        return _match(sim, 1e-9)
 
     def _centre_similarity(
         self, state: np.ndarray, boxes: np.ndarray, unseen: np.ndarray

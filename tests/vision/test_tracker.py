@@ -252,3 +252,31 @@ def test_centre_stage_bridges_a_step_larger_than_the_box_but_not_a_long_gap():
     assert same == first
     first, other = last_id(3)
     assert other != first
+
+
+@pytest.mark.parametrize(("fps", "step"), [(2.0, 25), (1.0, 40)])
+def test_a_walker_at_a_low_rate_is_one_track_though_its_boxes_never_overlap(fps, step):
+    """A 25 px wide person seen at 2 or 1 fps, each box `step` px from the last: IoU alone
+    never links them, so every frame would start a new unconfirmed track. The centre stage
+    links an unconfirmed track's next box, and a confirmed one's at 1 fps too (a second
+    between updates is the rate there, not a gap): one track, confirmed."""
+    tracker = ByteTracker()
+    ids = []
+    for i in range(8):
+        x = 100 + step * i
+        out = tracker.update(dets([(x, 100, x + 25, 170)]), i / fps)
+        ids.append(int(out.tracker_id[0]))
+    assert len(set(ids)) == 1
+    assert out.confirmed.tolist() == [True]
+
+
+def test_at_1_fps_a_person_who_starts_walking_keeps_their_track():
+    """Confirmed and standing still, then 40 px on at the next update, a second later: the
+    predicted box (no velocity) and the new one do not overlap. The track was seen in the
+    previous update, so the centre stage may match it although a second has passed."""
+    tracker = ByteTracker()
+    for i in range(3):
+        out = tracker.update(dets([(100, 100, 125, 170)]), float(i))
+    tid = int(out.tracker_id[0])
+    out = tracker.update(dets([(140, 100, 165, 170)]), 3.0)
+    assert out.tracker_id.tolist() == [tid]
