@@ -68,7 +68,11 @@ class TrackerConfig(Section):
 class HealthConfig(Section):
     """Camera health limits (see agent.health.HealthThresholds for what each one measures)."""
 
-    offline_seconds: float = Field(10.0, gt=0, description="No frame this long: offline.")
+    offline_seconds: float = Field(
+        10.0, gt=0,
+        description="No frame from the camera this long: offline (a live camera that still "
+        "delivers frames while it waits its turn on a busy box is not).",
+    )
     frozen_seconds: float = Field(10.0, gt=0, description="Identical frames this long: frozen.")
     covered_seconds: float = Field(
         10.0, gt=0, description="No texture this long: covered or blurred."
