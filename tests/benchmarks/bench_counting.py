@@ -5,7 +5,8 @@ PolygonZone, on the same detections, at every frame (25 fps) and at 5 fps.
     .venv/bin/python tests/benchmarks/bench_counting.py             # ours only
     tests/benchmarks/setup_bench_env.sh                             # once: /tmp/bench-venv
     .venv/bin/python tests/benchmarks/bench_counting.py --supervision /tmp/bench-venv/bin/python
-    # --dets public|ours|both (default both); results: tests/vision/RESULTS.md
+    # --dets public|ours|both (default both); --grid: lines every 40 px (99 crossings);
+    # results: tests/vision/RESULTS.md
 
 With `--supervision`, both sides run in the benchmark venv's one process (`--side both`),
 alternating repeat by repeat, so that a busy or noisy machine slows both alike; supervision
@@ -30,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.vision.evaluation import LINES, ZONES, evaluate  # noqa: E402
+from tests.vision.evaluation import LINES, ZONES, evaluate, use_line_grid  # noqa: E402
 from tests.vision.motdata import SEQUENCES, Sequence, summarize, true_crossings  # noqa: E402
 
 # CPU time of this thread: another process on the box (a soak, a build) does not count.
@@ -163,7 +164,11 @@ def main() -> None:
     parser.add_argument("--ours-dets", help=argparse.SUPPRESS)  # set for the subprocess
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", action="store_true", help="print JSON rows only")
+    parser.add_argument("--grid", action="store_true",
+                        help="count on vertical lines every 40 px instead of the chosen lines")
     args = parser.parse_args()
+    if args.grid:
+        use_line_grid()
     sources = ["public", "ours"] if args.dets == "both" else [args.dets]
 
     rows: list[dict] = []
@@ -174,6 +179,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [args.supervision, __file__, "--side", "both", "--json"]
             cmd += ["--repeats", str(args.repeats), "--dets", source]
+            if args.grid:
+                cmd.append("--grid")
             if source == "ours":
                 path = Path(tmp) / "dets.npz"
                 np.savez(path, **{s.name: s.det for s in load("ours")})

@@ -40,6 +40,17 @@ LINES: dict[str, dict[str, tuple[tuple[float, float], tuple[float, float]]]] = {
         "edge600": ((600, 200), (600, 360)),
     },
 }
+
+
+def use_line_grid(spacing: int = 40) -> None:
+    """Replace LINES (in place) by full-height vertical lines every `spacing` px, from 40 to
+    600, on both sequences: a truth that does not depend on where lines were placed (99
+    crossings at the default spacing, against 29 for the chosen lines)."""
+    grid = {f"x{x}": ((float(x), 0.0), (float(x), 480.0)) for x in range(40, 620, spacing)}
+    for name in LINES:
+        LINES[name] = dict(grid)
+
+
 ZONES: dict[str, list[tuple[float, float]]] = {
     "TUD-Campus": [(0, 330), (320, 330), (320, 480), (0, 480)],
     "TUD-Stadtmitte": [(300, 220), (640, 220), (640, 340), (300, 340)],
