@@ -6,6 +6,7 @@ PolygonZone, on the same detections, at every frame (25 fps) and at 5 fps.
     tests/benchmarks/setup_bench_env.sh                             # once: /tmp/bench-venv
     .venv/bin/python tests/benchmarks/bench_counting.py --supervision /tmp/bench-venv/bin/python
     # --dets public|ours|both (default both); --grid: lines every 40 px (99 crossings);
+    # --input-size 512: our detector at another input side;
     # results: tests/vision/RESULTS.md
 
 With `--supervision`, both sides run in the benchmark venv's one process (`--side both`),
@@ -39,10 +40,12 @@ CLOCK = time.thread_time
 SETTINGS = ((1, 2), (5, 1), (5, 2))  # (frame step, min_frames)
 
 
-def load(source: str, ours_dets: str | None = None) -> list[Sequence]:
-    """The TUD sequences with the public detections or with our detector's (computed and
-    cached by `Sequence.with_our_detections`, or read from `ours_dets` in the benchmark venv,
-    which has no onnxruntime)."""
+def load(
+    source: str, ours_dets: str | None = None, input_size: int | None = None
+) -> list[Sequence]:
+    """The TUD sequences with the public detections or with our detector's at `input_size`
+    (computed and cached by `Sequence.with_our_detections`, or read from `ours_dets` in the
+    benchmark venv, which has no onnxruntime)."""
     seqs = [Sequence.load(n) for n in SEQUENCES]
     if source == "public":
         return seqs
@@ -51,7 +54,7 @@ def load(source: str, ours_dets: str | None = None) -> list[Sequence]:
         return [
             dataclasses.replace(s, det=saved[s.name], det_source="ours", names=()) for s in seqs
         ]
-    return [s.with_our_detections() for s in seqs]
+    return [s.with_our_detections(input_size=input_size) for s in seqs]
 
 
 def ours_once(seqs: list[Sequence], source: str, step: int, k: int) -> dict:
@@ -134,9 +137,11 @@ def supervision_once(seqs: list[Sequence], source: str, step: int, k: int) -> di
     }
 
 
-def compare(source: str, repeats: int, ours_dets: str | None, with_sv: bool) -> list[dict]:
+def compare(
+    source: str, repeats: int, ours_dets: str | None, with_sv: bool, input_size: int | None
+) -> list[dict]:
     """Both sides on the same detections, alternating run by run; the fastest run of each."""
-    seqs = load(source, ours_dets)
+    seqs = load(source, ours_dets, input_size)
     rows = []
     for step, k in SETTINGS:
         sides = [ours_once] + ([supervision_once] if with_sv else [])
@@ -166,6 +171,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print JSON rows only")
     parser.add_argument("--grid", action="store_true",
                         help="count on vertical lines every 40 px instead of the chosen lines")
+    parser.add_argument("--input-size", type=int,
+                        help="our detector's input side (default the model's, 416)")
     args = parser.parse_args()
     if args.grid:
         use_line_grid()
@@ -174,7 +181,9 @@ def main() -> None:
     rows: list[dict] = []
     for source in sources:
         if not args.supervision:
-            rows += compare(source, args.repeats, args.ours_dets, args.side == "both")
+            rows += compare(
+                source, args.repeats, args.ours_dets, args.side == "both", args.input_size
+            )
             continue
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [args.supervision, __file__, "--side", "both", "--json"]
@@ -183,7 +192,7 @@ def main() -> None:
                 cmd.append("--grid")
             if source == "ours":
                 path = Path(tmp) / "dets.npz"
-                np.savez(path, **{s.name: s.det for s in load("ours")})
+                np.savez(path, **{s.name: s.det for s in load("ours", input_size=args.input_size)})
                 cmd += ["--ours-dets", str(path)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True)
             rows += json.loads(out.stdout)

@@ -66,12 +66,15 @@ class Sequence:
             load_mot(root / "det" / "det.txt"),
         )
 
-    def with_our_detections(self, cache_dir: Path | None = None) -> Sequence:
+    def with_our_detections(
+        self, cache_dir: Path | None = None, input_size: int | None = None
+    ) -> Sequence:
         """This sequence with the detections of our default detector (the agent's INT8 or FP32
         default model from the local store, kept down to the agent's score floor, as
-        `analyze` runs it) instead of det.txt. They are computed once and cached under
-        `cache_dir` (default $PANTAU_CACHE or ~/.cache/pantau) per model file."""
-        rows, names, label = detector_rows(self, cache_dir)
+        `analyze` runs it; `input_size` overrides the model's) instead of det.txt. They are
+        computed once and cached under `cache_dir` (default $PANTAU_CACHE or ~/.cache/pantau)
+        per model file and input size."""
+        rows, names, label = detector_rows(self, cache_dir, input_size)
         return dataclasses.replace(self, det=rows, det_source=label, names=names)
 
     def detections(self, frame: int, score_scale: float = 100.0) -> Detections:
@@ -103,7 +106,7 @@ class Sequence:
 
 
 def detector_rows(
-    seq: Sequence, cache_dir: Path | None = None
+    seq: Sequence, cache_dir: Path | None = None, input_size: int | None = None
 ) -> tuple[np.ndarray, tuple[str, ...], str]:
     """Our default detector on every frame of `seq`: MOT-style rows (frame, -1, x, y, w, h,
     score, class id), the class names and a label; cached per model file."""
@@ -113,12 +116,15 @@ def detector_rows(
     from agent.detector_config import DETECTOR_FLOOR, DetectorSettings
     from agent.model_store import ModelStore
 
-    detector = Detector.from_store(DetectorSettings(confidence=DETECTOR_FLOOR))
+    detector = Detector.from_store(
+        DetectorSettings(confidence=DETECTOR_FLOOR, input_size=input_size)
+    )
     label = f"{detector.manifest.name} {detector.precision}"
     model_file = ModelStore().file(detector.manifest, detector.precision)
     stat = model_file.stat()
     key = (f"{label} {model_file} {stat.st_size} {stat.st_mtime_ns} {DETECTOR_FLOOR} "
-           f"{detector.settings.pad} {detector.settings.nms_merge_confusable}")
+           f"{detector.settings.pad} {detector.settings.nms_merge_confusable} "
+           f"{detector.settings.input_size}")
     key = hashlib.sha1(key.encode()).hexdigest()[:12]
     cache_dir = cache_dir or Path(os.environ.get("PANTAU_CACHE", Path.home() / ".cache" / "pantau"))
     path = cache_dir / f"tud-{seq.name}-{key}.npy"
