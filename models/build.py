@@ -129,7 +129,12 @@ def verify(
     input_size: int | None = None,
     say: Callable[[str], None] = log.info,
 ) -> ModelManifest:
-    """FP32 vs INT8 AP on a COCO set; accepts INT8 when it passes the gate (or `force`)."""
+    """FP32 vs INT8 AP on a COCO set; accepts INT8 when it passes the gate (or `force`).
+
+    At an `input_size` other than the model's own, the APs are recorded under a key tagged
+    with the size (`ngsim@640.vehicle.ap.int8`) and the gate is left as it is: it judges the
+    model at the size it is built and calibrated for, and one flag cannot hold a verdict per
+    size."""
     from models.evaluate import evaluate, gate
 
     manifest = store.manifest(name)
@@ -148,10 +153,17 @@ def verify(
     metrics = dict(manifest.metrics)
     tag = annotations.parent.parent.name if annotations.parent.name == "annotations" else (
         annotations.parent.name)
+    own_size = input_size is None or (input_size, input_size) == tuple(manifest.input_size)
+    if not own_size:
+        tag = f"{tag}@{input_size}"
     for precision, s in scores.items():
         for group, value in s.ap.items():
             metrics[f"{tag}.{group}.ap.{precision}"] = round(value, 2)
-    if "person" in scores["fp32"].ap:
+    if not own_size:
+        accepted = manifest.int8_accepted
+        say(f"{name}: evaluated at {input_size}, not the model's own "
+            f"{manifest.input_size[0]}x{manifest.input_size[1]}: gate unchanged")
+    elif "person" in scores["fp32"].ap:
         accepted = ok or force
         verdict = "accepted" if ok else ("accepted by --force" if force else "REFUSED")
         say(f"{name}: INT8 person AP drop {drop:.2f} (limit 1.5): {verdict}")

@@ -65,3 +65,34 @@ def test_batch_equals_single_frames(data: Path, built_store) -> None:
     for frame, together in zip(frames, batched, strict=True):
         (alone,) = detector.detect([frame])
         np.testing.assert_allclose(alone.xyxy, together.xyxy, atol=1e-2)
+
+
+def test_verify_at_another_input_size_keeps_the_models_own_record(
+    data: Path, built_store, tmp_path: Path
+) -> None:
+    """`models verify --input-size` records its APs under a size-tagged key and never changes
+    the INT8 verdict, which belongs to the size the model is built and calibrated for."""
+    import json
+    import shutil
+
+    from agent.model_store import ModelStore
+    from models.build import verify
+
+    coco = json.loads((data / "coco-tiny/annotations/instances_val2017.json").read_text())
+    images = coco["images"][:6]
+    keep = {im["id"] for im in images}
+    subset = tmp_path / "few" / "annotations" / "instances.json"
+    subset.parent.mkdir(parents=True)
+    subset.write_text(json.dumps({**coco, "images": images, "annotations": [
+        a for a in coco["annotations"] if a["image_id"] in keep]}))
+    store = ModelStore(tmp_path / "store")
+    shutil.copytree(built_store.root / "nanodet-m", store.root / "nanodet-m")
+    own = verify(store, "nanodet-m", subset, data / "coco-tiny/val2017", force=True)
+    assert own.int8_accepted
+    assert "few.person.ap.int8" in own.metrics
+    for verdict in (True, False):  # whatever the AP drop at 320, the verdict stays as it was
+        store.save(own.model_copy(update={"int8_accepted": verdict}))
+        other = verify(store, "nanodet-m", subset, data / "coco-tiny/val2017", input_size=320)
+        assert other.int8_accepted is verdict
+        assert other.metrics["few.person.ap.int8"] == own.metrics["few.person.ap.int8"]
+        assert "few@320.person.ap.int8" in other.metrics
