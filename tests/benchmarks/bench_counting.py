@@ -6,7 +6,7 @@ PolygonZone, on the same detections, at every frame (25 fps) and at 5 fps.
     tests/benchmarks/setup_bench_env.sh                             # once: /tmp/bench-venv
     .venv/bin/python tests/benchmarks/bench_counting.py --supervision /tmp/bench-venv/bin/python
     # --dets public|ours|both (default both); --grid: lines every 40 px (99 crossings);
-    # --input-size 512: our detector at another input side;
+    # --model M, --input-size 512, --nms-iou 0.6: our detector with other settings;
     # results: tests/vision/RESULTS.md
 
 With `--supervision`, both sides run in the benchmark venv's one process (`--side both`),
@@ -41,11 +41,12 @@ SETTINGS = ((1, 2), (5, 1), (5, 2))  # (frame step, min_frames)
 
 
 def load(
-    source: str, ours_dets: str | None = None, input_size: int | None = None
+    source: str, ours_dets: str | None = None, detector: dict | None = None
 ) -> list[Sequence]:
-    """The TUD sequences with the public detections or with our detector's at `input_size`
-    (computed and cached by `Sequence.with_our_detections`, or read from `ours_dets` in the
-    benchmark venv, which has no onnxruntime)."""
+    """The TUD sequences with the public detections or with our detector's, with the
+    DetectorSettings overrides `detector` (computed and cached by
+    `Sequence.with_our_detections`, or read from `ours_dets` in the benchmark venv, which has
+    no onnxruntime)."""
     seqs = [Sequence.load(n) for n in SEQUENCES]
     if source == "public":
         return seqs
@@ -54,7 +55,7 @@ def load(
         return [
             dataclasses.replace(s, det=saved[s.name], det_source="ours", names=()) for s in seqs
         ]
-    return [s.with_our_detections(input_size=input_size) for s in seqs]
+    return [s.with_our_detections(**(detector or {})) for s in seqs]
 
 
 def ours_once(seqs: list[Sequence], source: str, step: int, k: int) -> dict:
@@ -138,10 +139,10 @@ def supervision_once(seqs: list[Sequence], source: str, step: int, k: int) -> di
 
 
 def compare(
-    source: str, repeats: int, ours_dets: str | None, with_sv: bool, input_size: int | None
+    source: str, repeats: int, ours_dets: str | None, with_sv: bool, detector: dict
 ) -> list[dict]:
     """Both sides on the same detections, alternating run by run; the fastest run of each."""
-    seqs = load(source, ours_dets, input_size)
+    seqs = load(source, ours_dets, detector)
     rows = []
     for step, k in SETTINGS:
         sides = [ours_once] + ([supervision_once] if with_sv else [])
@@ -173,7 +174,12 @@ def main() -> None:
                         help="count on vertical lines every 40 px instead of the chosen lines")
     parser.add_argument("--input-size", type=int,
                         help="our detector's input side (default the model's, 416)")
+    parser.add_argument("--nms-iou", type=float,
+                        help="our detector's NMS IoU (default the agent's, 0.5)")
+    parser.add_argument("--model", help="our detector's model in the store (default nanodet-m)")
     args = parser.parse_args()
+    detector = {k: v for k in ("model", "input_size", "nms_iou")
+                if (v := getattr(args, k)) is not None}
     if args.grid:
         use_line_grid()
     sources = ["public", "ours"] if args.dets == "both" else [args.dets]
@@ -182,7 +188,7 @@ def main() -> None:
     for source in sources:
         if not args.supervision:
             rows += compare(
-                source, args.repeats, args.ours_dets, args.side == "both", args.input_size
+                source, args.repeats, args.ours_dets, args.side == "both", detector
             )
             continue
         with tempfile.TemporaryDirectory() as tmp:
@@ -192,7 +198,7 @@ def main() -> None:
                 cmd.append("--grid")
             if source == "ours":
                 path = Path(tmp) / "dets.npz"
-                np.savez(path, **{s.name: s.det for s in load("ours", input_size=args.input_size)})
+                np.savez(path, **{s.name: s.det for s in load("ours", detector=detector)})
                 cmd += ["--ours-dets", str(path)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True)
             rows += json.loads(out.stdout)

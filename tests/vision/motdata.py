@@ -67,14 +67,14 @@ class Sequence:
         )
 
     def with_our_detections(
-        self, cache_dir: Path | None = None, input_size: int | None = None
+        self, cache_dir: Path | None = None, **overrides: object
     ) -> Sequence:
         """This sequence with the detections of our default detector (the agent's INT8 or FP32
         default model from the local store, kept down to the agent's score floor, as
-        `analyze` runs it; `input_size` overrides the model's) instead of det.txt. They are
-        computed once and cached under `cache_dir` (default $PANTAU_CACHE or ~/.cache/pantau)
-        per model file and input size."""
-        rows, names, label = detector_rows(self, cache_dir, input_size)
+        `analyze` runs it; `overrides` are DetectorSettings fields such as `input_size` or
+        `nms_iou`) instead of det.txt. They are computed once and cached under `cache_dir`
+        (default $PANTAU_CACHE or ~/.cache/pantau) per model file and settings."""
+        rows, names, label = detector_rows(self, cache_dir, **overrides)
         return dataclasses.replace(self, det=rows, det_source=label, names=names)
 
     def detections(self, frame: int, score_scale: float = 100.0) -> Detections:
@@ -106,25 +106,24 @@ class Sequence:
 
 
 def detector_rows(
-    seq: Sequence, cache_dir: Path | None = None, input_size: int | None = None
+    seq: Sequence, cache_dir: Path | None = None, **overrides: object
 ) -> tuple[np.ndarray, tuple[str, ...], str]:
-    """Our default detector on every frame of `seq`: MOT-style rows (frame, -1, x, y, w, h,
-    score, class id), the class names and a label; cached per model file."""
+    """Our default detector (with DetectorSettings `overrides`) on every frame of `seq`:
+    MOT-style rows (frame, -1, x, y, w, h, score, class id), the class names and a label;
+    cached per model file and settings."""
     import cv2
 
     from agent.detector import Detector
     from agent.detector_config import DETECTOR_FLOOR, DetectorSettings
     from agent.model_store import ModelStore
 
-    detector = Detector.from_store(
-        DetectorSettings(confidence=DETECTOR_FLOOR, input_size=input_size)
-    )
+    settings = DetectorSettings(**{"confidence": DETECTOR_FLOOR, **overrides})
+    detector = Detector.from_store(settings)
     label = f"{detector.manifest.name} {detector.precision}"
     model_file = ModelStore().file(detector.manifest, detector.precision)
     stat = model_file.stat()
-    key = (f"{label} {model_file} {stat.st_size} {stat.st_mtime_ns} {DETECTOR_FLOOR} "
-           f"{detector.settings.pad} {detector.settings.nms_merge_confusable} "
-           f"{detector.settings.input_size}")
+    key = (f"{label} {model_file} {stat.st_size} {stat.st_mtime_ns} "
+           f"{detector.manifest.model_dump_json()} {settings.model_dump_json()}")
     key = hashlib.sha1(key.encode()).hexdigest()[:12]
     cache_dir = cache_dir or Path(os.environ.get("PANTAU_CACHE", Path.home() / ".cache" / "pantau"))
     path = cache_dir / f"tud-{seq.name}-{key}.npy"
