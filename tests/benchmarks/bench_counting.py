@@ -5,8 +5,10 @@ PolygonZone, on the same detections, at every frame (25 fps) and at 5 fps.
     .venv/bin/python tests/benchmarks/bench_counting.py             # ours only
     tests/benchmarks/setup_bench_env.sh                             # once: /tmp/bench-venv
     .venv/bin/python tests/benchmarks/bench_counting.py --supervision /tmp/bench-venv/bin/python
-    # --dets public|ours|both (default both); --grid: lines every 40 px (99 crossings);
+    # --dets public|ours|both (default both); --grid: lines every 40 px (105 crossings);
     # --model M, --input-size 512, --nms-iou 0.6: our detector with other settings;
+    # --dets truth [--hide-covered 0.5]: the annotated boxes as detections (all, or without
+    # those more than half hidden): what tracker and rules lose without a detector's misses;
     # results: tests/vision/RESULTS.md
 
 With `--supervision`, both sides run in the benchmark venv's one process (`--side both`),
@@ -41,15 +43,20 @@ SETTINGS = ((1, 2), (5, 1), (5, 2))  # (frame step, min_frames)
 
 
 def load(
-    source: str, ours_dets: str | None = None, detector: dict | None = None
+    source: str,
+    ours_dets: str | None = None,
+    detector: dict | None = None,
+    hide_covered: float | None = None,
 ) -> list[Sequence]:
-    """The TUD sequences with the public detections or with our detector's, with the
-    DetectorSettings overrides `detector` (computed and cached by
+    """The TUD sequences with the public detections, with our detector's (with the
+    DetectorSettings overrides `detector`, computed and cached by
     `Sequence.with_our_detections`, or read from `ours_dets` in the benchmark venv, which has
-    no onnxruntime)."""
+    no onnxruntime), or with the annotated boxes (`Sequence.with_truth_boxes`)."""
     seqs = [Sequence.load(n) for n in SEQUENCES]
     if source == "public":
         return seqs
+    if source == "truth":
+        return [s.with_truth_boxes(hide_covered) for s in seqs]
     if ours_dets:
         saved = np.load(ours_dets)
         return [
@@ -119,7 +126,7 @@ def supervision_once(seqs: list[Sequence], source: str, step: int, k: int) -> di
             seconds += CLOCK() - start
             frames += 1
         for n, (a, b) in LINES[seq.name].items():
-            truth = true_crossings(seq.gt, a, b)
+            truth = true_crossings(seq.counting_gt(), a, b)
             line = lines[n]
             per_line[f"{seq.name}/{n}"] = (line.in_count, truth["in"], line.out_count,
                                            truth["out"])
@@ -139,10 +146,17 @@ def supervision_once(seqs: list[Sequence], source: str, step: int, k: int) -> di
 
 
 def compare(
-    source: str, repeats: int, ours_dets: str | None, with_sv: bool, detector: dict
+    source: str,
+    repeats: int,
+    ours_dets: str | None,
+    with_sv: bool,
+    detector: dict,
+    hide_covered: float | None,
 ) -> list[dict]:
     """Both sides on the same detections, alternating run by run; the fastest run of each."""
-    seqs = load(source, ours_dets, detector)
+    seqs = load(source, ours_dets, detector, hide_covered)
+    if source == "truth":
+        source = seqs[0].det_source
     rows = []
     for step, k in SETTINGS:
         sides = [ours_once] + ([supervision_once] if with_sv else [])
@@ -163,10 +177,14 @@ def main() -> None:
     parser.add_argument("--supervision", help="python of a venv with supervision installed")
     parser.add_argument(
         "--dets",
-        choices=["public", "ours", "both"],
+        choices=["public", "ours", "both", "truth"],
         default="both",
-        help="detections: det.txt (ACF), our default detector, or both",
+        help="detections: det.txt (ACF), our default detector, both, or the annotated boxes "
+        "(the error of tracker and rules alone)",
     )
+    parser.add_argument("--hide-covered", type=float, metavar="FRACTION",
+                        help="with --dets truth: leave out boxes more than FRACTION covered "
+                        "by nearer people, as a detector that misses them")
     parser.add_argument("--ours-dets", help=argparse.SUPPRESS)  # set for the subprocess
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", action="store_true", help="print JSON rows only")
@@ -188,7 +206,8 @@ def main() -> None:
     for source in sources:
         if not args.supervision:
             rows += compare(
-                source, args.repeats, args.ours_dets, args.side == "both", detector
+                source, args.repeats, args.ours_dets, args.side == "both", detector,
+                args.hide_covered,
             )
             continue
         with tempfile.TemporaryDirectory() as tmp:
@@ -196,6 +215,8 @@ def main() -> None:
             cmd += ["--repeats", str(args.repeats), "--dets", source]
             if args.grid:
                 cmd.append("--grid")
+            if args.hide_covered is not None:
+                cmd += ["--hide-covered", str(args.hide_covered)]
             if source == "ours":
                 path = Path(tmp) / "dets.npz"
                 np.savez(path, **{s.name: s.det for s in load("ours", detector=detector)})
