@@ -38,8 +38,9 @@ case "${1:-}" in
     # A real RTSP server for the capture test (the test skips, saying why, where it is absent).
     need_apt python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good \
       gstreamer1.0-plugins-bad || true
-    # yolov3-tiny too, so the darknet converter is checked against OpenCV's reader.
+    # The darknet recipes too, so the converter is checked against OpenCV's reader.
     $VENV/bin/pantau-agent models build yolov3-tiny
+    $VENV/bin/pantau-agent models build yolov4-tiny
     # OpenCV 4 in a side folder, only for the darknet reference test (OpenCV 5 dropped that reader).
     [ -d var/cache/opencv4/cv2 ] || "$PY" -m pip install -q --target var/cache/opencv4 \
       'opencv-python-headless>=4.10,<5' >/dev/null

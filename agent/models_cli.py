@@ -95,7 +95,7 @@ def list_models(store: Path | None = typer.Option(None, help=STORE_HELP)) -> Non
 @models_app.command()
 @_errors_to_exit
 def build(
-    name: str = typer.Argument(..., help="Built-in recipe: nanodet-m or yolov3-tiny."),
+    name: str = typer.Argument(..., help="Built-in recipe: nanodet-m, yolov3-tiny or yolov4-tiny."),
     calibrate: Path | None = typer.Option(
         None, help="Images folder or video for INT8 calibration (default coco-tiny train2017)."
     ),

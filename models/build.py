@@ -95,18 +95,24 @@ def build(
     store.save(manifest)
     say(f"{name}: FP32 model written to {fp32_path}")
     if want_int8:
-        manifest = quantize_into_store(store, manifest, calibrate, say)  # type: ignore[arg-type]
+        manifest = quantize_into_store(  # type: ignore[arg-type]
+            store, manifest, calibrate, say, r.keep_float
+        )
     return manifest
 
 
 def quantize_into_store(
-    store: ModelStore, manifest: ModelManifest, calibrate: Path, say: Callable[[str], None]
+    store: ModelStore,
+    manifest: ModelManifest,
+    calibrate: Path,
+    say: Callable[[str], None],
+    keep_float: tuple[str, ...] = (),
 ) -> ModelManifest:
     from models.quantize import quantize
 
     int8_path = store.folder(manifest.name) / f"{manifest.name}.int8.onnx"
     fp32_path = store.file(manifest, "fp32")
-    used = quantize(fp32_path, int8_path, manifest, calibrate)
+    used = quantize(fp32_path, int8_path, manifest, calibrate, keep_float=keep_float)
     manifest = manifest.model_copy(update={
         "int8": store.entry(manifest.name, int8_path.name), "int8_accepted": False,
     })

@@ -44,9 +44,15 @@ def calibration_frames(path: Path, limit: int = 64) -> Iterator[np.ndarray]:
 
 
 def quantize(
-    fp32: Path, int8: Path, manifest: ModelManifest, calibrate: Path, limit: int = 64
+    fp32: Path,
+    int8: Path,
+    manifest: ModelManifest,
+    calibrate: Path,
+    limit: int = 64,
+    keep_float: tuple[str, ...] = (),
 ) -> int:
-    """Write the INT8 model; returns the number of calibration frames used."""
+    """Write the INT8 model, with the nodes named in `keep_float` left in float; returns the
+    number of calibration frames used."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -79,7 +85,7 @@ def quantize(
         quantize_static(
             str(prepared), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(keep_float),
             extra_options={"CalibTensorRangeSymmetric": False},
         )
     return len(frames)
