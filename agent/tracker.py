@@ -315,13 +315,15 @@ class ByteTracker:
     3. matches the strong detections still unmatched to the confirmed and lost tracks still
        unmatched by the distance of their centres (within `centre_gate` box heights, plus
        `centre_gate_per_second` heights per second since the track was last seen, and a
-       height ratio within 1.5), for tracks last matched at least `centre_min_step` and at
-       most `centre_max_unseen` seconds ago, or in the previous update: at 5 fps or less,
-       or after a missed frame, an object may have moved too far for the boxes to overlap
-       (a car often does), while at >= 10 fps consecutive boxes overlap and IoU alone is
-       safer; after a longer gap (missed frames) the gate is wide and a nearby stranger too
-       easily taken for the lost track (ID switches that count twice), so such tracks are
-       left to IoU against their predicted box;
+       height ratio within 1.5), for tracks last matched at least `centre_min_step` ago and
+       at most `centre_max_unseen` seconds or `centre_max_steps` updates ago, whichever is
+       longer: at 5 fps or less, or after a missed frame, an object may have moved too far
+       for the boxes to overlap (a car often does), while at >= 10 fps consecutive boxes
+       overlap and IoU alone is safer; after a longer gap the gate is wide and a nearby
+       stranger too easily taken for the lost track (ID switches that count twice), so such
+       tracks are left to IoU against their predicted box. The limit in updates lets a person
+       hidden behind another for three frames at 5 fps (0.8 s) be picked up again, where 0.8 s
+       at 25 fps is twenty missed frames of a detector that has lost them;
     4. matches detections with `low_score` <= score < `high_score` to the confirmed tracks
        still unmatched that were seen in the previous update (IoU >= `low_match_iou`), which
        keeps tracks alive through occlusion without ever starting tracks from weak boxes,
@@ -368,6 +370,7 @@ class ByteTracker:
         centre_gate_per_second: float = 0.5,
         centre_min_step: float = 0.1,
         centre_max_unseen: float = 0.5,
+        centre_max_steps: int = 4,
         min_hits: int = 2,
         lost_seconds: float = 2.0,
         tentative_seconds: float = 0.45,
@@ -390,6 +393,7 @@ class ByteTracker:
         self.centre_gate_per_second = centre_gate_per_second
         self.centre_min_step = centre_min_step
         self.centre_max_unseen = centre_max_unseen
+        self.centre_max_steps = centre_max_steps
         self.min_hits = min_hits
         self.lost_seconds = lost_seconds
         self.tentative_seconds = tentative_seconds
@@ -482,7 +486,8 @@ class ByteTracker:
                 # Stage 2: what is left of both, by centre distance.
                 if len(left_tracks) and len(left_high) and self._centre_gating:
                     unseen = t - info[left_tracks, _SEEN]
-                    far_at = _nz(self._centre_eligible(left_tracks, unseen, last_t))
+                    step = None if last_t is None else t - last_t
+                    far_at = _nz(self._centre_eligible(unseen, step))
                     if len(far_at):
                         groups = (track_group, det_group)
                         far = left_tracks[far_at]
@@ -566,16 +571,14 @@ class ByteTracker:
         self._last_output = self._report(out_rows)
         return self._last_output
 
-    def _centre_eligible(
-        self, rows: np.ndarray, unseen: np.ndarray, last_t: float | None
-    ) -> np.ndarray:
-        """Which tracks `rows` (last seen `unseen` seconds ago) the centre stage may match:
-        seen at least `centre_min_step` ago, and at most `centre_max_unseen` ago or in the
-        previous update (at 1 fps every step is a second long: that is the rate, not a gap)."""
-        recent = unseen <= self.centre_max_unseen
-        if last_t is not None:
-            recent |= self._s[rows, _SEEN] >= last_t
-        return (unseen >= self.centre_min_step) & recent
+    def _centre_eligible(self, unseen: np.ndarray, step: float | None) -> np.ndarray:
+        """Which tracks, last seen `unseen` seconds ago, the centre stage may match when
+        updates come `step` seconds apart: seen at least `centre_min_step` ago, and at most
+        `centre_max_unseen` seconds or `centre_max_steps` updates ago, whichever is longer."""
+        limit = self.centre_max_unseen
+        if step is not None:
+            limit = max(limit, self.centre_max_steps * step * (1 + 1e-9))
+        return (unseen >= self.centre_min_step) & (unseen <= limit)
 
     def _centre_match(
         self,
