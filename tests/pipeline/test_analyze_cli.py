@@ -228,8 +228,8 @@ def test_walkway_crossings_match_the_hand_count(tmp_path: Path, fps: int, max_er
     """Counting error (sum over lines and directions of |counted - true|, over the true
     crossings) on the 61 hand-read crossings above, at the default 5 fps (target <= 10 %)
     and at 2 fps. Measured: x320 12 / 15 and x500 15 / 18 at 5 fps (1 error, 1.6 %: a
-    crossing hidden by a man crossing the other way); 11 / 13 and 13 / 18 at 2 fps (6 errors,
-    9.8 %; 32 before unconfirmed tracks were matched by centre distance: at 2 fps a walker's
+    crossing hidden by a man crossing the other way); 12 / 12 and 14 / 18 at 2 fps (5 errors,
+    8.2 %; 32 before unconfirmed tracks were matched by centre distance: at 2 fps a walker's
     boxes no longer overlap)."""
     if not _model_built():
         pytest.skip("no model built")
