@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from agent.console import fail, load_or_exit, out, setup_logging, table
-from central.config import CentralSettings
+from pantau.agent.wire.console import fail, load_or_exit, out, setup_logging, table
+from pantau.central.config import CentralSettings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 export_app = typer.Typer(no_args_is_help=True, help="Export stored data.")
@@ -33,7 +32,7 @@ class Format(str, Enum):
 
 
 def _storage(settings: CentralSettings, must_exist: bool = True):
-    from central.storage import Storage, sqlite_path
+    from pantau.central.storage import Storage, sqlite_path
 
     path = sqlite_path(settings.storage)
     if must_exist and not path.exists():
@@ -62,7 +61,7 @@ def run(
     ] = 0.0,
 ) -> None:
     """Receive from the broker and store, until SIGINT/SIGTERM (or --duration)."""
-    from central.ingest import Ingest
+    from pantau.central.ingest import Ingest
 
     settings = load_or_exit(CentralSettings, config)
     _storage(settings, must_exist=False).close()  # a bad storage URL fails here, clearly
@@ -174,7 +173,7 @@ def export_counts(
     camera: Annotated[str | None, typer.Option(help="Only this camera.")] = None,
 ) -> None:
     """One row per stored bucket, rule and class."""
-    from agent.protocol import format_time
+    from pantau.agent.wire.protocol import format_time
 
     settings = load_or_exit(CentralSettings, config)
     bounds = []

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from pantau.agent.wire.protocol import segment_validator
+from pantau.agent.wire.settings import BrokerSettings, PantauSettings
 from pydantic import Field, field_validator
-
-from agent.protocol import segment_validator
-from agent.settings import BrokerSettings, PantauSettings
 
 
 class CentralSettings(PantauSettings):

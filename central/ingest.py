@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 import paho.mqtt.client as mqtt
-
-from agent.mqtt import MqttConnection
-from agent.protocol import TOPIC_ROOT, ProtocolError, decode
-from central.config import CentralSettings
-from central.storage import Received, Storage
+from pantau.agent.wire.mqtt import MqttConnection
+from pantau.agent.wire.protocol import TOPIC_ROOT, ProtocolError, decode
+from pantau.central.config import CentralSettings
+from pantau.central.storage import Received, Storage
 
 log = logging.getLogger(__name__)
 

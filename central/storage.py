@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
-
-from agent.protocol import (
+from pantau.agent.wire.protocol import (
     AlertMessage,
     CountsMessage,
     HealthMessage,

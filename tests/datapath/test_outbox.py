@@ -8,9 +8,8 @@ import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
-from agent.outbox import LANE_ALERT, LANE_DATA, Outbox, OutboxFullError
-from agent.protocol import AlertPayload, CountsPayload, LineCount
+from pantau.agent.delivery.outbox import LANE_ALERT, LANE_DATA, Outbox, OutboxFullError
+from pantau.agent.wire.protocol import AlertPayload, CountsPayload, LineCount
 
 T0 = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(hours=30)
 

@@ -8,8 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from agent.protocol import (
+from pantau.agent.wire.protocol import (
     AlertPayload,
     CountsMessage,
     CountsPayload,
@@ -173,7 +172,7 @@ def test_merge_refuses_non_contiguous():
     st.sampled_from(["raised", "cleared"]),
 )
 def test_alert_round_trip(name, kind, state):
-    from agent.protocol import AlertMessage
+    from pantau.agent.wire.protocol import AlertMessage
 
     msg = AlertMessage(
         msg_id="x",

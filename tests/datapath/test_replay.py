@@ -10,11 +10,10 @@ from datetime import datetime, timedelta, timezone
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-
-from agent.config import AgentSettings
-from agent.outbox import Outbox
-from agent.protocol import AlertPayload, CountsPayload
-from agent.publisher import Publisher
+from pantau.agent.config.agent import AgentSettings
+from pantau.agent.delivery.outbox import Outbox
+from pantau.agent.delivery.publisher import Publisher
+from pantau.agent.wire.protocol import AlertPayload, CountsPayload
 
 T0 = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(hours=12)
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 
-from agent.protocol import (
+from pantau.agent.wire.protocol import (
     AlertMessage,
     AlertPayload,
     CountsMessage,
@@ -21,7 +21,8 @@ from agent.protocol import (
     StatusMessage,
     StatusPayload,
 )
-from central.storage import Received, Storage
+from pantau.central.storage import Received, Storage
+
 from tests.conftest import cli
 
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=timezone.utc)
@@ -157,7 +158,8 @@ def test_export_counts_cli_filters_and_formats(tmp_path):
 
 def test_central_does_not_import_the_vision_stack():
     code = (
-        "import sys, central.cli, central.ingest, central.storage, agent.protocol;"
+        "import sys, pantau.central.cli, pantau.central.ingest, pantau.central.storage;"
+        "import pantau.agent.wire.protocol;"
         "bad = [m for m in ('cv2', 'onnxruntime', 'onnx', 'scipy') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

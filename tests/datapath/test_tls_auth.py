@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pantau.agent.wire.mqtt import backoff_delays
 
-from agent.mqtt import backoff_delays
 from tests.conftest import cli, free_port, spawn, wait_port
 from tests.datapath.helpers import query, summary_of, wait_buckets
 

@@ -9,8 +9,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-
-from agent.model_store import ModelStore
+from pantau.agent.vision.detect.store import ModelStore
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-
-from models import darknet
-from models.fetch import cache_dir
-from models.recipes import RECIPES
+from pantau.models import darknet
+from pantau.models.fetch import cache_dir
+from pantau.models.recipes import RECIPES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -95,7 +94,7 @@ def _source(name: str) -> dict[str, Path]:
     src = RECIPES[name].source
     if not (cache_dir() / src.archive).is_file():
         pytest.skip(f"{src.archive} not in var/cache: run `pantau-agent models build {name}`")
-    from models.fetch import fetch
+    from pantau.models.fetch import fetch
 
     return fetch(src)
 
@@ -106,7 +105,7 @@ def _repo_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_nanodet_conversion_is_deterministic_and_matches_the_store(built_store) -> None:
-    from models.tfjs import convert
+    from pantau.models.tfjs import convert
 
     files = _source("nanodet-m")
     first = convert(files["nanodet.json"]).SerializeToString()

@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from pantau.agent.cli.main import app
+from pantau.agent.config.detector import DetectorSettings
+from pantau.agent.vision.detect.decoders import DecodeError, DecoderSpec, decode
+from pantau.agent.vision.detect.runtime import Detector
+from pantau.agent.vision.detect.store import ModelStore
 from typer.testing import CliRunner
-
-from agent.cli import app
-from agent.decoders import DecodeError, DecoderSpec, decode
-from agent.detector import Detector
-from agent.detector_config import DetectorSettings
-from agent.model_store import ModelStore
 
 C = 3  # classes: person, car, dog
 NAMES = "person\ncar\ndog\n"

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from agent.detector import Detector
-from agent.detector_config import DetectorSettings
+from pantau.agent.config.detector import DetectorSettings
+from pantau.agent.vision.detect.runtime import Detector
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -75,8 +74,8 @@ def test_verify_at_another_input_size_keeps_the_models_own_record(
     import json
     import shutil
 
-    from agent.model_store import ModelStore
-    from models.build import verify
+    from pantau.agent.vision.detect.store import ModelStore
+    from pantau.models.build import verify
 
     coco = json.loads((data / "coco-tiny/annotations/instances_val2017.json").read_text())
     images = coco["images"][:6]

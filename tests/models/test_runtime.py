@@ -10,13 +10,12 @@ import onnx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pantau.agent.cli.main import app
+from pantau.agent.config.detector import DetectorSettings
+from pantau.agent.vision.detect.runtime import Detector, DetectorError, nms, resize_frame
+from pantau.agent.vision.detect.store import ModelStore, StoreError
+from pantau.models.fetch import FetchError, Source, fetch
 from typer.testing import CliRunner
-
-from agent.cli import app
-from agent.detector import Detector, DetectorError, nms, resize_frame
-from agent.detector_config import DetectorSettings
-from agent.model_store import ModelStore, StoreError
-from models.fetch import FetchError, Source, fetch
 
 runner = CliRunner()
 

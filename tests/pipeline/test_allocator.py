@@ -1,4 +1,4 @@
-"""The agent tunes glibc's malloc (agent.allocator): threads started afterwards share two arenas,
+"""The agent tunes glibc's malloc (agent/allocator.py): threads started afterwards share two arenas,
 and large blocks stay mappings of their own, returned to the system when freed."""
 
 import os
@@ -12,7 +12,7 @@ import pytest
 # threshold and serve the 512 KiB from the heap (mallinfo2's hblks: mmapped blocks).
 PROBE = r"""
 import ctypes, os, sys, tempfile, threading
-from agent.allocator import limit_heap_growth
+from pantau.agent.allocator import limit_heap_growth
 changed = limit_heap_growth() if sys.argv[1] == "tuned" else []
 keep = []
 together = threading.Barrier(8)

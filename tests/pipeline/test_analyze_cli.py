@@ -25,7 +25,7 @@ cameras:
 
 
 def _model_built() -> bool:
-    from agent.model_store import ModelStore
+    from pantau.agent.vision.detect.store import ModelStore
 
     return "nanodet-m" in ModelStore().names()
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from pantau.agent.vision.capture import CaptureError, FileReader, LiveReader
 
-from agent.capture import CaptureError, FileReader, LiveReader
 from tests.conftest import data_dir, free_port
 
 

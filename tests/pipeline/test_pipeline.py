@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from agent.camera import CameraAnalytics
-from agent.capture import Frame
-from agent.config import CameraConfig
-from agent.detections import Detections
-from agent.outbox import Outbox
-from agent.pipeline import CameraRunner, Pipeline
+from pantau.agent.config.agent import CameraConfig
+from pantau.agent.delivery.outbox import Outbox
+from pantau.agent.pipeline.camera import CameraAnalytics
+from pantau.agent.pipeline.scheduler import CameraRunner, Pipeline
+from pantau.agent.vision.capture import Frame
+from pantau.agent.vision.detections import Detections
 
 NAMES = ("person", "bicycle", "car")
 # Recent (the outbox drops counts older than its max age) and a multiple of the bucket length.

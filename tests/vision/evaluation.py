@@ -8,10 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from agent.lines import LineCounter
-from agent.tracker import ByteTracker
-from agent.zones import ZoneMonitor
+from pantau.agent.rules.lines import LineCounter
+from pantau.agent.rules.zones import ZoneMonitor
+from pantau.agent.vision.track.tracker import ByteTracker
 
 from .motdata import Sequence, accumulate, run_tracker, true_crossings, true_occupancy
 

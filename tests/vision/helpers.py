@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-
-from agent.detections import Detections
-from agent.tracker import Tracks
+from pantau.agent.vision.detections import Detections
+from pantau.agent.vision.track.tracker import Tracks
 
 
 def tracks(*rows: tuple, confirmed: bool = True) -> Tracks:

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from agent.detections import Detections
-from agent.tracker import Tracks
+from pantau.agent.vision.detections import Detections
+from pantau.agent.vision.track.tracker import Tracks
 
 SEQUENCES = ("TUD-Campus", "TUD-Stadtmitte")
 PERSON_NAMES = ("person",)
@@ -161,10 +160,9 @@ def detector_rows(
     MOT-style rows (frame, -1, x, y, w, h, score, class id), the class names and a label;
     cached per model file and settings."""
     import cv2
-
-    from agent.detector import Detector
-    from agent.detector_config import DETECTOR_FLOOR, DetectorSettings
-    from agent.model_store import ModelStore
+    from pantau.agent.config.detector import DETECTOR_FLOOR, DetectorSettings
+    from pantau.agent.vision.detect.runtime import Detector
+    from pantau.agent.vision.detect.store import ModelStore
 
     settings = DetectorSettings(**{"confidence": DETECTOR_FLOOR, **overrides})
     detector = Detector.from_store(settings)
@@ -265,7 +263,7 @@ def side(points: np.ndarray, a: tuple[float, float], b: tuple[float, float]) -> 
 
 
 def segments_cross(p: np.ndarray, q: np.ndarray, a, b) -> bool:
-    """Whether segment p->q properly crosses segment a->b (independent of agent.lines)."""
+    """Whether segment p->q properly crosses segment a->b (independent of rules.lines)."""
 
     def orient(u, v, w) -> float:
         return (v[0] - u[0]) * (w[1] - u[1]) - (v[1] - u[1]) * (w[0] - u[0])
@@ -296,7 +294,7 @@ def true_crossings(gt: np.ndarray, a, b, frames: set[int] | None = None) -> dict
 
 
 def point_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
-    """Even-odd ray casting, independent of agent.zones."""
+    """Even-odd ray casting, independent of pantau.agent.rules.zones."""
     x, y = points[:, 0][:, None], points[:, 1][:, None]
     x1, y1 = polygon[:, 0][None], polygon[:, 1][None]
     x2, y2 = np.roll(polygon[:, 0], -1)[None], np.roll(polygon[:, 1], -1)[None]

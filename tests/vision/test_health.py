@@ -1,8 +1,7 @@
 import cv2
 import numpy as np
 import pytest
-
-from agent.health import HealthMonitor, HealthThresholds
+from pantau.agent.rules.health import HealthMonitor, HealthThresholds
 
 from .motdata import data_root
 

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
-
-from agent.lines import IN, OUT, LineCounter, path_crosses
-from agent.tracker import Tracks
+from pantau.agent.rules.lines import IN, OUT, LineCounter, path_crosses
+from pantau.agent.vision.track.tracker import Tracks
 
 from .helpers import tracks
 

@@ -1,12 +1,11 @@
 import pytest
+from pantau.agent.config.agent import CameraConfig
+from pantau.agent.config.rules import LineConfig, ZoneConfig, class_ids
+from pantau.agent.config.tuning import HealthConfig, MotionConfig, TrackerConfig
+from pantau.agent.pipeline.camera import CameraAnalytics
+from pantau.agent.rules.lines import LineCounter
+from pantau.agent.rules.zones import CrowdRule, IntrusionRule, LoiterRule, ZoneMonitor
 from pydantic import ValidationError
-
-from agent.camera import CameraAnalytics
-from agent.config import CameraConfig
-from agent.lines import LineCounter
-from agent.rules_config import LineConfig, ZoneConfig, class_ids
-from agent.vision_config import HealthConfig, MotionConfig, TrackerConfig
-from agent.zones import CrowdRule, IntrusionRule, LoiterRule, ZoneMonitor
 
 
 def errors(cls, **data) -> str:

@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
-
-from agent import tracker as tracker_module
-from agent.detections import Detections
-from agent.tracker import ByteTracker, Tracks, anchor_points, box_iou
+from pantau.agent.vision.track import tracker as tracker_module
+from pantau.agent.vision.detections import Detections
+from pantau.agent.vision.track.tracker import ByteTracker, Tracks, anchor_points, box_iou
 
 from .helpers import dets
 

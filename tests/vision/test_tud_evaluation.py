@@ -5,9 +5,8 @@ import re
 
 import numpy as np
 import pytest
-
-from agent.lines import LineCounter
-from agent.tracker import Tracks
+from pantau.agent.rules.lines import LineCounter
+from pantau.agent.vision.track.tracker import Tracks
 
 from . import evaluation
 from .evaluation import LINES, evaluate

@@ -3,9 +3,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
-
-from agent.tracker import Tracks
-from agent.zones import (
+from pantau.agent.rules.zones import (
     CrowdRule,
     DailyWindow,
     IntrusionRule,
@@ -14,6 +12,7 @@ from agent.zones import (
     ZoneMonitor,
     parse_daily_window,
 )
+from pantau.agent.vision.track.tracker import Tracks
 
 from .helpers import tracks
 

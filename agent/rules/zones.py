@@ -11,9 +11,8 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import numpy as np
-
-from agent.conditions import CLEARED, RAISED, AlertEvent, HeldAlert
-from agent.tracker import Position, Tracks
+from pantau.agent.rules.conditions import CLEARED, RAISED, AlertEvent, HeldAlert
+from pantau.agent.vision.track.tracker import Position, Tracks
 
 
 class Polygon:

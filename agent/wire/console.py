@@ -6,16 +6,11 @@ import logging
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
+from pantau.agent.wire.settings import ConfigError, PantauSettings, load_settings
 from rich.console import Console
 from rich.table import Table
-
-from agent.settings import ConfigError, PantauSettings, load_settings
-
-if TYPE_CHECKING:
-    from agent.config import AgentSettings
-    from agent.outbox import Outbox
 
 S = TypeVar("S", bound=PantauSettings)
 
@@ -48,23 +43,6 @@ def load_or_exit(cls: type[S], path: Path | None) -> S:
         for line in exc.lines:
             err.print(f"  {line}", markup=False)
         sys.exit(2)
-
-
-def open_outbox_or_exit(settings: AgentSettings) -> Outbox:
-    """The outbox the agent's settings describe, or a clear error naming the file."""
-    from agent.outbox import Outbox
-
-    b = settings.buffer
-    try:
-        return Outbox(
-            b.path,
-            agent=settings.id,
-            site=settings.site,
-            max_bytes=int(b.max_mb * 1024 * 1024),
-            max_age_seconds=b.max_age_hours * 3600,
-        )
-    except Exception as exc:  # sqlite3 and OS errors alike: say which file
-        fail(f"cannot open outbox {b.path}: {exc}")
 
 
 def table(rows: Iterable[dict[str, Any]], columns: Sequence[str], title: str | None = None) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-
-from agent.health import thumbnail
-from agent.vision_config import MotionConfig
+from pantau.agent.config.tuning import MotionConfig
+from pantau.agent.rules.health import thumbnail
 
 GATE_THUMB = 96  # pixels on the longer side: a walking person still spans several of them
 

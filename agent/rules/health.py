@@ -8,8 +8,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-
-from agent.conditions import AlertEvent, HeldAlert
+from pantau.agent.rules.conditions import AlertEvent, HeldAlert
 
 THUMB_SIZE = 160
 

@@ -10,17 +10,23 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-
-from agent.conditions import AlertEvent
-from agent.config import CameraConfig
-from agent.detections import DEFAULT_CLASSES, Detections
-from agent.health import HealthMonitor, HealthThresholds
-from agent.lines import Crossing, LineCounter
-from agent.motion import MotionGate
-from agent.protocol import AlertPayload, CountsPayload, Dwell, HealthPayload, LineCount, ZoneStats
-from agent.rules_config import ZoneConfig
-from agent.tracker import ByteTracker, Tracks
-from agent.zones import ZoneMonitor
+from pantau.agent.config.agent import CameraConfig
+from pantau.agent.config.rules import ZoneConfig
+from pantau.agent.rules.conditions import AlertEvent
+from pantau.agent.rules.health import HealthMonitor, HealthThresholds
+from pantau.agent.rules.lines import Crossing, LineCounter
+from pantau.agent.rules.zones import ZoneMonitor
+from pantau.agent.vision.detections import DEFAULT_CLASSES, Detections
+from pantau.agent.vision.motion import MotionGate
+from pantau.agent.vision.track.tracker import ByteTracker, Tracks
+from pantau.agent.wire.protocol import (
+    AlertPayload,
+    CountsPayload,
+    Dwell,
+    HealthPayload,
+    LineCount,
+    ZoneStats,
+)
 
 log = logging.getLogger(__name__)
 

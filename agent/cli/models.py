@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-
-from agent.decoders import FAMILIES, DecodeError
-from agent.model_store import ModelManifest, ModelStore, StoreError
+from pantau.agent.vision.detect.decoders import FAMILIES, DecodeError
+from pantau.agent.vision.detect.store import ModelManifest, ModelStore, StoreError
 
 models_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
@@ -39,13 +38,13 @@ def _errors_to_exit(fn: Callable[..., None]) -> Callable[..., None]:
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
-        from agent.detector import DetectorError
+        from pantau.agent.vision.detect.runtime import DetectorError
 
         known: tuple[type[BaseException], ...] = (StoreError, DetectorError, DecodeError,
                                                   FileNotFoundError)
         try:
-            from models.build import BuildError
-            from models.fetch import FetchError
+            from pantau.models.build import BuildError
+            from pantau.models.fetch import FetchError
 
             known = (*known, BuildError, FetchError)
         except ImportError:  # an edge box without the build extra
@@ -64,7 +63,7 @@ def _store(root: Path | None) -> ModelStore:
 
 def _builder() -> Any:
     try:
-        from models import build
+        from pantau.models import build
     except ImportError as exc:
         _fail(f"building models needs the 'models' extra (pip install 'pantau[models]'): {exc}")
     return build
@@ -84,7 +83,7 @@ def list_models(store: Path | None = typer.Option(None, help=STORE_HELP)) -> Non
         typer.echo(f"{name:<16} {m.family:<13} {m.input_size[0]}x{m.input_size[1]}  fp32, {int8}"
                    f"  [{ok}]")
     try:
-        from models.recipes import RECIPES
+        from pantau.models.recipes import RECIPES
     except ImportError:
         return
     for name, r in RECIPES.items():
@@ -142,9 +141,8 @@ def import_model(
     import shutil
 
     import numpy as np
-
-    from agent.detector import Detector
-    from agent.detector_config import DetectorSettings
+    from pantau.agent.config.detector import DetectorSettings
+    from pantau.agent.vision.detect.runtime import Detector
 
     if family not in FAMILIES:
         _fail(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
@@ -233,7 +231,7 @@ def bench(
     store: Path | None = typer.Option(None, help=STORE_HELP),
 ) -> None:
     """FP32 and INT8 latency and throughput per batch size, and cameras served at --fps."""
-    from models import bench as b
+    from pantau.models import bench as b
 
     try:
         sizes = [int(v) for v in batch.split(",") if v.strip()]

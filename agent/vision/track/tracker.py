@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
+from pantau.agent.vision.detections import CONFUSABLE_CLASSES, DEFAULT_CLASSES, Detections
 from scipy.optimize import linear_sum_assignment
-
-from agent.detections import CONFUSABLE_CLASSES, DEFAULT_CLASSES, Detections
 
 
 class Position(str, Enum):

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-from agent.allocator import limit_heap_growth
-from agent.config import AgentSettings, CameraConfig
-from agent.console import fail, load_or_exit, open_outbox_or_exit, out
+from pantau.agent.allocator import limit_heap_growth
+from pantau.agent.cli.common import open_outbox_or_exit
+from pantau.agent.config.agent import AgentSettings, CameraConfig
+from pantau.agent.wire.console import fail, load_or_exit, out
 
 ConfigOption = Annotated[
     Path | None,
@@ -42,9 +42,9 @@ def _camera(settings: AgentSettings, name: str) -> CameraConfig:
 
 
 def _detectors(settings: AgentSettings, models: set[str]) -> dict[str, Any]:
-    from agent.detector import DetectorError
-    from agent.model_store import StoreError
-    from agent.pipeline import load_detectors
+    from pantau.agent.pipeline.scheduler import load_detectors
+    from pantau.agent.vision.detect.runtime import DetectorError
+    from pantau.agent.vision.detect.store import StoreError
 
     try:
         return load_detectors(models, settings=settings.detector)
@@ -158,11 +158,10 @@ def analyze(
 ) -> None:
     """Run the camera's pipeline on a recorded file as fast as the box allows; no broker."""
     import cv2
-
-    from agent.camera import CameraAnalytics
-    from agent.capture import CaptureError, FileReader
-    from agent.draw import draw_rules, draw_tracks
-    from agent.pipeline import CameraRunner, Pipeline
+    from pantau.agent.pipeline.camera import CameraAnalytics
+    from pantau.agent.pipeline.scheduler import CameraRunner, Pipeline
+    from pantau.agent.vision.capture import CaptureError, FileReader
+    from pantau.agent.vision.draw import draw_rules, draw_tracks
 
     settings = load_or_exit(AgentSettings, config)
     cam = _camera(settings, camera)
@@ -219,13 +218,12 @@ def run(
     """The live agent: every camera of the config, counts and alerts through the outbox."""
     limit_heap_growth()  # before any capture or inference thread starts
     import cv2
+    from pantau.agent.delivery.outbox import OutboxFullError
+    from pantau.agent.delivery.publisher import Publisher
+    from pantau.agent.pipeline.camera import CameraAnalytics
+    from pantau.agent.pipeline.scheduler import CameraRunner, Pipeline
+    from pantau.agent.vision.capture import CaptureError, FileReader, open_source
     from rich.live import Live
-
-    from agent.camera import CameraAnalytics
-    from agent.capture import CaptureError, FileReader, open_source
-    from agent.outbox import OutboxFullError
-    from agent.pipeline import CameraRunner, Pipeline
-    from agent.publisher import Publisher
 
     settings = load_or_exit(AgentSettings, config)
     if not settings.cameras:
@@ -305,7 +303,7 @@ def _live_table(pipeline: Any) -> Any:
 
 
 def _grab(settings: AgentSettings, camera: str) -> Any:
-    from agent.capture import CaptureError, grab_one
+    from pantau.agent.vision.capture import CaptureError, grab_one
 
     cam = _camera(settings, camera)
     if not cam.source:
@@ -323,9 +321,8 @@ def snapshot(
 ) -> None:
     """Grab one frame with the camera's lines and zones drawn, to check their placement."""
     import cv2
-
-    from agent.camera import CameraAnalytics
-    from agent.draw import draw_rules
+    from pantau.agent.pipeline.camera import CameraAnalytics
+    from pantau.agent.vision.draw import draw_rules
 
     settings = load_or_exit(AgentSettings, config)
     frame = _grab(settings, camera)

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from agent.config import AgentSettings
-from agent.console import fail, load_or_exit, open_outbox_or_exit, out, setup_logging, table
-from agent.models_cli import models_app
-from agent.vision_cli import register
+from pantau.agent.cli.common import open_outbox_or_exit
+from pantau.agent.cli.models import models_app
+from pantau.agent.cli.vision import register
+from pantau.agent.config.agent import AgentSettings
+from pantau.agent.wire.console import fail, load_or_exit, out, setup_logging, table
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 buffer_app = typer.Typer(
@@ -63,9 +63,9 @@ def simulate(
 
     A rerun of the same command resumes where an interrupted one stopped.
     """
-    from agent.publisher import Publisher
-    from agent.simulate import Plan, parse_start, summarize
-    from agent.simulate import run as generate
+    from pantau.agent.delivery.publisher import Publisher
+    from pantau.agent.delivery.simulate import Plan, parse_start, summarize
+    from pantau.agent.delivery.simulate import run as generate
 
     settings = load_or_exit(AgentSettings, config)
     try:
@@ -132,7 +132,7 @@ def buffer_export(config: ConfigOption = None) -> None:
 @protocol_app.command("schema")
 def protocol_schema() -> None:
     """Print the JSON Schema of every message kind."""
-    from agent.protocol import json_schema
+    from pantau.agent.wire.protocol import json_schema
 
     sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
 

@@ -1,14 +1,13 @@
 """Detector settings (model, precision, execution provider, threads, input size, NMS), kept out
-of agent.detector so that loading a config never imports OpenCV or ONNX Runtime."""
+of the detector runtime so that loading a config never imports OpenCV or ONNX Runtime."""
 
 from __future__ import annotations
 
 from typing import Literal
 
+from pantau.agent.vision.detections import DEFAULT_CLASSES
+from pantau.agent.wire.settings import Section
 from pydantic import Field, field_validator
-
-from agent.detections import DEFAULT_CLASSES
-from agent.settings import Section
 
 # The agent keeps boxes down to this score so that ByteTrack's second, low-score stage has
 # something to match; new tracks still need the tracker's own `new_score`.

@@ -13,7 +13,7 @@ CLEARED = "cleared"
 @dataclass(frozen=True)
 class AlertEvent:
     """An alert raised or cleared. Times are float seconds in the caller's clock (the one it
-    passes to `update`); the data path converts them for the wire (agent.protocol.AlertPayload).
+    passes to `update`); the data path converts them for the wire (wire.protocol.AlertPayload).
 
     The raised and the cleared event of one episode share `alert_id`. `started_at` is when the
     condition began (before the hold time ran), `ended_at` (cleared only) when it ended (before

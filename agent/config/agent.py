@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pantau.agent.config.detector import DETECTOR_FLOOR, DetectorSettings
+from pantau.agent.config.rules import LineConfig, ZoneConfig
+from pantau.agent.config.tuning import HealthConfig, MotionConfig, TrackerConfig
+from pantau.agent.wire.protocol import segment_validator
+from pantau.agent.wire.settings import BrokerSettings, PantauSettings, Section
 from pydantic import Field, field_validator, model_validator
-
-from agent.detector_config import DETECTOR_FLOOR, DetectorSettings
-from agent.protocol import segment_validator
-from agent.rules_config import LineConfig, ZoneConfig
-from agent.settings import BrokerSettings, PantauSettings, Section
-from agent.vision_config import HealthConfig, MotionConfig, TrackerConfig
 
 
 class BufferSettings(Section):

@@ -6,14 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
+from pantau.agent.vision.detections import DEFAULT_CLASSES
+from pantau.agent.wire.settings import Section
 from pydantic import Field, field_validator, model_validator
 
-from agent.detections import DEFAULT_CLASSES
-from agent.settings import Section
-
 if TYPE_CHECKING:
-    from agent.lines import LineCounter
-    from agent.zones import ZoneMonitor
+    from pantau.agent.rules.lines import LineCounter
+    from pantau.agent.rules.zones import ZoneMonitor
 
 Point = tuple[float, float]
 AnchorName = Literal[
@@ -118,7 +117,7 @@ class LineConfig(Section):
         return [f"{where}.points: {outside} -> outside the {width}x{height} frame"]
 
     def build(self, names: Sequence[str] = ()) -> LineCounter:
-        from agent.lines import LineCounter
+        from pantau.agent.rules.lines import LineCounter
 
         return LineCounter(
             self.points[0],
@@ -147,7 +146,7 @@ class RestrictedConfig(Section):
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
-        from agent.zones import parse_daily_window
+        from pantau.agent.rules.zones import parse_daily_window
 
         parse_daily_window(value)
         return value
@@ -234,7 +233,13 @@ class ZoneConfig(Section):
         return [f"{where}.polygon: {outside} -> outside the {width}x{height} frame"]
 
     def build(self, names: Sequence[str] = (), rule: str | None = None) -> ZoneMonitor:
-        from agent.zones import CrowdRule, DailyWindow, IntrusionRule, LoiterRule, ZoneMonitor
+        from pantau.agent.rules.zones import (
+            CrowdRule,
+            DailyWindow,
+            IntrusionRule,
+            LoiterRule,
+            ZoneMonitor,
+        )
 
         rules: list = []
         if self.max_occupancy is not None:

@@ -15,8 +15,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-
-from agent.settings import BrokerSettings
+from pantau.agent.wire.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from agent.protocol import (
+from pantau.agent.wire.protocol import (
     MESSAGE_TYPES,
     AlertPayload,
     CountsMessage,

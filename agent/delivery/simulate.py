@@ -15,9 +15,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
-
-from agent.outbox import Outbox
-from agent.protocol import AlertPayload, CountsPayload, Dwell, LineCount, ZoneStats
+from pantau.agent.delivery.outbox import Outbox
+from pantau.agent.wire.protocol import AlertPayload, CountsPayload, Dwell, LineCount, ZoneStats
 
 # Lines and zones every simulated camera has, with the classes counted on each and their
 # mean crossings per minute at the busiest hour.

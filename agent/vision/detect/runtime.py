@@ -10,11 +10,10 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-
-from agent.decoders import Candidates, decode
-from agent.detections import CONFUSABLE_CLASSES, Detections
-from agent.detector_config import DetectorSettings
-from agent.model_store import ModelManifest, ModelStore
+from pantau.agent.config.detector import DetectorSettings
+from pantau.agent.vision.detect.decoders import Candidates, decode
+from pantau.agent.vision.detect.store import ModelManifest, ModelStore
+from pantau.agent.vision.detections import CONFUSABLE_CLASSES, Detections
 
 log = logging.getLogger(__name__)
 

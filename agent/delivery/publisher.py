@@ -9,10 +9,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from agent.config import AgentSettings
-from agent.mqtt import MqttConnection
-from agent.outbox import LANE_ALERT, LANE_DATA, Outbox
-from agent.protocol import (
+from pantau.agent.config.agent import AgentSettings
+from pantau.agent.delivery.outbox import LANE_ALERT, LANE_DATA, Outbox
+from pantau.agent.wire.mqtt import MqttConnection
+from pantau.agent.wire.protocol import (
     HeartbeatMessage,
     HeartbeatPayload,
     StatusMessage,

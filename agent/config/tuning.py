@@ -1,11 +1,10 @@
 """Per-camera tuning sections of the vision pipeline (motion gate, tracker, health thresholds),
-kept out of agent.config so that loading a config never imports OpenCV."""
+kept out of pantau.agent.config.agent so that loading a config never imports OpenCV."""
 
 from __future__ import annotations
 
+from pantau.agent.wire.settings import Section
 from pydantic import Field, model_validator
-
-from agent.settings import Section
 
 
 class MotionConfig(Section):
@@ -33,9 +32,9 @@ class MotionConfig(Section):
 
 
 class TrackerConfig(Section):
-    """Tracker tuning (agent.tracker.ByteTracker). Lower the scores for a view the detector is
-    unsure of: cars seen from straight above, for example, score 0.2-0.5. The detector keeps
-    no box below 0.1."""
+    """Tracker tuning (vision.track.tracker.ByteTracker). Lower the scores for a view the
+    detector is unsure of: cars seen from straight above, for example, score 0.2-0.5. The
+    detector keeps no box below 0.1."""
 
     high_score: float = Field(
         0.5, ge=0.1, le=1, description="Detections at or above this score are matched first."
@@ -66,7 +65,7 @@ class TrackerConfig(Section):
 
 
 class HealthConfig(Section):
-    """Camera health limits (see agent.health.HealthThresholds for what each one measures)."""
+    """Camera health limits (see rules.health.HealthThresholds for what each one measures)."""
 
     offline_seconds: float = Field(
         10.0, gt=0,

@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from agent.camera import CameraAnalytics
-from agent.capture import FileReader, Frame, Prefetcher, Reader
-from agent.detector import Detector
-from agent.detector_config import DETECTOR_FLOOR, DetectorSettings
-from agent.model_store import ModelStore
-from agent.tracker import Tracks
+from pantau.agent.config.detector import DETECTOR_FLOOR, DetectorSettings
+from pantau.agent.pipeline.camera import CameraAnalytics
+from pantau.agent.vision.capture import FileReader, Frame, Prefetcher, Reader
+from pantau.agent.vision.detect.runtime import Detector
+from pantau.agent.vision.detect.store import ModelStore
+from pantau.agent.vision.track.tracker import Tracks
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
+from pantau.agent.vision.detect.decoders import FAMILIES, DecoderSpec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from agent.decoders import FAMILIES, DecoderSpec
 
 MODEL_DIR_ENV = "PANTAU_MODEL_DIR"
 MANIFEST = "manifest.json"

@@ -7,8 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-
-from agent.tracker import Position, Tracks
+from pantau.agent.vision.track.tracker import Position, Tracks
 
 IN = "in"
 OUT = "out"
