@@ -134,7 +134,7 @@ class Ingest:
             if len(outstanding) < PIPELINE_DEPTH:
                 batch = self._next_batch(wait=0.005 if outstanding else 0.2)
                 if batch:
-                    if not self._send([(m.topic, m.payload) for m in batch]):
+                    if not self._send([(m.topic, bytes(m.payload)) for m in batch]):
                         return self._fail(f"storage process is gone ({len(batch)} unstored)")
                     outstanding.append(batch)
                     continue

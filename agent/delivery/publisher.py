@@ -18,6 +18,7 @@ from pantau.agent.wire.protocol import (
     StatusMessage,
     StatusPayload,
     new_msg_id,
+    topic_for,
     utcnow,
 )
 
@@ -78,14 +79,13 @@ class Publisher:
         self._inflight: dict[int, tuple[int, int]] = {}  # mid -> (lane, seq)
         self._acked: list[int] = []
         self._early: dict[int, int] = {}  # mid -> reason, for PUBACKs seen before the mid
-        self._refused: dict[int, float] = {}  # lane -> earliest refused seq
+        self._refused: dict[int, int] = {}  # lane -> earliest refused seq
         self._cursor = {LANE_ALERT: -1, LANE_DATA: -1}
         self.published = 0
         self.acknowledged = 0
         self.no_subscribers = 0
         self._thread: threading.Thread | None = None
-        topic_base = f"pantau/v1/{settings.site}/{settings.id}"
-        self.status_topic = f"{topic_base}/status"
+        self.status_topic = topic_for(settings.site, settings.id, "status")
         self.conn = MqttConnection(
             settings.broker,
             client_id=f"pantau-agent-{settings.site}-{settings.id}",

@@ -92,7 +92,7 @@ def bucket_items(plan: Plan, index: int) -> list[tuple[str, str, Any]]:
             }
             for rule, classes in LINES.items()
         }
-        zones = {}
+        zones: dict[str, dict[str, ZoneStats]] = {}
         for rule, classes in ZONES.items():
             zones[rule] = {}
             for cls, mean in classes.items():

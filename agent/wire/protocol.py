@@ -12,7 +12,7 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -24,7 +24,7 @@ from pydantic import (
     field_validator,
 )
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION: Final = 1
 TOPIC_ROOT = f"pantau/v{PROTOCOL_VERSION}"
 MAX_SEGMENT_LENGTH = 64
 MAX_PAYLOAD_BYTES = 256 * 1024
@@ -219,14 +219,13 @@ class _Envelope(_Model):
     _check_site = field_validator("site")(segment_validator("site"))
     _check_created = field_validator("created_at")(_utc)
 
+    if TYPE_CHECKING:  # each message kind declares these fields with its own literal type
+        kind: str
+        camera: str | None
+
     @property
     def topic(self) -> str:
-        camera = getattr(self, "camera", None)
-        parts = [TOPIC_ROOT, self.site, self.agent]
-        if camera is not None:
-            parts.append(camera)
-        parts.append(self.kind)  # type: ignore[attr-defined]
-        return "/".join(parts)
+        return topic_for(self.site, self.agent, self.kind, self.camera)
 
     def encode(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()
@@ -264,11 +263,9 @@ class HeartbeatMessage(_Envelope):
     payload: HeartbeatPayload
 
 
-Message = Annotated[
-    CountsMessage | AlertMessage | HealthMessage | StatusMessage | HeartbeatMessage,
-    Field(discriminator="kind"),
-]
-MESSAGE_TYPES: dict[str, type[_Envelope]] = {
+AnyMessage = CountsMessage | AlertMessage | HealthMessage | StatusMessage | HeartbeatMessage
+Message = Annotated[AnyMessage, Field(discriminator="kind")]
+MESSAGE_TYPES: dict[str, type[AnyMessage]] = {
     "counts": CountsMessage,
     "alerts": AlertMessage,
     "health": HealthMessage,
