@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-from pantau.agent.vision.track import tracker as tracker_module
 from pantau.agent.vision.detections import Detections
+from pantau.agent.vision.track import tracker as tracker_module
 from pantau.agent.vision.track.tracker import ByteTracker, Tracks, anchor_points, box_iou
 
 from .helpers import dets
