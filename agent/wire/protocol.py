@@ -22,12 +22,18 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 PROTOCOL_VERSION: Final = 1
 TOPIC_ROOT = f"pantau/v{PROTOCOL_VERSION}"
 MAX_SEGMENT_LENGTH = 64
 MAX_PAYLOAD_BYTES = 256 * 1024
+# Bounds that keep every number storable (SQLite integers are signed 64-bit) and every count
+# plausible: a value beyond them is an attack or a bug, rejected at validation.
+MAX_SEQ = 2**63 - 1
+MAX_COUNT = 10**9
+MAX_LOST_RANGES = 10_000
 CAMERA_KINDS = ("counts", "alerts", "health")
 AGENT_KINDS = ("status", "heartbeat")
 
@@ -105,8 +111,14 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are valid Python floats but no valid measurement (and NaN is stored
+    # as NULL by SQLite).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- payloads -------------------------------------------------------------------------------
@@ -115,15 +127,17 @@ class _Model(BaseModel):
 class LineCount(_Model):
     """Crossings of one line by one class during the bucket."""
 
-    in_: int = Field(0, ge=0, alias="in", description="Crossings onto the line's 'in' side.")
-    out: int = Field(0, ge=0, description="Crossings onto the line's 'out' side.")
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    in_: Count = Field(0, alias="in", description="Crossings onto the line's 'in' side.")
+    out: Count = Field(0, description="Crossings onto the line's 'out' side.")
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True
+    )
 
 
 class Dwell(_Model):
     """Time spent in a zone by the tracks that left it during the bucket."""
 
-    count: int = Field(0, ge=0, description="Tracks that left the zone during the bucket.")
+    count: Count = Field(0, description="Tracks that left the zone during the bucket.")
     mean: float = Field(0.0, ge=0, description="Mean dwell in seconds of those tracks.")
     p90: float = Field(
         0.0, ge=0, description="90th percentile dwell in seconds; after a merge an upper bound."
@@ -137,7 +151,7 @@ class ZoneStats(_Model):
     occupancy_mean: float = Field(
         0.0, ge=0, description="Time-weighted mean number of objects inside over analysed time."
     )
-    occupancy_max: int = Field(0, ge=0, description="Most objects inside at any analysed frame.")
+    occupancy_max: Count = Field(0, description="Most objects inside at any analysed frame.")
     dwell: Dwell = Field(default_factory=Dwell)
 
 
@@ -151,7 +165,7 @@ class CountsPayload(_Model):
     )
     lines: dict[str, dict[str, LineCount]] = Field(default_factory=dict)
     zones: dict[str, dict[str, ZoneStats]] = Field(default_factory=dict)
-    merged_seqs: list[int] = Field(
+    merged_seqs: list[Seq] = Field(
         default_factory=list,
         description="When the outbox merged buckets under pressure: the seqs of the originals.",
     )
@@ -177,13 +191,36 @@ class AlertPayload(_Model):
         lambda v: None if v is None else _utc(v)
     )
 
+    @model_validator(mode="after")
+    def _lost_seqs_are_ranges(self) -> AlertPayload:
+        # Central turns these into seq bookkeeping: only a bounded list of [first, last]
+        # ranges of storable seqs is believed.
+        if self.type != "buffer_overflow" or "lost_seqs" not in self.details:
+            return self
+        ranges = self.details["lost_seqs"]
+        if not isinstance(ranges, list) or len(ranges) > MAX_LOST_RANGES:
+            raise ValueError(
+                f"details.lost_seqs must be a list of at most {MAX_LOST_RANGES} ranges"
+            )
+        for r in ranges:
+            if not (
+                isinstance(r, list)
+                and len(r) == 2
+                and all(type(x) is int and 0 <= x <= MAX_SEQ for x in r)
+                and r[0] <= r[1]
+            ):
+                raise ValueError(
+                    f"details.lost_seqs: {str(r)[:40]} is not a [first, last] range of seqs"
+                )
+        return self
+
 
 class HealthPayload(_Model):
     state: Literal["ok", "offline", "frozen", "covered", "scene_shift", "starting"]
     fps_target: float = Field(ge=0)
     fps_effective: float = Field(ge=0)
-    frames_read: int = Field(0, ge=0)
-    frames_analyzed: int = Field(0, ge=0)
+    frames_read: Seq = 0
+    frames_analyzed: Seq = 0
     last_frame_at: UtcTime | None = None
     details: dict[str, Any] = Field(default_factory=dict)
 
@@ -195,9 +232,9 @@ class StatusPayload(_Model):
 
 class HeartbeatPayload(_Model):
     uptime_seconds: float = Field(ge=0)
-    outbox_messages: int = Field(ge=0)
-    outbox_bytes: int = Field(ge=0)
-    cameras: int = Field(0, ge=0)
+    outbox_messages: Seq
+    outbox_bytes: Seq
+    cameras: Count = 0
 
 
 # --- envelopes --------------------------------------------------------------------------------
@@ -206,8 +243,7 @@ class HeartbeatPayload(_Model):
 class _Envelope(_Model):
     v: Literal[1] = PROTOCOL_VERSION
     msg_id: str = Field(min_length=1, max_length=64, description="Unique; kept across resends.")
-    seq: int = Field(
-        ge=0,
+    seq: Seq = Field(
         description="Per-agent, strictly increasing for counts/alerts/health; status and "
         "heartbeat carry the agent's latest assigned seq instead (its high-water mark).",
     )
@@ -350,6 +386,8 @@ def _decode_slowly(payload: bytes) -> Message:
         raw = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(f"payload is not JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("payload is nested too deeply") from None
     if not isinstance(raw, dict):
         raise ProtocolError("payload is not a JSON object")
     if raw.get("v") != PROTOCOL_VERSION:

@@ -194,3 +194,51 @@ def test_documented_examples_are_valid():
     examples = re.findall(r"Topic: `([^`]+)`\n\n```json\n(.*?)\n```", doc, re.S)
     kinds = {decode(topic, body.encode()).kind for topic, body in examples}
     assert kinds == {"counts", "alerts", "health", "status", "heartbeat"}
+
+
+# --- hostile input: each of these once stopped central's storage for good ---------------------
+
+
+def _alert_body(details: dict) -> bytes:
+    return json.dumps({
+        "v": 1, "kind": "alerts", "msg_id": "m2", "seq": 3, "agent": "a1", "site": "s1",
+        "camera": "cam", "created_at": "2026-11-27T08:00:00Z",
+        "payload": {"alert_id": "x", "type": "buffer_overflow", "state": "raised",
+                    "started_at": "2026-11-27T08:00:00Z", "details": details},
+    }).encode()
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "reason"),
+    [
+        (("seq",), 2**63, "less than or equal"),
+        (("payload", "lines", "door", "person", "in"), 2**63, "less than or equal"),
+        (("payload", "merged_seqs"), [1, 2**64], "less than or equal"),
+        (("payload", "observed_seconds"), float("inf"), "finite"),
+    ],
+)
+def test_unstorable_numbers_are_rejected(path, value, reason):
+    body = json.loads(counts_msg(lines={"door": {"person": LineCount(**{"in": 1})}}).encode())
+    target = body
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ProtocolError, match=reason):
+        decode("pantau/v1/s1/a1/cam/counts", json.dumps(body).encode())
+
+
+@pytest.mark.parametrize("lost", [[[1]], [1, 2], [[2, 1]], [[0, 2**63]], "0-9", [[0, 1.5]]])
+def test_lost_seqs_must_be_ranges(lost):
+    with pytest.raises(ProtocolError, match="lost_seqs"):
+        decode("pantau/v1/s1/a1/cam/alerts", _alert_body({"lost_seqs": lost}))
+
+
+def test_lost_seqs_ranges_accepted():
+    msg = decode("pantau/v1/s1/a1/cam/alerts", _alert_body({"lost_seqs": [[0, 4], [9, 9]]}))
+    assert msg.payload.details["lost_seqs"] == [[0, 4], [9, 9]]
+
+
+@pytest.mark.parametrize("depth", [1000, 100_000])
+def test_deep_nesting_is_a_protocol_error(depth):
+    with pytest.raises(ProtocolError, match=r"nested too deeply|schema"):
+        decode("pantau/v1/s1/a1/cam/counts", b"[" * depth + b"]" * depth)
