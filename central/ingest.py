@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import sqlite3
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -26,6 +27,10 @@ from pantau.central.storage import Received, Storage
 log = logging.getLogger(__name__)
 
 PIPELINE_DEPTH = 2
+# Faults of the machine or the database, not of a message: they stop ingest (nothing is
+# acknowledged, the broker keeps the batch) instead of dead-lettering valid data.
+ENVIRONMENTAL = (sqlite3.OperationalError, OSError, MemoryError)
+DEAD_LETTER_LOG_INTERVAL = 60.0
 
 
 @dataclass
@@ -34,6 +39,7 @@ class IngestStats:
     stored: int = 0
     duplicate: int = 0
     dead: int = 0
+    poison: int = 0  # messages that passed validation but could not be stored
     batches: int = 0
 
 
@@ -42,6 +48,58 @@ def validate(topic: str, payload: bytes) -> Received:
         return Received(topic, payload, message=decode(topic, payload))
     except ProtocolError as exc:
         return Received(topic, payload, error=exc.reason)
+
+
+def store_isolating_poison(
+    storage: Storage, items: list[Received]
+) -> tuple[dict[str, int], list[Received]]:
+    """Store a batch in one transaction; if that fails for a reason that is not the
+    machine's, store its messages one at a time and dead-letter each that fails alone, so a
+    single poison message can never block the queue.
+
+    Returns the storage counts plus `poison`, and every dead letter with its reason.
+    """
+    try:
+        return {**storage.store(items), "poison": 0}, [i for i in items if i.error]
+    except ENVIRONMENTAL:
+        raise
+    except Exception:
+        log.warning("a batch of %d failed to store; storing its messages one by one", len(items))
+    totals: Counter[str] = Counter(poison=0)
+    dead = []
+    for item in items:
+        try:
+            totals.update(storage.store([item]))
+        except ENVIRONMENTAL:
+            raise
+        except Exception as exc:
+            item = Received(item.topic, item.payload, error=f"storage: {type(exc).__name__}: {exc}")
+            totals.update(storage.store([item]))
+            totals["poison"] += 1
+        if item.error:
+            dead.append(item)
+    return dict(totals), dead
+
+
+class DeadLetterLog:
+    """Logs dead letters as one line per reason per interval with a count, so a flood of
+    hostile messages cannot flood the log."""
+
+    def __init__(self, interval: float = DEAD_LETTER_LOG_INTERVAL) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._held: Counter[str] = Counter()
+
+    def add(self, topic: str, reason: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        key = reason.split(":", 1)[0][:60]
+        if now - self._last.get(key, -self.interval) >= self.interval:
+            more = self._held.pop(key, 0)
+            extra = f" (and {more} more since the last line)" if more else ""
+            log.warning("dead letter on %r: %s%s", topic, reason, extra)
+            self._last[key] = now
+        else:
+            self._held[key] += 1
 
 
 def _store_batches(url: str, pipe: Connection) -> None:
@@ -55,11 +113,11 @@ def _store_batches(url: str, pipe: Connection) -> None:
     while (batch := pipe.recv()) is not None:
         items = [validate(topic, payload) for topic, payload in batch]
         try:
-            counts = storage.store(items)
+            counts, dead = store_isolating_poison(storage, items)
         except Exception as exc:
             pipe.send(("error", f"{type(exc).__name__}: {exc}"))
             return
-        pipe.send(("ok", counts, [(i.topic[:200], i.error) for i in items if i.error]))
+        pipe.send(("ok", counts, [(i.topic[:200], i.error) for i in dead]))
     storage.close()
 
 
@@ -75,6 +133,7 @@ class Ingest:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._worker: multiprocessing.process.BaseProcess | None = None
+        self._dead_log = DeadLetterLog()
         self.conn = MqttConnection(
             settings.broker,
             client_id=f"pantau-central-{settings.group}-{settings.worker}",
@@ -160,7 +219,7 @@ class Ingest:
             return
         _, result, dead = reply
         for topic, reason in dead:
-            log.warning("dead letter on %r: %s", topic, reason)
+            self._dead_log.add(topic, reason)
         for m in batch:
             if m.qos > 0:
                 self.conn.ack(m.mid, m.qos)
@@ -169,6 +228,7 @@ class Ingest:
         s.stored += result["stored"]
         s.duplicate += result["duplicate"]
         s.dead += result["dead"]
+        s.poison += result["poison"]
         s.batches += 1
 
     def _fail(self, reason: str) -> None:

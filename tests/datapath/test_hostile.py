@@ -1,0 +1,146 @@
+"""Hostile input against a running central (real Mosquitto, real SQLite): single messages that
+once stopped central for good are dead-lettered with a reason, the valid messages around them
+are stored exactly, and a message that breaks storage is isolated instead of blocking the
+queue."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from datetime import timedelta
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from pantau.agent.wire.protocol import CountsMessage, CountsPayload, LineCount, utcnow
+from pantau.central.ingest import DeadLetterLog, store_isolating_poison, validate
+from pantau.central.storage import Storage
+
+from tests.datapath.helpers import query
+from tests.datapath.test_faults import start_central, stop
+
+T0 = utcnow().replace(second=0, microsecond=0) - timedelta(hours=1)
+
+
+def counts(seq: int, camera: str = "cam", people: int = 1) -> CountsMessage:
+    return CountsMessage(
+        msg_id=f"m-{camera}-{seq}",
+        seq=seq,
+        agent="a1",
+        site="s1",
+        camera=camera,
+        created_at=T0,
+        payload=CountsPayload(
+            bucket_start=T0 + timedelta(minutes=seq),
+            bucket_seconds=60,
+            observed_seconds=60,
+            lines={"door": {"person": LineCount(**{"in": people})}},
+        ),
+    )
+
+
+def with_value(msg: CountsMessage, path: tuple[str | int, ...], value: object) -> bytes:
+    body = json.loads(msg.encode())
+    target = body
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return json.dumps(body).encode()
+
+
+def alert_with_details(seq: int, details: object) -> bytes:
+    return json.dumps({
+        "v": 1, "kind": "alerts", "msg_id": f"alert-{seq}", "seq": seq, "agent": "a1",
+        "site": "s1", "camera": "cam", "created_at": "2026-11-27T08:00:00Z",
+        "payload": {"alert_id": f"x{seq}", "type": "buffer_overflow", "state": "raised",
+                    "started_at": "2026-11-27T08:00:00Z", "details": details},
+    }).encode()
+
+
+# (what, topic kind, payload) of each single message that once stopped central.
+POISON = [
+    ("count >= 2^63", "counts",
+     with_value(counts(100), ("payload", "lines", "door", "person", "in"), 2**63)),
+    ("seq >= 2^63", "counts", with_value(counts(101), ("seq",), 2**63)),
+    ("merged seq >= 2^63", "counts", with_value(counts(102), ("payload", "merged_seqs"), [2**63])),
+    ("lost_seqs [[1]]", "alerts", alert_with_details(103, {"lost_seqs": [[1]]})),
+    ("nested 100,000 deep", "counts", b"[" * 100_000 + b"]" * 100_000),
+    ("NaN", "counts", with_value(counts(104), ("payload", "observed_seconds"), float("nan"))),
+]
+
+
+def test_poison_between_valid_messages_central_keeps_storing(tmp_path, broker):
+    central = start_central(tmp_path, broker.port)
+    try:
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        seq = 0
+        for _, kind, payload in POISON:
+            for _ in range(3):
+                good = counts(seq)
+                pub.publish(good.topic, good.encode(), qos=1).wait_for_publish(5)
+                seq += 1
+            pub.publish(f"pantau/v1/s1/a1/cam/{kind}", payload, qos=1).wait_for_publish(5)
+        pub.loop_stop()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if (tmp_path / "central.db").exists() and query(
+                tmp_path, "SELECT COUNT(*) FROM dead_letters"
+            )[0][0] == len(POISON):
+                break
+            time.sleep(0.2)
+        assert central.poll() is None, "central must keep running"
+        assert query(tmp_path, "SELECT COUNT(*), SUM(\"in\") FROM counts") == [(seq, seq)]
+        reasons = [r for (r,) in query(tmp_path, "SELECT reason FROM dead_letters ORDER BY id")]
+        assert len(reasons) == len(POISON)
+        assert "less than or equal" in reasons[0] and "lost_seqs" in reasons[3]
+        assert "nested too deeply" in reasons[4] and "finite" in reasons[5]
+    finally:
+        stop(central)
+
+
+@pytest.fixture
+def storage(tmp_path):
+    s = Storage(f"sqlite:///{tmp_path}/central.db")
+    yield s
+    s.close()
+
+
+def test_a_message_that_breaks_storage_is_dead_lettered_alone(storage, tmp_path):
+    # A fault no validation foresaw, injected in the real database: rows of camera 'poison'
+    # cannot be inserted.
+    storage.db.conn.execute(
+        "CREATE TRIGGER poison BEFORE INSERT ON counts WHEN NEW.camera = 'poison' "
+        "BEGIN SELECT RAISE(ABORT, 'this row cannot be stored'); END"
+    )
+    batch = [counts(0), counts(1, camera="poison"), counts(2)]
+    items = [validate(m.topic, m.encode()) for m in batch]
+    result, dead = store_isolating_poison(storage, items)
+    assert result == {"stored": 2, "duplicate": 0, "dead": 1, "poison": 1}
+    assert [d.topic for d in dead] == [batch[1].topic]
+    assert dead[0].error and "this row cannot be stored" in dead[0].error
+    stored = storage.db.conn.execute("SELECT camera, COUNT(*) FROM counts GROUP BY camera")
+    assert stored.fetchall() == [("cam", 2)]
+
+
+def test_a_broken_database_stops_ingest_instead_of_dead_lettering(storage):
+    storage.db.conn.execute("PRAGMA query_only = ON")
+    items = [validate(m.topic, m.encode()) for m in (counts(0), counts(1))]
+    with pytest.raises(sqlite3.OperationalError):
+        store_isolating_poison(storage, items)
+
+
+def test_dead_letter_log_is_one_line_per_reason_per_interval(caplog):
+    log = DeadLetterLog(interval=60)
+    with caplog.at_level(logging.WARNING, logger="pantau.central.ingest"):
+        for i in range(8000):
+            log.add("t", f"schema: field {i} is bad", now=i * 0.001)
+        log.add("t", "payload is not JSON: x", now=9.0)
+        log.add("t", "schema: late", now=61.0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3
+    assert "field 0" in lines[0] and "not JSON" in lines[1]
+    assert "late" in lines[2] and "and 7999 more" in lines[2]
