@@ -201,3 +201,89 @@ def export_counts(
             writer = csv.DictWriter(sys.stdout, fieldnames=list(r))
             writer.writeheader()
         writer.writerow(r)
+
+
+credentials_app = typer.Typer(
+    no_args_is_help=True,
+    help="Broker users: each agent publishes only as itself, only central joins its share "
+    "(a Mosquitto dynamic-security file; restart the broker after a change).",
+)
+app.add_typer(credentials_app, name="credentials")
+DynsecOption = Annotated[
+    Path,
+    typer.Option("--file", "-f", help="Mosquitto dynamic-security file (created if missing)."),
+]
+PasswordStdin = Annotated[
+    bool,
+    typer.Option("--password-stdin", help="Read the password from standard input instead of "
+                 "generating one."),
+]
+
+
+def _add_user(path: Path, password_stdin: bool, add) -> None:
+    from pantau.central.credentials import CredentialsError, DynsecFile, new_password
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else new_password()
+    if not password:
+        fail("the password must not be empty")
+    try:
+        users = DynsecFile(path)
+        user = add(users, password)
+        users.save()
+    except (CredentialsError, OSError) as exc:
+        fail(str(exc))
+    typer.echo(f"added {user!r} to {path}; restart the broker to apply", err=True)
+    if not password_stdin:
+        typer.echo(password)  # shown once, alone on standard output
+
+
+@credentials_app.command("add")
+def credentials_add(
+    agent: Annotated[str, typer.Argument(help="The agent as SITE/AGENT.")],
+    file: DynsecOption,
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Add an agent that may publish only under pantau/v1/SITE/AGENT/# and subscribe only to
+    its own ack topic; prints its generated password once."""
+    _add_user(file, password_stdin, lambda users, pw: users.add_agent(agent, pw))
+
+
+@credentials_app.command("central")
+def credentials_central(
+    user: Annotated[str, typer.Argument(help="Broker user name of the central workers.")],
+    file: DynsecOption,
+    group: Annotated[str, typer.Option(help="Shared-subscription group (config `group`).")] = (
+        "central"
+    ),
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Add the user central's workers log in as: the only one that may join the share."""
+    _add_user(file, password_stdin, lambda users, pw: users.add_central(user, pw, group))
+
+
+@credentials_app.command("list")
+def credentials_list(file: DynsecOption) -> None:
+    """The users in the file with their roles."""
+    from pantau.central.credentials import CredentialsError, DynsecFile
+
+    try:
+        users = DynsecFile(file)
+    except CredentialsError as exc:
+        fail(str(exc))
+    roles = {c["username"]: ", ".join(r["rolename"] for r in c["roles"])
+             for c in users.data["clients"]}
+    table(({"user": u, "role": roles[u]} for u in users.users()), ["user", "role"], "Users")
+
+
+@credentials_app.command("remove")
+def credentials_remove(user: Annotated[str, typer.Argument()], file: DynsecOption) -> None:
+    """Remove a user (its sessions end when the broker restarts)."""
+    from pantau.central.credentials import CredentialsError, DynsecFile
+
+    try:
+        users = DynsecFile(file)
+        users.remove(user)
+        users.save()
+    except (CredentialsError, OSError) as exc:
+        fail(str(exc))
+    typer.echo(f"removed {user!r} from {file}; restart the broker to apply", err=True)
