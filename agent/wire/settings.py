@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from pantau.agent.wire.errors import PantauError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_ENV = "PANTAU_CONFIG"
 
 
-class ConfigError(Exception):
+class ConfigError(PantauError):
     """A configuration that cannot be used. `lines` are `field.path: value -> reason`."""
 
     def __init__(self, lines: list[str], source: str | None = None) -> None:
@@ -105,9 +106,13 @@ def format_errors(exc: ValidationError) -> list[str]:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read -> {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [f"{path}: byte {exc.start} -> not UTF-8 text (save the file as UTF-8)"]
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

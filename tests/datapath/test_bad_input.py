@@ -111,6 +111,12 @@ def test_missing_or_broken_files_are_clear(tmp_path):
     assert res.returncode == 2 and "not valid YAML" in res.stderr and "line" in res.stderr
     res = cli("pantau-central", "status", "-c", str(central_config(tmp_path, 1)))
     assert res.returncode == 2 and "no database" in res.stderr
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("site: Balikpapan-Selatan\nid: kamera-\u00e9\n".encode("latin-1"))
+    for command in (("pantau-agent", "config"), ("pantau-central", "status")):
+        res = cli(*command, "-c", str(latin1))
+        assert res.returncode == 2 and "Traceback" not in res.stderr
+        assert "latin1.yaml: byte 36 -> not UTF-8" in res.stderr, res.stderr
     res = cli("pantau-agent", "simulate", "--cameras", "0")
     assert res.returncode == 2 and "Traceback" not in res.stderr
 
