@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pantau.agent.wire.migrations import Migration, connect
 from pantau.agent.wire.protocol import (
     MESSAGE_TYPES,
     AlertPayload,
@@ -47,7 +48,7 @@ RELIEF_TARGET = 0.9
 _MERGE_CHUNK = 256
 _MERGE_NS = uuid.UUID("6b1d3c1e-5f0a-4d4e-9a51-2f2b8f3c6a10")
 
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY,
     msg_id TEXT NOT NULL UNIQUE,
@@ -65,6 +66,8 @@ CREATE INDEX IF NOT EXISTS outbox_lane_seq ON outbox (lane, seq);
 CREATE INDEX IF NOT EXISTS outbox_kind_bucket ON outbox (kind, bucket_start);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
+MIGRATIONS = (Migration(1, _SCHEMA_V1),)
 
 
 class OutboxFullError(RuntimeError):
@@ -135,14 +138,12 @@ class Outbox:
         self.max_age_seconds = max_age_seconds
         self.last_relief = ReliefReport()
         self._lock = threading.RLock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db = connect(self.path, MIGRATIONS)
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit is on disk (fsync) before enqueue returns; that is the promise.
         self._db.execute("PRAGMA synchronous=FULL")
         # Keep the WAL file from staying large after a burst: the cap is about the disk.
         self._db.execute("PRAGMA journal_size_limit=4194304")
-        self._db.executescript(_SCHEMA)
         row = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox"
         ).fetchone()
