@@ -367,13 +367,6 @@ class Storage:
                 (missing, lost or 0, now if missing == 0 else None, site, agent, seq_from),
             )
 
-    def refresh_all_gaps(self) -> None:
-        """Re-evaluate every open gap (after losses were declared for seqs already gapped)."""
-        for site, agent in self.db.conn.execute("SELECT site, agent FROM agents").fetchall():
-            self.db.conn.execute("BEGIN IMMEDIATE")
-            self._refresh_gaps(site, agent, 0, 1 << 62, _now_iso())
-            self.db.conn.execute("COMMIT")
-
     # --- reads ----------------------------------------------------------------------------
 
     def counts(

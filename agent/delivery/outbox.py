@@ -90,7 +90,6 @@ class ReliefReport:
     """What one pressure relief did; `lost` maps a camera to the intervals whose counts went."""
 
     merged_rows: int = 0
-    merged_into: int = 0
     dropped_health: int = 0
     dropped_counts: int = 0
     dropped_alerts: int = 0
@@ -189,10 +188,6 @@ class Outbox:
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         with self._lock:
             return self._meta(key, default)
-
-    def set_meta(self, key: str, value: Any) -> None:
-        with self._lock:
-            self._set_meta(key, value)
 
     @property
     def last_seq(self) -> int:
@@ -452,7 +447,6 @@ class Outbox:
                 self._count, self._body_bytes = count, body_bytes
                 raise
             report.merged_rows += sum(len(run) for run in merges)
-            report.merged_into += len(merges)
 
     def _merge_run(self, run: list[tuple[Any, ...]]) -> None:
         msgs = [CountsMessage.model_validate_json(r[2]) for r in run]
