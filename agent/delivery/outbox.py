@@ -48,6 +48,11 @@ RELIEF_TARGET = 0.9
 _MERGE_CHUNK = 256
 _MERGE_NS = uuid.UUID("6b1d3c1e-5f0a-4d4e-9a51-2f2b8f3c6a10")
 
+# SQLite's primary result code for a full disk (or a file at its max_page_count).
+_SQLITE_FULL = 13
+# SQLite's own text for SQLITE_FULL, for Pythons before 3.11, whose errors carry no code.
+_SQLITE_FULL_TEXT = "database or disk is full"
+
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY,
@@ -225,13 +230,15 @@ class Outbox:
             try:
                 return self._insert(rows, items, created, meta or {})
             except sqlite3.OperationalError as exc:
-                if "full" not in str(exc):
+                if not _disk_full(exc):
                     raise
             # The disk filled before our estimate said so: make room harder and try once more.
             self._relieve(incoming, cap=int(self.size_bytes * 0.8))
             try:
                 return self._insert(rows, items, created, meta or {})
             except sqlite3.OperationalError as exc:
+                if not _disk_full(exc):
+                    raise
                 raise OutboxFullError(f"outbox {self.path}: {exc}") from exc
 
     def _build(
@@ -542,6 +549,14 @@ _INSERT = (
     "INSERT INTO outbox (seq, msg_id, lane, kind, camera, body, topic, bucket_start, "
     "bucket_seconds, created, attempted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+def _disk_full(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return str(exc) == _SQLITE_FULL_TEXT
+    # The extended code carries the primary one in its low byte.
+    return int(code) & 0xFF == _SQLITE_FULL
 
 
 def _iso(ts: float) -> str:
