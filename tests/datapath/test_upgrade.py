@@ -14,7 +14,7 @@ import pytest
 from pantau.agent.delivery.outbox import LANE_ALERT, LANE_DATA, Outbox
 from pantau.agent.delivery.outbox import MIGRATIONS as OUTBOX_MIGRATIONS
 from pantau.agent.wire.migrations import Migration, SchemaTooNewError, connect, schema_version
-from pantau.agent.wire.protocol import CountsPayload
+from pantau.agent.wire.protocol import CountsPayload, HealthPayload
 from pantau.central.storage import MIGRATIONS as CENTRAL_MIGRATIONS
 from pantau.central.storage import Storage
 
@@ -90,11 +90,12 @@ def test_v1_outbox_reads_back_and_keeps_working(tmp_path):
         [2, 3, 4],
         [5, 6, 7, 8, 9],
     ]
-    # The publisher's view: alerts lane first.
+    # The publisher's view: alerts lane first, then the data lane as named records.
     assert [r.seq for r in ob.take(LANE_ALERT, -1, 10)] == [10, 16]
     data = ob.take(LANE_DATA, -1, 100)
     assert [r.seq for r in data] == V1_PUBLISH_ORDER[2:]
     assert data[0].topic == "pantau/v1/s1/a1/cam1/counts"
+    assert [r.bucket_seconds for r in data[:4]] == [60, 60, 180, 300]
     # New messages continue the v1 seq; acknowledged ones go.
     bucket = CountsPayload(
         bucket_start=datetime(2026, 11, 27, 9, tzinfo=timezone.utc),
@@ -103,6 +104,27 @@ def test_v1_outbox_reads_back_and_keeps_working(tmp_path):
     )
     assert ob.enqueue([("counts", "cam1", bucket)]) == [17]
     assert ob.ack(V1_PUBLISH_ORDER) == 11 and len(ob) == 1
+    ob.close()
+
+
+def test_v1_outbox_relief_honours_what_v1_marked_attempted(tmp_path):
+    path = v1_copy("outbox-v1.db", tmp_path / "outbox.db")
+    ob = Outbox(path, agent="a1", site="s1", max_age_seconds=100 * 365 * 86400)
+    ob.max_bytes = ob.size_bytes  # the next enqueue must make room by merging
+    health = HealthPayload(state="ok", fps_target=5, fps_effective=5)
+    assert ob.enqueue([("health", "cam1", health)]) == [17]
+    report = ob.last_relief
+    assert report.merged_rows == 3 and report.dropped_counts == 0
+    spans = {m.seq: (m.camera, m.payload.bucket_seconds) for m in ob.messages("counts")}
+    # 0 and 1 were taken by a v1 publisher (maybe at the broker): never merged; cam2's three
+    # minutes were not, and became one bucket.
+    assert spans == {
+        0: ("cam1", 60),
+        1: ("cam1", 60),
+        2: ("cam1", 180),
+        5: ("cam1", 300),
+        11: ("cam2", 180),
+    }
     ob.close()
 
 
