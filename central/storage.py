@@ -503,8 +503,8 @@ def _count_rows(msg: CountsMessage) -> Iterable[tuple[Any, ...]]:
     for rule, by_class in p.lines.items():
         for cls, c in by_class.items():
             yield row(rule, "line", cls, line=(c.in_, c.out))
-    for rule, by_class in p.zones.items():
-        for cls, z in by_class.items():
+    for rule, zone_by_class in p.zones.items():
+        for cls, z in zone_by_class.items():
             d = z.dwell
             stats = (z.occupancy_mean, z.occupancy_max, d.count, d.mean, d.p90, d.max)
             yield row(rule, "zone", cls, zone=stats)
