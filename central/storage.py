@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from pantau.agent.wire.migrations import Migration, connect
 from pantau.agent.wire.protocol import (
     AlertMessage,
     CountsMessage,
@@ -25,7 +26,7 @@ from pantau.agent.wire.protocol import (
 
 DEAD_LETTER_BYTES = 4096  # raw bytes kept of a rejected message
 
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS messages (
     msg_id TEXT PRIMARY KEY, site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT,
     kind TEXT NOT NULL, seq INTEGER NOT NULL, created_at TEXT NOT NULL, received_at TEXT NOT NULL
@@ -77,6 +78,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     size INTEGER NOT NULL, payload BLOB, reason TEXT NOT NULL
 );
 """
+# The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
+MIGRATIONS = (Migration(1, _SCHEMA_V1),)
 
 
 def _now_iso() -> str:
@@ -104,16 +107,13 @@ class Storage:
 
     def __init__(self, url: str) -> None:
         path = sqlite_path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self.db = sqlite_utils.Database(conn)
+        self.db = sqlite_utils.Database(connect(path, MIGRATIONS))
         self.db.execute("PRAGMA journal_mode=WAL")
         # Messages are acknowledged to the broker after commit: the commit must be on disk.
         self.db.execute("PRAGMA synchronous=FULL")
         # Count keys arrive spread over the whole primary key (every camera, rule and class at
         # once): a cache that holds the hot B-tree pages keeps inserts off the disk.
         self.db.execute("PRAGMA cache_size=-131072")
-        self.db.conn.executescript(_SCHEMA)
         self.path = path
 
     def close(self) -> None:
@@ -367,13 +367,6 @@ class Storage:
                 (missing, lost or 0, now if missing == 0 else None, site, agent, seq_from),
             )
 
-    def refresh_all_gaps(self) -> None:
-        """Re-evaluate every open gap (after losses were declared for seqs already gapped)."""
-        for site, agent in self.db.conn.execute("SELECT site, agent FROM agents").fetchall():
-            self.db.conn.execute("BEGIN IMMEDIATE")
-            self._refresh_gaps(site, agent, 0, 1 << 62, _now_iso())
-            self.db.conn.execute("COMMIT")
-
     # --- reads ----------------------------------------------------------------------------
 
     def counts(
@@ -510,8 +503,8 @@ def _count_rows(msg: CountsMessage) -> Iterable[tuple[Any, ...]]:
     for rule, by_class in p.lines.items():
         for cls, c in by_class.items():
             yield row(rule, "line", cls, line=(c.in_, c.out))
-    for rule, by_class in p.zones.items():
-        for cls, z in by_class.items():
+    for rule, zone_by_class in p.zones.items():
+        for cls, z in zone_by_class.items():
             d = z.dwell
             stats = (z.occupancy_mean, z.occupancy_max, d.count, d.mean, d.p90, d.max)
             yield row(rule, "zone", cls, zone=stats)

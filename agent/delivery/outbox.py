@@ -16,8 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from pantau.agent.wire.migrations import Migration, connect
 from pantau.agent.wire.protocol import (
     MESSAGE_TYPES,
     AlertPayload,
@@ -47,7 +48,12 @@ RELIEF_TARGET = 0.9
 _MERGE_CHUNK = 256
 _MERGE_NS = uuid.UUID("6b1d3c1e-5f0a-4d4e-9a51-2f2b8f3c6a10")
 
-_SCHEMA = """
+# SQLite's primary result code for a full disk (or a file at its max_page_count).
+_SQLITE_FULL = 13
+# SQLite's own text for SQLITE_FULL, for Pythons before 3.11, whose errors carry no code.
+_SQLITE_FULL_TEXT = "database or disk is full"
+
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY,
     msg_id TEXT NOT NULL UNIQUE,
@@ -65,14 +71,17 @@ CREATE INDEX IF NOT EXISTS outbox_lane_seq ON outbox (lane, seq);
 CREATE INDEX IF NOT EXISTS outbox_kind_bucket ON outbox (kind, bucket_start);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
+MIGRATIONS = (Migration(1, _SCHEMA_V1),)
 
 
 class OutboxFullError(RuntimeError):
     """The disk cannot take the message even after merging and dropping old data."""
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
+    """One stored message, its fields in the outbox table's column order."""
+
     seq: int
     msg_id: str
     lane: int
@@ -80,6 +89,22 @@ class Row:
     camera: str
     topic: str
     body: bytes
+    bucket_start: float | None
+    bucket_seconds: int | None
+    created: float
+    attempted: int
+
+    @property
+    def span(self) -> tuple[float, float]:
+        """Start and end (epoch seconds) of a counts row's bucket."""
+        if self.bucket_start is None or self.bucket_seconds is None:
+            raise ValueError(f"outbox row {self.seq} ({self.kind}) has no bucket")
+        return self.bucket_start, self.bucket_start + self.bucket_seconds
+
+
+_COLUMNS = ", ".join(Row._fields)
+_SELECT = f"SELECT {_COLUMNS} FROM outbox"
+_INSERT = f"INSERT INTO outbox ({_COLUMNS}) VALUES ({', '.join('?' * len(Row._fields))})"
 
 
 @dataclass
@@ -87,7 +112,6 @@ class ReliefReport:
     """What one pressure relief did; `lost` maps a camera to the intervals whose counts went."""
 
     merged_rows: int = 0
-    merged_into: int = 0
     dropped_health: int = 0
     dropped_counts: int = 0
     dropped_alerts: int = 0
@@ -135,14 +159,12 @@ class Outbox:
         self.max_age_seconds = max_age_seconds
         self.last_relief = ReliefReport()
         self._lock = threading.RLock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db = connect(self.path, MIGRATIONS)
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit is on disk (fsync) before enqueue returns; that is the promise.
         self._db.execute("PRAGMA synchronous=FULL")
         # Keep the WAL file from staying large after a burst: the cap is about the disk.
         self._db.execute("PRAGMA journal_size_limit=4194304")
-        self._db.executescript(_SCHEMA)
         row = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox"
         ).fetchone()
@@ -185,19 +207,19 @@ class Outbox:
             (key, str(value)),
         )
 
+    def _next_seq(self) -> int:
+        value = self._meta("next_seq")
+        return 0 if value is None else int(value)
+
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         with self._lock:
             return self._meta(key, default)
-
-    def set_meta(self, key: str, value: Any) -> None:
-        with self._lock:
-            self._set_meta(key, value)
 
     @property
     def last_seq(self) -> int:
         """The latest seq assigned (-1 before the first message): the agent's high-water mark."""
         with self._lock:
-            return int(self._meta("next_seq", "0")) - 1
+            return self._next_seq() - 1
 
     def _effective_cap(self) -> int:
         try:
@@ -224,27 +246,27 @@ class Outbox:
         created = now or utcnow()
         with self._lock:
             rows = self._build(items, created)
-            incoming = sum(len(r[5]) + ROW_OVERHEAD for r in rows)
+            incoming = sum(len(r.body) + ROW_OVERHEAD for r in rows)
             self._relieve(incoming)
             try:
                 return self._insert(rows, items, created, meta or {})
             except sqlite3.OperationalError as exc:
-                if "full" not in str(exc):
+                if not _disk_full(exc):
                     raise
             # The disk filled before our estimate said so: make room harder and try once more.
             self._relieve(incoming, cap=int(self.size_bytes * 0.8))
             try:
                 return self._insert(rows, items, created, meta or {})
             except sqlite3.OperationalError as exc:
+                if not _disk_full(exc):
+                    raise
                 raise OutboxFullError(f"outbox {self.path}: {exc}") from exc
 
-    def _build(
-        self, items: Sequence[tuple[str, str, Any]], created: datetime
-    ) -> list[tuple[Any, ...]]:
+    def _build(self, items: Sequence[tuple[str, str, Any]], created: datetime) -> list[Row]:
         """Envelope and encode items as outbox rows, numbered from the next free seq."""
-        next_seq = int(self._meta("next_seq", "0"))
+        next_seq = self._next_seq()
         return [
-            self._row_values(
+            self._row(
                 MESSAGE_TYPES[kind](
                     msg_id=new_msg_id(),
                     seq=next_seq + i,
@@ -260,43 +282,43 @@ class Outbox:
 
     def _insert(
         self,
-        rows: list[tuple[Any, ...]],
+        rows: list[Row],
         items: Sequence[tuple[str, str, Any]],
         created: datetime,
         meta: dict[str, Any],
     ) -> list[int]:
-        if rows and rows[0][0] != int(self._meta("next_seq", "0")):
+        if rows and rows[0].seq != self._next_seq():
             # Relief recorded a loss alert meanwhile and took those seqs: renumber.
             rows = self._build(items, created)
         with self._transaction():
             self._db.executemany(_INSERT, rows)
             if rows:
-                self._set_meta("next_seq", rows[-1][0] + 1)
+                self._set_meta("next_seq", rows[-1].seq + 1)
             for key, value in meta.items():
                 self._set_meta(key, value)
         self._count += len(rows)
-        self._body_bytes += sum(len(r[5]) for r in rows)
-        return [r[0] for r in rows]
+        self._body_bytes += sum(len(r.body) for r in rows)
+        return [r.seq for r in rows]
 
     @staticmethod
-    def _row_values(msg: Any, attempted: int = 0) -> tuple[Any, ...]:
-        body = msg.encode()
+    def _row(msg: Any) -> Row:
+        """A message as a new, never attempted outbox row."""
         start = seconds = None
         if isinstance(msg, CountsMessage):
             start = msg.payload.bucket_start.timestamp()
             seconds = msg.payload.bucket_seconds
-        return (
-            msg.seq,
-            msg.msg_id,
-            _LANE[msg.kind],
-            msg.kind,
-            msg.camera,
-            body,
-            msg.topic,
-            start,
-            seconds,
-            msg.created_at.timestamp(),
-            attempted,
+        return Row(
+            seq=msg.seq,
+            msg_id=msg.msg_id,
+            lane=_LANE[msg.kind],
+            kind=msg.kind,
+            camera=msg.camera,
+            topic=msg.topic,
+            body=msg.encode(),
+            bucket_start=start,
+            bucket_seconds=seconds,
+            created=msg.created_at.timestamp(),
+            attempted=0,
         )
 
     # --- publisher side ------------------------------------------------------------------
@@ -308,18 +330,14 @@ class Outbox:
         merged afterwards, so central can never see both a bucket and a merge containing it.
         """
         with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, msg_id, lane, kind, camera, topic, body FROM outbox "
-                "WHERE lane = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (lane, after_seq, limit),
-            ).fetchall()
-            fresh = [(r[0],) for r in rows]
-            if fresh:
+            rows = self._rows("lane = ? AND seq > ? ORDER BY seq LIMIT ?", lane, after_seq, limit)
+            if rows:
                 with self._transaction():
                     self._db.executemany(
-                        "UPDATE outbox SET attempted = 1 WHERE seq = ? AND attempted = 0", fresh
+                        "UPDATE outbox SET attempted = 1 WHERE seq = ? AND attempted = 0",
+                        [(r.seq,) for r in rows],
                     )
-        return [Row(*r) for r in rows]
+        return [r._replace(attempted=1) for r in rows]
 
     def ack(self, seqs: Iterable[int]) -> int:
         """Delete messages the broker acknowledged; returns how many were deleted."""
@@ -339,6 +357,9 @@ class Outbox:
             self._count -= gone
             self._body_bytes -= freed
         return gone
+
+    def _rows(self, where: str, *args: Any) -> list[Row]:
+        return [Row._make(r) for r in self._db.execute(f"{_SELECT} WHERE {where}", args)]
 
     def pending(self, lane: int | None = None) -> int:
         with self._lock:
@@ -379,61 +400,57 @@ class Outbox:
     ) -> None:
         """Drop the oldest messages of a kind matching `where`, until under `target` bytes."""
         while target is None or self.size_bytes > target:
-            rows = self._db.execute(
-                f"SELECT seq, camera, LENGTH(body), bucket_start, bucket_seconds FROM outbox "
-                f"WHERE kind = ? AND {where} ORDER BY seq LIMIT 500",
-                (kind, *args),
-            ).fetchall()
+            rows = self._rows(f"kind = ? AND {where} ORDER BY seq LIMIT 500", kind, *args)
             if not rows:
                 return
             if target is not None:
                 keep, excess = [], self.size_bytes - target
                 for r in rows:
                     keep.append(r)
-                    excess -= r[2] + ROW_OVERHEAD
+                    excess -= len(r.body) + ROW_OVERHEAD
                     if excess <= 0:
                         break
                 rows = keep
             with self._transaction():
-                self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(r[0],) for r in rows])
+                self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(r.seq,) for r in rows])
             self._count -= len(rows)
-            self._body_bytes -= sum(r[2] for r in rows)
-            for seq, camera, _, start, seconds in rows:
+            self._body_bytes -= sum(len(r.body) for r in rows)
+            for r in rows:
                 if kind == "counts":
                     report.dropped_counts += 1
-                    report.lost.setdefault(camera, []).append((start, start + seconds))
-                    report.lost_seqs.setdefault(camera, []).append(seq)
+                    report.lost.setdefault(r.camera, []).append(r.span)
+                    report.lost_seqs.setdefault(r.camera, []).append(r.seq)
                 elif kind == "health":
                     report.dropped_health += 1
                 else:
                     report.dropped_alerts += 1
-                    report.lost_seqs.setdefault(camera, []).append(seq)
+                    report.lost_seqs.setdefault(r.camera, []).append(r.seq)
 
     def _merge_level(self, report: ReliefReport, level: int, target: int) -> None:
         """Merge never-published count buckets finer than `level` into `level`-second windows,
         oldest first, until the outbox is under `target` bytes or nothing is left to merge.
         """
         while self.size_bytes > target:
-            rows = self._db.execute(
-                "SELECT seq, camera, body, bucket_start, bucket_seconds FROM outbox "
-                "WHERE kind = 'counts' AND attempted = 0 AND bucket_seconds < ? "
+            rows = self._rows(
+                "kind = 'counts' AND attempted = 0 AND bucket_seconds < ? "
                 "ORDER BY bucket_start, seq LIMIT ?",
-                (level, _MERGE_CHUNK),
-            ).fetchall()
-            groups: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
+                level,
+                _MERGE_CHUNK,
+            )
+            groups: dict[tuple[str, int], list[Row]] = {}
             for r in rows:
-                groups.setdefault((r[1], int(r[3] // level)), []).append(r)
+                groups.setdefault((r.camera, int(r.span[0] // level)), []).append(r)
             if len(rows) == _MERGE_CHUNK:
                 # The newest window may continue past this chunk; leave it for the next one.
-                newest = int(rows[-1][3] // level)
+                newest = int(rows[-1].span[0] // level)
                 older = {k: v for k, v in groups.items() if k[1] != newest}
                 groups = older or groups
             merges = []
             for members in groups.values():
-                members.sort(key=lambda r: r[3])
-                run: list[tuple[Any, ...]] = []
+                members.sort(key=lambda r: r.span[0])
+                run: list[Row] = []
                 for r in members:
-                    if run and run[-1][3] + run[-1][4] != r[3]:
+                    if run and run[-1].span[1] != r.span[0]:
                         if len(run) > 1:
                             merges.append(run)
                         run = []
@@ -451,10 +468,9 @@ class Outbox:
                 self._count, self._body_bytes = count, body_bytes
                 raise
             report.merged_rows += sum(len(run) for run in merges)
-            report.merged_into += len(merges)
 
-    def _merge_run(self, run: list[tuple[Any, ...]]) -> None:
-        msgs = [CountsMessage.model_validate_json(r[2]) for r in run]
+    def _merge_run(self, run: list[Row]) -> None:
+        msgs = [CountsMessage.model_validate_json(r.body) for r in run]
         first = min(msgs, key=lambda m: m.seq)
         payload = merge_counts([m.payload for m in msgs], seqs=[m.seq for m in msgs])
         merged = first.model_copy(
@@ -463,11 +479,11 @@ class Outbox:
                 "payload": payload,
             }
         )
-        self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(r[0],) for r in run])
-        values = self._row_values(merged)
-        self._db.execute(_INSERT, values)
+        self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(r.seq,) for r in run])
+        row = self._row(merged)
+        self._db.execute(_INSERT, row)
         self._count += 1 - len(run)
-        self._body_bytes += len(values[5]) - sum(len(r[2]) for r in run)
+        self._body_bytes += len(row.body) - sum(len(r.body) for r in run)
 
     def _record_loss(self, report: ReliefReport) -> None:
         """Raise one buffer_overflow alert per camera that lost data, stating what was lost."""
@@ -521,7 +537,7 @@ class Outbox:
                 "bytes": self.size_bytes,
                 "file_bytes": self.path.stat().st_size if self.path.exists() else 0,
                 "max_bytes": self.max_bytes,
-                "last_seq": int(self._meta("next_seq", "0")) - 1,
+                "last_seq": self._next_seq() - 1,
                 "merged_buckets": merged,
                 "by_kind": per_kind,
             }
@@ -543,10 +559,12 @@ class Outbox:
         return [MESSAGE_TYPES[k].model_validate_json(b) for k, b in rows]
 
 
-_INSERT = (
-    "INSERT INTO outbox (seq, msg_id, lane, kind, camera, body, topic, bucket_start, "
-    "bucket_seconds, created, attempted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+def _disk_full(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return str(exc) == _SQLITE_FULL_TEXT
+    # The extended code carries the primary one in its low byte.
+    return int(code) & 0xFF == _SQLITE_FULL
 
 
 def _iso(ts: float) -> str:

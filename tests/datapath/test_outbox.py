@@ -141,3 +141,16 @@ def test_unknown_kind_is_a_programming_error(tmp_path):
     with pytest.raises(KeyError):
         ob.enqueue([("video", "cam", {})])
     assert len(ob) == 0
+
+
+def test_other_sqlite_errors_are_not_taken_for_a_full_disk(tmp_path):
+    ob = Outbox(tmp_path / "o.db", agent="a", site="s")
+    ob.enqueue([counts(0)])
+    ob._db.execute("PRAGMA busy_timeout = 0")
+    other = sqlite3.connect(tmp_path / "o.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock: "database is locked"
+    with pytest.raises(sqlite3.OperationalError) as exc:
+        ob.enqueue([counts(1)])
+    assert "locked" in str(exc.value)
+    other.execute("ROLLBACK")
+    assert ob.last_relief.dropped_counts == 0 and ob.enqueue([counts(1)]) == [1]
