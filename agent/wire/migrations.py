@@ -7,8 +7,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pantau.agent.wire.errors import PantauError
 
-class SchemaTooNewError(RuntimeError):
+
+class SchemaTooNewError(PantauError):
     """The database was written by a newer release, with a schema this one does not know."""
 
     def __init__(self, path: Path, found: int, supported: int) -> None:
