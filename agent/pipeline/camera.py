@@ -16,9 +16,9 @@ from pantau.agent.rules.conditions import AlertEvent
 from pantau.agent.rules.health import HealthMonitor, HealthThresholds
 from pantau.agent.rules.lines import Crossing, LineCounter
 from pantau.agent.rules.zones import ZoneMonitor
-from pantau.agent.vision.detections import DEFAULT_CLASSES, Detections
+from pantau.agent.vision.detections import DEFAULT_CLASSES, Detections, Tracks
 from pantau.agent.vision.motion import MotionGate
-from pantau.agent.vision.track.tracker import ByteTracker, Tracks
+from pantau.agent.vision.track.tracker import ByteTracker
 from pantau.agent.wire.protocol import (
     AlertPayload,
     CountsPayload,

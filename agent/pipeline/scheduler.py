@@ -18,7 +18,7 @@ from pantau.agent.pipeline.camera import CameraAnalytics
 from pantau.agent.vision.capture import FileReader, Frame, Prefetcher, Reader
 from pantau.agent.vision.detect.runtime import Detector
 from pantau.agent.vision.detect.store import ModelStore
-from pantau.agent.vision.track.tracker import Tracks
+from pantau.agent.vision.detections import Tracks
 
 log = logging.getLogger(__name__)
 

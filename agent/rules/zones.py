@@ -12,42 +12,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 from pantau.agent.rules.conditions import CLEARED, RAISED, AlertEvent, HeldAlert
-from pantau.agent.vision.track.tracker import Position, Tracks
-
-
-class Polygon:
-    """A closed polygon of (x, y) vertices; inside means the even-odd rule (a point exactly on
-    an edge may fall either way).
-
-    Points are tested one at a time in plain Python: a frame has a few dozen tracks at most,
-    and for so few points a bounding-box check and a loop over the edges cost less than
-    setting up array operations.
-    """
-
-    def __init__(self, vertices: Sequence[Sequence[float]]) -> None:
-        self.vertices = np.asarray(vertices, np.float64).reshape(-1, 2)
-        v = self.vertices.tolist()
-        if len(v) < 3:
-            raise ValueError("a polygon needs at least 3 points")
-        xs, ys = [p[0] for p in v], [p[1] for p in v]
-        self._box = (min(xs), min(ys), max(xs), max(ys))
-        # (x1, y1, y2, dx/dy) of each edge that is not horizontal (those never straddle).
-        self._edges = [
-            (x1, y1, y2, (x2 - x1) / (y2 - y1))
-            for (x1, y1), (x2, y2) in zip(v, v[1:] + v[:1], strict=True)
-            if y1 != y2
-        ]
-
-    def contains(self, x: float, y: float) -> bool:
-        x0, y0, x1, y1 = self._box
-        if x < x0 or x > x1 or y < y0 or y > y1:
-            return False
-        inside = False
-        for ex, ey1, ey2, slope in self._edges:
-            if (ey1 > y) != (ey2 > y) and x < ex + (y - ey1) * slope:
-                inside = not inside
-        return inside
-
+from pantau.agent.vision.detections import Tracks
+from pantau.agent.vision.geometry import Polygon, Position
 
 _WINDOW_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 

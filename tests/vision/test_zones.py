@@ -8,11 +8,11 @@ from pantau.agent.rules.zones import (
     DailyWindow,
     IntrusionRule,
     LoiterRule,
-    Polygon,
     ZoneMonitor,
     parse_daily_window,
 )
-from pantau.agent.vision.track.tracker import Tracks
+from pantau.agent.vision.detections import Tracks
+from pantau.agent.vision.geometry import Polygon
 
 from .helpers import tracks
 

@@ -7,139 +7,11 @@ at 5 and at 25 analysed frames per second.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
 
 import numpy as np
-from pantau.agent.vision.detections import CONFUSABLE_CLASSES, DEFAULT_CLASSES, Detections
+from pantau.agent.vision.detections import CONFUSABLE_CLASSES, DEFAULT_CLASSES, Detections, Tracks
+from pantau.agent.vision.geometry import box_iou
 from scipy.optimize import linear_sum_assignment
-
-
-class Position(str, Enum):
-    """Point of a box that stands for the object in line and zone rules."""
-
-    BOTTOM_CENTER = "bottom_center"
-    CENTER = "center"
-    TOP_CENTER = "top_center"
-    BOTTOM_LEFT = "bottom_left"
-    BOTTOM_RIGHT = "bottom_right"
-    CENTER_LEFT = "center_left"
-    CENTER_RIGHT = "center_right"
-    TOP_LEFT = "top_left"
-    TOP_RIGHT = "top_right"
-
-
-# Fractions of (width, height) from the top-left corner for each anchor position.
-_ANCHOR_FRACTIONS: dict[Position, tuple[float, float]] = {
-    Position.BOTTOM_CENTER: (0.5, 1.0),
-    Position.CENTER: (0.5, 0.5),
-    Position.TOP_CENTER: (0.5, 0.0),
-    Position.BOTTOM_LEFT: (0.0, 1.0),
-    Position.BOTTOM_RIGHT: (1.0, 1.0),
-    Position.CENTER_LEFT: (0.0, 0.5),
-    Position.CENTER_RIGHT: (1.0, 0.5),
-    Position.TOP_LEFT: (0.0, 0.0),
-    Position.TOP_RIGHT: (1.0, 0.0),
-}
-
-
-def anchor_points(
-    xyxy: np.ndarray, position: Position | str = Position.BOTTOM_CENTER
-) -> np.ndarray:
-    """(N, 2) float64 anchor points of (N, 4) x1, y1, x2, y2 boxes."""
-    fractions = np.array(_ANCHOR_FRACTIONS[Position(position)])
-    boxes = np.asarray(xyxy, np.float64).reshape(-1, 4)
-    return boxes[:, :2] + fractions * (boxes[:, 2:] - boxes[:, :2])
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, M) intersection over union of (N, 4) and (M, 4) xyxy boxes; 0 for empty boxes."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
-@dataclass(frozen=True)
-class Tracks:
-    """Tracks reported for one frame: every array has one row per track.
-
-    tracker_id: int64, unique for the tracker's lifetime and never shared (unconfirmed tracks
-    have their own ids too); xyxy: float32 (N, 4) filtered boxes; class_id: int32 class by
-    confidence-weighted vote over the track's detections; confidence: float32 of the detection
-    matched in this frame; confirmed: bool, true once the track has had `min_hits` consecutive
-    matches. Rules must ignore unconfirmed tracks for counting.
-    """
-
-    tracker_id: np.ndarray
-    xyxy: np.ndarray
-    class_id: np.ndarray
-    confidence: np.ndarray
-    confirmed: np.ndarray
-    names: tuple[str, ...] = field(default=())
-
-    @classmethod
-    def empty(cls, names: tuple[str, ...] = ()) -> Tracks:
-        return cls(
-            np.zeros(0, np.int64),
-            np.zeros((0, 4), np.float32),
-            np.zeros(0, np.int32),
-            np.zeros(0, np.float32),
-            np.zeros(0, bool),
-            names,
-        )
-
-    def __len__(self) -> int:
-        return len(self.tracker_id)
-
-    def __getitem__(self, index: np.ndarray | slice) -> Tracks:
-        return Tracks(
-            self.tracker_id[index],
-            self.xyxy[index],
-            self.class_id[index],
-            self.confidence[index],
-            self.confirmed[index],
-            self.names,
-        )
-
-    def anchors(self, position: Position | str = Position.BOTTOM_CENTER) -> np.ndarray:
-        """(N, 2) float64 anchor points (computed once per position; do not modify)."""
-        cache = self.__dict__.get("_anchors")
-        if cache is None:
-            cache = {}
-            object.__setattr__(self, "_anchors", cache)
-        found = cache.get(position)
-        if found is None:
-            found = cache[position] = anchor_points(self.xyxy, position)
-        return found
-
-    def rows(
-        self, position: Position | str = Position.BOTTOM_CENTER
-    ) -> tuple[list[int], list[list[float]], list[int], list[bool]]:
-        """Python lists (tracker ids, [x, y] anchors, class ids, confirmed) for rules that loop
-        over tracks. Computed once per Tracks and anchor position, then shared by every rule
-        that asks (the arrays of a Tracks are never modified)."""
-        cache = self.__dict__.get("_rows")
-        if cache is None:
-            cache = {}
-            object.__setattr__(self, "_rows", cache)
-        found = cache.get(position)  # a Position and its string value are equal keys
-        if found is None:
-            key = Position(position)
-            found = (
-                self.tracker_id.tolist(),
-                self.anchors(key).tolist(),
-                self.class_id.tolist(),
-                self.confirmed.tolist(),
-            )
-            cache[key] = found
-        return found
-
 
 # COCO-80 ids of the confusable groups (car/bus/truck, bicycle/motorcycle): a track may match
 # any detection of its group and keeps its class by vote; a person never matches a bicycle box
@@ -229,18 +101,6 @@ def _cxcywh_to_xyxy(state: np.ndarray) -> np.ndarray:
     np.subtract(state[:, 0:2], half, out=out[:, :2])
     np.add(state[:, 0:2], half, out=out[:, 2:])
     return out
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """box_iou for float64 (N, 4) and (M, 4) arrays, without conversions."""
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.maximum(hi - lo, 0.0)
-    inter = wh[..., 0] * wh[..., 1]
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return inter / np.maximum(union, 1e-12)
 
 
 def _uncut(
@@ -461,7 +321,7 @@ class ByteTracker:
             high = _nz(high_mask)
             left_high = high
             if n_tracks:
-                iou = _iou(_cxcywh_to_xyxy(kf), det_boxes)
+                iou = box_iou(_cxcywh_to_xyxy(kf), det_boxes)
                 track_group = self._groups(info[:, _CLS].astype(np.int64))
                 det_group = self._groups(det_cls)
                 iou *= track_group[:, None] == det_group[None, :]
