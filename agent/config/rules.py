@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
+from pantau.agent.rules.schedule import check_timezone, parse_daily_window
 from pantau.agent.vision.detections import DEFAULT_CLASSES
 from pantau.agent.vision.geometry import Point, crossing_edges, points_outside, polygon_area2
 from pantau.agent.wire.settings import Section
@@ -120,25 +121,12 @@ class RestrictedConfig(Section):
         30.0, ge=0, description="Seconds the zone must be empty before the alert clears."
     )
 
+    _timezone = field_validator("timezone")(check_timezone)
+
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
-        from pantau.agent.rules.zones import parse_daily_window
-
         parse_daily_window(value)
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {value!r} (use an IANA name)") from None
         return value
 
 
@@ -202,13 +190,8 @@ class ZoneConfig(Section):
         return [f"{where}.polygon: {outside} -> outside the {width}x{height} frame"]
 
     def build(self, names: Sequence[str] = (), rule: str | None = None) -> ZoneMonitor:
-        from pantau.agent.rules.zones import (
-            CrowdRule,
-            DailyWindow,
-            IntrusionRule,
-            LoiterRule,
-            ZoneMonitor,
-        )
+        from pantau.agent.rules.schedule import DailyWindow
+        from pantau.agent.rules.zones import CrowdRule, IntrusionRule, LoiterRule, ZoneMonitor
 
         rules: list = []
         if self.max_occupancy is not None:
