@@ -1,20 +1,16 @@
-"""Configuration of a camera's counting lines and zones (pydantic), validated and turned into
-LineCounter and ZoneMonitor objects."""
+"""Configuration of a camera's counting lines and zones (pydantic), validated; the rules
+build their LineCounter and ZoneMonitor objects from it (`from_config`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pantau.agent.rules.schedule import check_timezone, parse_daily_window
 from pantau.agent.vision.detections import DEFAULT_CLASSES
 from pantau.agent.vision.geometry import Point, crossing_edges, points_outside, polygon_area2
 from pantau.agent.wire.settings import Section
 from pydantic import Field, field_validator, model_validator
-
-if TYPE_CHECKING:
-    from pantau.agent.rules.lines import LineCounter
-    from pantau.agent.rules.zones import ZoneMonitor
 
 AnchorName = Literal[
     "bottom_center",
@@ -93,17 +89,6 @@ class LineConfig(Section):
         if not outside:
             return []
         return [f"{where}.points: {outside} -> outside the {width}x{height} frame"]
-
-    def build(self, names: Sequence[str] = ()) -> LineCounter:
-        from pantau.agent.rules.lines import LineCounter
-
-        return LineCounter(
-            self.points[0],
-            self.points[1],
-            classes=class_ids(self.classes, names),
-            anchor=self.anchor,
-            min_frames=self.min_frames,
-        )
 
 
 class RestrictedConfig(Section):
@@ -188,37 +173,3 @@ class ZoneConfig(Section):
         if not outside:
             return []
         return [f"{where}.polygon: {outside} -> outside the {width}x{height} frame"]
-
-    def build(self, names: Sequence[str] = (), rule: str | None = None) -> ZoneMonitor:
-        from pantau.agent.rules.schedule import DailyWindow
-        from pantau.agent.rules.zones import CrowdRule, IntrusionRule, LoiterRule, ZoneMonitor
-
-        rules: list = []
-        if self.max_occupancy is not None:
-            rules.append(
-                CrowdRule(
-                    self.max_occupancy,
-                    hold_seconds=self.crowd_hold_seconds,
-                    hysteresis=self.crowd_hysteresis,
-                    rule=rule,
-                )
-            )
-        if self.loiter_seconds is not None:
-            rules.append(LoiterRule(self.loiter_seconds, rule=rule))
-        if self.restricted is not None:
-            r = self.restricted
-            rules.append(
-                IntrusionRule(
-                    DailyWindow(r.schedule, r.timezone),
-                    hold_seconds=r.hold_seconds,
-                    clear_seconds=r.clear_seconds,
-                    rule=rule,
-                )
-            )
-        return ZoneMonitor(
-            self.polygon,
-            classes=class_ids(self.classes, names),
-            anchor=self.anchor,
-            exit_seconds=self.exit_seconds,
-            rules=rules,
-        )

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 from pantau.agent.config.agent import CameraConfig
-from pantau.agent.config.rules import ZoneConfig
 from pantau.agent.rules.conditions import AlertEvent
 from pantau.agent.rules.health import HealthMonitor, HealthThresholds
 from pantau.agent.rules.lines import Crossing, LineCounter
@@ -64,13 +63,6 @@ def _class_names(classes: list[str] | None, names: tuple[str, ...]) -> list[str]
     return [c for c in wanted if not names or c in names]
 
 
-def _with_timezone(zone: ZoneConfig, tz: str) -> ZoneConfig:
-    r = zone.restricted
-    if r is None or r.timezone is not None:
-        return zone
-    return zone.model_copy(update={"restricted": r.model_copy(update={"timezone": tz})})
-
-
 @dataclass
 class Totals:
     """Running totals over the whole run (for `analyze` and the live terminal view)."""
@@ -110,22 +102,17 @@ class CameraAnalytics:
         self.name = name
         self.config = config
         self.names = names
-        self.tracker = tracker or ByteTracker(**config.tracker.model_dump())
-        self.lines: dict[str, LineCounter] = {n: c.build(names) for n, c in config.lines.items()}
+        self.tracker = tracker or ByteTracker.from_config(config.tracker)
+        self.lines: dict[str, LineCounter] = {
+            n: LineCounter.from_config(c, names) for n, c in config.lines.items()
+        }
         self.zones: dict[str, ZoneMonitor] = {
-            n: _with_timezone(c, timezone_name).build(names, rule=n)
+            n: ZoneMonitor.from_config(c, names, rule=n, timezone=timezone_name)
             for n, c in config.zones.items()
         }
         self.line_classes = {n: _class_names(c.classes, names) for n, c in config.lines.items()}
         self.zone_classes = {n: _class_names(c.classes, names) for n, c in config.zones.items()}
-        h = config.health
-        thresholds = HealthThresholds(
-            offline_seconds=h.offline_seconds,
-            frozen_seconds=h.frozen_seconds,
-            covered_seconds=h.covered_seconds,
-            shift_seconds=h.shift_seconds,
-            shift_min_similarity=h.shift_min_similarity,
-        )
+        thresholds = HealthThresholds.from_config(config.health)
         self.health = HealthMonitor(thresholds, reference=reference)
         self.gate = MotionGate(config.motion)
         self.totals = Totals(

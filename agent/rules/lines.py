@@ -3,10 +3,11 @@ and direction, with hysteresis against flicker."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from pantau.agent.config.rules import LineConfig, class_ids
 from pantau.agent.vision.detections import Tracks
 from pantau.agent.vision.geometry import Position, path_crosses
 
@@ -99,6 +100,17 @@ class LineCounter:
         self._next_prune = -np.inf
         self.in_count = 0
         self.out_count = 0
+
+    @classmethod
+    def from_config(cls, config: LineConfig, names: Sequence[str] = ()) -> LineCounter:
+        """The counter a line's configuration describes, for a model with class `names`."""
+        return cls(
+            config.points[0],
+            config.points[1],
+            classes=class_ids(config.classes, names),
+            anchor=config.anchor,
+            min_frames=config.min_frames,
+        )
 
     def __len__(self) -> int:
         """Tracks with state held."""

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Protocol
 
 import numpy as np
+from pantau.agent.config.rules import ZoneConfig, class_ids
 from pantau.agent.rules.conditions import CLEARED, RAISED, AlertEvent, HeldAlert
 from pantau.agent.rules.schedule import DailyWindow
 from pantau.agent.vision.detections import Tracks
@@ -189,6 +190,48 @@ class ZoneMonitor:
         self._counted_until = float("-inf")  # observed time is summed up to here
         self._bucket_start: float | None = None
         self._reset_bucket()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: ZoneConfig,
+        names: Sequence[str] = (),
+        *,
+        rule: str | None = None,
+        timezone: str | None = None,
+    ) -> ZoneMonitor:
+        """The monitor and alert rules a zone's configuration describes, for a model with
+        class `names`; `rule` names its alerts, `timezone` is the schedule's when the zone
+        names none (None: UTC)."""
+        rules: list[ZoneRule] = []
+        if config.max_occupancy is not None:
+            rules.append(
+                CrowdRule(
+                    config.max_occupancy,
+                    hold_seconds=config.crowd_hold_seconds,
+                    hysteresis=config.crowd_hysteresis,
+                    rule=rule,
+                )
+            )
+        if config.loiter_seconds is not None:
+            rules.append(LoiterRule(config.loiter_seconds, rule=rule))
+        if config.restricted is not None:
+            r = config.restricted
+            rules.append(
+                IntrusionRule(
+                    DailyWindow(r.schedule, timezone if r.timezone is None else r.timezone),
+                    hold_seconds=r.hold_seconds,
+                    clear_seconds=r.clear_seconds,
+                    rule=rule,
+                )
+            )
+        return cls(
+            config.polygon,
+            classes=class_ids(config.classes, names),
+            anchor=config.anchor,
+            exit_seconds=config.exit_seconds,
+            rules=rules,
+        )
 
     def _reset_bucket(self) -> None:
         self._area: dict[int, float] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+from pantau.agent.config.tuning import TrackerConfig
 from pantau.agent.vision.detections import CONFUSABLE_CLASSES, DEFAULT_CLASSES, Detections, Tracks
 from pantau.agent.vision.geometry import box_iou
 from scipy.optimize import linear_sum_assignment
@@ -163,6 +164,9 @@ def _match(sim: np.ndarray, min_sim: float) -> tuple[np.ndarray, np.ndarray]:
     return r[keep], c[keep]
 
 
+_CONFIGURED = TrackerConfig()  # the defaults of the settings a camera's configuration may set
+
+
 class ByteTracker:
     """Two-stage (high, then low score) IoU tracker with a Kalman motion model.
 
@@ -219,9 +223,9 @@ class ByteTracker:
     def __init__(
         self,
         *,
-        high_score: float = 0.5,
-        low_score: float = 0.1,
-        new_score: float = 0.5,
+        high_score: float = _CONFIGURED.high_score,
+        low_score: float = _CONFIGURED.low_score,
+        new_score: float = _CONFIGURED.new_score,
         match_iou: float = 0.2,
         low_match_iou: float = 0.5,
         tentative_match_iou: float = 0.3,
@@ -230,8 +234,8 @@ class ByteTracker:
         centre_min_step: float = 0.1,
         centre_max_unseen: float = 0.5,
         centre_max_steps: int = 4,
-        min_hits: int = 2,
-        lost_seconds: float = 2.0,
+        min_hits: int = _CONFIGURED.min_hits,
+        lost_seconds: float = _CONFIGURED.lost_seconds,
         tentative_seconds: float = 0.45,
         fuse_score: bool = True,
         class_groups: Iterable[Sequence[int]] = DEFAULT_CLASS_GROUPS,
@@ -269,6 +273,11 @@ class ByteTracker:
             self._group_lut[cid] = g
         self._next_id = 1
         self.reset()
+
+    @classmethod
+    def from_config(cls, config: TrackerConfig) -> ByteTracker:
+        """A tracker with the settings a camera's configuration sets (defaults for the rest)."""
+        return cls(**config.model_dump())
 
     def reset(self) -> None:
         """Forget every track (ids keep increasing, so an id is never reused)."""
