@@ -54,25 +54,6 @@ class Transform:
         return out
 
 
-def resize_frame(
-    frame: np.ndarray, size: tuple[int, int], mode: str, pad_value: float = 114.0
-) -> tuple[np.ndarray, Transform]:
-    """Fit a frame into (height, width): letterbox keeps the aspect ratio and pads both sides
-    equally; stretch scales each axis on its own.
-    """
-    h, w = frame.shape[:2]
-    th, tw = size
-    if mode == "stretch":
-        out = cv2.resize(frame, (tw, th), interpolation=cv2.INTER_LINEAR)
-        return out, Transform(tw / w, th / h, 0.0, 0.0, w, h)
-    scale = min(tw / w, th / h)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    px, py = (tw - nw) // 2, (th - nh) // 2
-    out = np.full((th, tw, frame.shape[2]), pad_value, dtype=frame.dtype)
-    out[py : py + nh, px : px + nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    return out, Transform(nw / w, nh / h, float(px), float(py), w, h)
-
-
 @dataclass(frozen=True)
 class Prepared:
     """One frame as model input: its CHW float tensor and the way back to source pixels."""
