@@ -70,6 +70,10 @@ class Detections:
         return [self.names[i] if 0 <= i < len(self.names) else str(i) for i in self.class_id]
 
 
+# Tracker ids, [x, y] anchors, class ids and confirmed flags of a Tracks, as Python lists.
+TrackRows = tuple[list[int], list[list[float]], list[int], list[bool]]
+
+
 @dataclass(frozen=True)
 class Tracks:
     """Tracks reported for one frame: every array has one row per track.
@@ -87,6 +91,14 @@ class Tracks:
     confidence: np.ndarray
     confirmed: np.ndarray
     names: tuple[str, ...] = field(default=())
+    # Per anchor position, what `anchors` and `rows` computed: filled on first use (the
+    # frozen fields never change, so neither do these).
+    _anchors: dict[Position | str, np.ndarray] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _rows: dict[Position | str, TrackRows] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def empty(cls, names: tuple[str, ...] = ()) -> Tracks:
@@ -114,25 +126,16 @@ class Tracks:
 
     def anchors(self, position: Position | str = Position.BOTTOM_CENTER) -> np.ndarray:
         """(N, 2) float64 anchor points (computed once per position; do not modify)."""
-        cache = self.__dict__.get("_anchors")
-        if cache is None:
-            cache = {}
-            object.__setattr__(self, "_anchors", cache)
-        found = cache.get(position)
+        found = self._anchors.get(position)
         if found is None:
-            found = cache[position] = anchor_points(self.xyxy, position)
+            found = self._anchors[position] = anchor_points(self.xyxy, position)
         return found
 
-    def rows(
-        self, position: Position | str = Position.BOTTOM_CENTER
-    ) -> tuple[list[int], list[list[float]], list[int], list[bool]]:
+    def rows(self, position: Position | str = Position.BOTTOM_CENTER) -> TrackRows:
         """Python lists (tracker ids, [x, y] anchors, class ids, confirmed) for rules that loop
         over tracks. Computed once per Tracks and anchor position, then shared by every rule
         that asks (the arrays of a Tracks are never modified)."""
-        cache = self.__dict__.get("_rows")
-        if cache is None:
-            cache = {}
-            object.__setattr__(self, "_rows", cache)
+        cache = self._rows
         found = cache.get(position)  # a Position and its string value are equal keys
         if found is None:
             key = Position(position)

@@ -104,6 +104,7 @@ def test_live_camera_drops_and_comes_back(frames):
     camera = MjpegCamera(port, frames)
     camera.start()
     reader = LiveReader(f"http://127.0.0.1:{port}/video.mjpg", backoff_min=0.2, backoff_max=1.0)
+    reader.start()
     try:
         first = reader.wait_frame(15)
         assert first.image.shape == frames[0].shape
@@ -143,7 +144,7 @@ def test_dead_camera_is_a_clear_error_without_the_password():
     port = free_port()  # nothing listens there
     reader = LiveReader(
         f"http://admin:s3cret@127.0.0.1:{port}/video.mjpg", backoff_min=0.2, backoff_max=0.5
-    )
+    ).start()
     try:
         with pytest.raises(CaptureError) as err:
             reader.wait_frame(3)
@@ -206,7 +207,7 @@ def test_rtsp_camera_over_tcp_drops_and_comes_back():
     camera = RtspCamera(port, video)
     camera.start()
     reader = LiveReader(f"rtsp://viewer:s3cret@127.0.0.1:{port}/cam", backoff_min=0.2,
-                        backoff_max=1.0)
+                        backoff_max=1.0).start()
     try:
         first = reader.wait_frame(20)
         assert first.image.shape == (432, 768, 3) and reader.size == (768, 432)
