@@ -15,6 +15,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from pantau.agent.wire.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -183,15 +184,15 @@ class LiveReader:
         raise CaptureError(f"no frame from {redact(self.source)} in {timeout:.0f}s{why}")
 
     def _run(self) -> None:
-        delay = self.backoff_min
+        delays = Backoff(self.backoff_min, self.backoff_max)
         while not self._stop.is_set():
             try:
                 cap = _open(self.source)
             except CaptureError as exc:
                 self.last_error = str(exc)
+                delay = next(delays)
                 log.warning("%s; retrying in %.1fs", exc, delay)
                 self._stop.wait(delay)
-                delay = min(delay * 2, self.backoff_max)
                 continue
             self.connected = True
             while not self._stop.is_set():
@@ -199,7 +200,7 @@ class LiveReader:
                 if not ok:
                     self.last_error = f"stream {redact(self.source)} stopped delivering frames"
                     break
-                delay = self.backoff_min  # a delivering stream resets the backoff
+                delays.reset()  # a delivering stream resets the backoff
                 self.frames_read += 1
                 self.size = (image.shape[1], image.shape[0])
                 with self._lock:
@@ -207,9 +208,9 @@ class LiveReader:
             self.connected = False
             cap.release()
             if not self._stop.is_set():
+                delay = next(delays)
                 log.warning("%s; reconnecting in %.1fs", self.last_error, delay)
                 self._stop.wait(delay)
-                delay = min(delay * 2, self.backoff_max)
 
     def close(self) -> None:
         self._stop.set()

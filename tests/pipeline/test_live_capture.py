@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 from pantau.agent.vision.capture import CaptureError, FileReader, LiveReader
+from pantau.agent.wire.backoff import Backoff
 
 from tests.conftest import data_dir, free_port
 
@@ -218,3 +219,10 @@ def test_rtsp_camera_over_tcp_drops_and_comes_back():
     finally:
         reader.close()
         camera.stop()
+
+
+def test_camera_backoff_doubles_to_its_cap_and_resets():
+    delays = Backoff(0.5, 3.0)  # as LiveReader's: no jitter
+    assert [next(delays) for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    delays.reset()
+    assert next(delays) == 0.5
