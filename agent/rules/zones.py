@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from pantau.agent.config.rules import ZoneConfig, class_ids
@@ -101,7 +101,7 @@ class LoiterRule:
         events = []
         for tid, p in frame.inside.items():
             if tid not in self._raised and frame.t - p.entered >= self.seconds:
-                details = {"track_id": tid, "class_id": p.class_id}
+                details: dict[str, Any] = {"track_id": tid, "class_id": p.class_id}
                 event = AlertEvent("loitering", RAISED, self.rule, p.entered, details=details)
                 self._raised[tid] = event
                 events.append(event)
