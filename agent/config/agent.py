@@ -7,6 +7,7 @@ from pathlib import Path
 from pantau.agent.config.detector import DETECTOR_FLOOR, DetectorSettings
 from pantau.agent.config.rules import LineConfig, ZoneConfig
 from pantau.agent.config.tuning import HealthConfig, MotionConfig, TrackerConfig
+from pantau.agent.rules.schedule import check_timezone
 from pantau.agent.wire.protocol import segment_validator
 from pantau.agent.wire.settings import BrokerSettings, PantauSettings, Section
 from pydantic import Field, field_validator, model_validator
@@ -111,16 +112,7 @@ class AgentSettings(PantauSettings):
     _check_id = field_validator("id")(segment_validator("agent id"))
     _check_site = field_validator("site")(segment_validator("site"))
 
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {value!r} (use an IANA name)") from None
-        return value
+    _timezone = field_validator("timezone")(check_timezone)
 
     @field_validator("bucket_seconds")
     @classmethod

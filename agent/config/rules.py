@@ -1,20 +1,17 @@
-"""Configuration of a camera's counting lines and zones (pydantic), validated and turned into
-LineCounter and ZoneMonitor objects."""
+"""Configuration of a camera's counting lines and zones (pydantic), validated; the rules
+build their LineCounter and ZoneMonitor objects from it (`from_config`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
+from pantau.agent.rules.schedule import check_timezone, parse_daily_window
 from pantau.agent.vision.detections import DEFAULT_CLASSES
+from pantau.agent.vision.geometry import Point, crossing_edges, points_outside, polygon_area2
 from pantau.agent.wire.settings import Section
 from pydantic import Field, field_validator, model_validator
 
-if TYPE_CHECKING:
-    from pantau.agent.rules.lines import LineCounter
-    from pantau.agent.rules.zones import ZoneMonitor
-
-Point = tuple[float, float]
 AnchorName = Literal[
     "bottom_center",
     "center",
@@ -54,29 +51,6 @@ def class_ids(classes: Sequence[str] | None, names: Sequence[str] = ()) -> list[
     return [index[c] for c in wanted if c in index]
 
 
-def _points_outside(points: Sequence[Point], width: int, height: int) -> list[Point]:
-    return [p for p in points if not (0 <= p[0] <= width and 0 <= p[1] <= height)]
-
-
-def _segments_intersect(p1: Point, p2: Point, q1: Point, q2: Point) -> bool:
-    def orient(a: Point, b: Point, c: Point) -> float:
-        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
-
-    def on_segment(a: Point, b: Point, c: Point) -> bool:
-        return min(a[0], b[0]) <= c[0] <= max(a[0], b[0]) and min(a[1], b[1]) <= c[1] <= max(
-            a[1], b[1]
-        )
-
-    d1, d2 = orient(q1, q2, p1), orient(q1, q2, p2)
-    d3, d4 = orient(p1, p2, q1), orient(p1, p2, q2)
-    if d1 * d2 < 0 and d3 * d4 < 0:
-        return True
-    return any(
-        d == 0 and on_segment(a, b, c)
-        for d, a, b, c in ((d1, q1, q2, p1), (d2, q1, q2, p2), (d3, p1, p2, q1), (d4, p1, p2, q2))
-    )
-
-
 class LineConfig(Section):
     """A counting line: crossings of the segment A->B; 'in' is onto its left-hand side as
     seen on screen (cross(B-A, P-A) < 0 in image coordinates)."""
@@ -111,21 +85,10 @@ class LineConfig(Section):
 
     def frame_errors(self, width: int, height: int, where: str = "line") -> list[str]:
         """`where.points: value -> reason` lines for points outside a width x height frame."""
-        outside = _points_outside(self.points, width, height)
+        outside = points_outside(self.points, width, height)
         if not outside:
             return []
         return [f"{where}.points: {outside} -> outside the {width}x{height} frame"]
-
-    def build(self, names: Sequence[str] = ()) -> LineCounter:
-        from pantau.agent.rules.lines import LineCounter
-
-        return LineCounter(
-            self.points[0],
-            self.points[1],
-            classes=class_ids(self.classes, names),
-            anchor=self.anchor,
-            min_frames=self.min_frames,
-        )
 
 
 class RestrictedConfig(Section):
@@ -143,25 +106,12 @@ class RestrictedConfig(Section):
         30.0, ge=0, description="Seconds the zone must be empty before the alert clears."
     )
 
+    _timezone = field_validator("timezone")(check_timezone)
+
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
-        from pantau.agent.rules.zones import parse_daily_window
-
         parse_daily_window(value)
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {value!r} (use an IANA name)") from None
         return value
 
 
@@ -203,19 +153,11 @@ class ZoneConfig(Section):
     def _simple_polygon(cls, value: list[Point]) -> list[Point]:
         if len(value) < 3:
             raise ValueError(f"a zone needs at least 3 points, got {len(value)}")
-        n = len(value)
-        edges = [(value[i], value[(i + 1) % n]) for i in range(n)]
-        for i in range(n):
-            for j in range(i + 1, n):
-                if j == i + 1 or (i == 0 and j == n - 1):
-                    continue  # neighbours share a corner
-                if _segments_intersect(*edges[i], *edges[j]):
-                    raise ValueError(f"the polygon crosses itself (edges {i + 1} and {j + 1})")
-        area2 = sum(
-            value[i][0] * value[(i + 1) % n][1] - value[(i + 1) % n][0] * value[i][1]
-            for i in range(n)
-        )
-        if abs(area2) < 1e-9:
+        crossing = crossing_edges(value)
+        if crossing is not None:
+            i, j = crossing
+            raise ValueError(f"the polygon crosses itself (edges {i + 1} and {j + 1})")
+        if abs(polygon_area2(value)) < 1e-9:
             raise ValueError("the polygon has no area (its points are on one line)")
         return value
 
@@ -227,46 +169,7 @@ class ZoneConfig(Section):
 
     def frame_errors(self, width: int, height: int, where: str = "zone") -> list[str]:
         """`where.polygon: value -> reason` lines for points outside a width x height frame."""
-        outside = _points_outside(self.polygon, width, height)
+        outside = points_outside(self.polygon, width, height)
         if not outside:
             return []
         return [f"{where}.polygon: {outside} -> outside the {width}x{height} frame"]
-
-    def build(self, names: Sequence[str] = (), rule: str | None = None) -> ZoneMonitor:
-        from pantau.agent.rules.zones import (
-            CrowdRule,
-            DailyWindow,
-            IntrusionRule,
-            LoiterRule,
-            ZoneMonitor,
-        )
-
-        rules: list = []
-        if self.max_occupancy is not None:
-            rules.append(
-                CrowdRule(
-                    self.max_occupancy,
-                    hold_seconds=self.crowd_hold_seconds,
-                    hysteresis=self.crowd_hysteresis,
-                    rule=rule,
-                )
-            )
-        if self.loiter_seconds is not None:
-            rules.append(LoiterRule(self.loiter_seconds, rule=rule))
-        if self.restricted is not None:
-            r = self.restricted
-            rules.append(
-                IntrusionRule(
-                    DailyWindow(r.schedule, r.timezone),
-                    hold_seconds=r.hold_seconds,
-                    clear_seconds=r.clear_seconds,
-                    rule=rule,
-                )
-            )
-        return ZoneMonitor(
-            self.polygon,
-            classes=class_ids(self.classes, names),
-            anchor=self.anchor,
-            exit_seconds=self.exit_seconds,
-            rules=rules,
-        )

@@ -32,9 +32,9 @@ class MotionConfig(Section):
 
 
 class TrackerConfig(Section):
-    """Tracker tuning (vision.track.tracker.ByteTracker). Lower the scores for a view the
-    detector is unsure of: cars seen from straight above, for example, score 0.2-0.5. The
-    detector keeps no box below 0.1."""
+    """Tracker tuning (vision.track.tracker.ByteTracker, whose defaults these are). Lower the
+    scores for a view the detector is unsure of: cars seen from straight above, for example,
+    score 0.2-0.5. The detector keeps no box below 0.1."""
 
     high_score: float = Field(
         0.5, ge=0.1, le=1, description="Detections at or above this score are matched first."
@@ -65,7 +65,8 @@ class TrackerConfig(Section):
 
 
 class HealthConfig(Section):
-    """Camera health limits (see rules.health.HealthThresholds for what each one measures)."""
+    """Camera health limits (see rules.health.HealthThresholds, whose defaults these are, for
+    what each one measures)."""
 
     offline_seconds: float = Field(
         10.0, gt=0,

@@ -11,14 +11,13 @@ from typing import Any
 
 import numpy as np
 from pantau.agent.config.agent import CameraConfig
-from pantau.agent.config.rules import ZoneConfig
 from pantau.agent.rules.conditions import AlertEvent
 from pantau.agent.rules.health import HealthMonitor, HealthThresholds
 from pantau.agent.rules.lines import Crossing, LineCounter
 from pantau.agent.rules.zones import ZoneMonitor
-from pantau.agent.vision.detections import DEFAULT_CLASSES, Detections
+from pantau.agent.vision.detections import DEFAULT_CLASSES, Detections, Tracks
 from pantau.agent.vision.motion import MotionGate
-from pantau.agent.vision.track.tracker import ByteTracker, Tracks
+from pantau.agent.vision.track.tracker import ByteTracker
 from pantau.agent.wire.protocol import (
     AlertPayload,
     CountsPayload,
@@ -64,13 +63,6 @@ def _class_names(classes: list[str] | None, names: tuple[str, ...]) -> list[str]
     return [c for c in wanted if not names or c in names]
 
 
-def _with_timezone(zone: ZoneConfig, tz: str) -> ZoneConfig:
-    r = zone.restricted
-    if r is None or r.timezone is not None:
-        return zone
-    return zone.model_copy(update={"restricted": r.model_copy(update={"timezone": tz})})
-
-
 @dataclass
 class Totals:
     """Running totals over the whole run (for `analyze` and the live terminal view)."""
@@ -86,6 +78,23 @@ class Totals:
     # Every alert for `analyze` (a file ends); only the newest for a live agent, which runs
     # for months.
     alerts: deque[AlertPayload] = field(default_factory=deque)
+
+    @classmethod
+    def zeroed(
+        cls,
+        line_classes: dict[str, list[str]],
+        zone_classes: dict[str, list[str]],
+        alert_history: int | None,
+    ) -> Totals:
+        """Totals with every rule and class at zero, keeping the newest `alert_history`
+        alerts (None: all)."""
+        return cls(
+            lines={n: {c: [0, 0] for c in cs} for n, cs in line_classes.items()},
+            zone_area={n: dict.fromkeys(cs, 0.0) for n, cs in zone_classes.items()},
+            zone_max={n: dict.fromkeys(cs, 0) for n, cs in zone_classes.items()},
+            zone_dwell={n: {c: [0, 0.0] for c in cs} for n, cs in zone_classes.items()},
+            alerts=deque(maxlen=alert_history),
+        )
 
 
 class CameraAnalytics:
@@ -110,31 +119,20 @@ class CameraAnalytics:
         self.name = name
         self.config = config
         self.names = names
-        self.tracker = tracker or ByteTracker(**config.tracker.model_dump())
-        self.lines: dict[str, LineCounter] = {n: c.build(names) for n, c in config.lines.items()}
+        self.tracker = tracker or ByteTracker.from_config(config.tracker)
+        self.lines: dict[str, LineCounter] = {
+            n: LineCounter.from_config(c, names) for n, c in config.lines.items()
+        }
         self.zones: dict[str, ZoneMonitor] = {
-            n: _with_timezone(c, timezone_name).build(names, rule=n)
+            n: ZoneMonitor.from_config(c, names, rule=n, timezone=timezone_name)
             for n, c in config.zones.items()
         }
         self.line_classes = {n: _class_names(c.classes, names) for n, c in config.lines.items()}
         self.zone_classes = {n: _class_names(c.classes, names) for n, c in config.zones.items()}
-        h = config.health
-        thresholds = HealthThresholds(
-            offline_seconds=h.offline_seconds,
-            frozen_seconds=h.frozen_seconds,
-            covered_seconds=h.covered_seconds,
-            shift_seconds=h.shift_seconds,
-            shift_min_similarity=h.shift_min_similarity,
-        )
+        thresholds = HealthThresholds.from_config(config.health)
         self.health = HealthMonitor(thresholds, reference=reference)
         self.gate = MotionGate(config.motion)
-        self.totals = Totals(
-            lines={n: {c: [0, 0] for c in cs} for n, cs in self.line_classes.items()},
-            zone_area={n: dict.fromkeys(cs, 0.0) for n, cs in self.zone_classes.items()},
-            zone_max={n: dict.fromkeys(cs, 0) for n, cs in self.zone_classes.items()},
-            zone_dwell={n: {c: [0, 0.0] for c in cs} for n, cs in self.zone_classes.items()},
-            alerts=deque(maxlen=alert_history),
-        )
+        self.totals = Totals.zeroed(self.line_classes, self.zone_classes, alert_history)
         self.tracks = Tracks.empty(names)
         self.frame_size: tuple[int, int] | None = None  # (width, height) of the last frame
         self.config_errors: list[str] = []  # rules outside that frame
@@ -165,16 +163,30 @@ class CameraAnalytics:
         self._last_t = t
         self.frames_analyzed += 1
         self._bucket_frames += 1
-        if detections is None:
-            tracks = self.tracker.coast(t)
-        else:
-            self.frames_detected += 1
-            tracks = self.tracker.update(detections, t)
-        self.tracks = tracks
+        self.tracks = tracks = self._track(t, detections)
         removed = self.tracker.removed_ids
-        events: list[AlertEvent] = []
+        self._count_lines(tracks, removed, t)
+        events = self._watch_zones(tracks, removed, t)
+        events += self._check_health(t, frame)
+        return self._alerts(events)
+
+    def _track(self, t: float, detections: Detections | None) -> Tracks:
+        """The tracks at `t`: updated with the detections, or coasted when the gate skipped
+        the frame."""
+        if detections is None:
+            return self.tracker.coast(t)
+        self.frames_detected += 1
+        return self.tracker.update(detections, t)
+
+    def _count_lines(self, tracks: Tracks, removed: np.ndarray, t: float) -> None:
+        """Feed every line the tracks (and the ended ones) and tally its crossings."""
         for rule, line in self.lines.items():
             self._tally(rule, line.forget(removed) + line.update(tracks, t))
+
+    def _watch_zones(self, tracks: Tracks, removed: np.ndarray, t: float) -> list[AlertEvent]:
+        """Feed every zone the tracks (and the ended ones); note its peaks; return its alert
+        events."""
+        events: list[AlertEvent] = []
         for rule, zone in self.zones.items():
             events += zone.update(tracks, t)
             events += zone.forget(removed, t)
@@ -184,10 +196,14 @@ class CameraAnalytics:
             for cls, n in zone.occupancy.items():
                 key = self._name(cls)
                 maxima[key] = max(maxima.get(key, 0), n)
-        if frame is not None and t - self._health_t >= HEALTH_PERIOD:
-            self._health_t = t
-            events += self.health.update(t, frame)
-        return self._alerts(events)
+        return events
+
+    def _check_health(self, t: float, frame: np.ndarray | None) -> list[AlertEvent]:
+        """Health events of the frame, checked at most every HEALTH_PERIOD seconds."""
+        if frame is None or t - self._health_t < HEALTH_PERIOD:
+            return []
+        self._health_t = t
+        return self.health.update(t, frame)
 
     def _check_frame_size(self, width: int, height: int) -> None:
         # A live camera's size is known only from its first frame (and may change when the
@@ -245,12 +261,30 @@ class CameraAnalytics:
         self._observe_until(end)
         observed = min(self._observed, float(bucket_seconds))
         self._observed = 0.0
+        lines = self._close_lines()
+        zones = self._close_zones(end)
+        self.totals.observed += observed
+        return CountsPayload(
+            bucket_start=utc(bucket_start),
+            bucket_seconds=bucket_seconds,
+            observed_seconds=observed,
+            lines=lines,
+            zones=zones,
+        )
+
+    def _close_lines(self) -> dict[str, dict[str, LineCount]]:
+        """Every line's crossings since the last bucket, per configured class (zeros too)."""
         lines: dict[str, dict[str, LineCount]] = {}
         for rule, line in self.lines.items():
             by_class = {c: LineCount(in_=0, out=0) for c in self.line_classes[rule]}
             for cls, (n_in, n_out) in line.take_counts().items():
                 by_class[self._name(cls)] = LineCount(in_=n_in, out=n_out)
             lines[rule] = by_class
+        return lines
+
+    def _close_zones(self, end: float) -> dict[str, dict[str, ZoneStats]]:
+        """Every zone's bucket up to `end`, per configured class (zeros too), added to the
+        running totals."""
         zones: dict[str, dict[str, ZoneStats]] = {}
         for rule, zone in self.zones.items():
             bucket = zone.close_bucket(end)
@@ -269,14 +303,7 @@ class CameraAnalytics:
                 dwell[0] += s.dwell_count
                 dwell[1] += s.dwell_mean * s.dwell_count
             zones[rule] = by_zone
-        self.totals.observed += observed
-        return CountsPayload(
-            bucket_start=utc(bucket_start),
-            bucket_seconds=bucket_seconds,
-            observed_seconds=observed,
-            lines=lines,
-            zones=zones,
-        )
+        return zones
 
     def health_payload(self, fps_target: float, seconds: float, frames_read: int) -> HealthPayload:
         """Health of the bucket just closed (`seconds` long); resets the per-bucket counts."""

@@ -18,7 +18,7 @@ from pantau.agent.pipeline.camera import CameraAnalytics
 from pantau.agent.vision.capture import FileReader, Frame, Prefetcher, Reader
 from pantau.agent.vision.detect.runtime import Detector
 from pantau.agent.vision.detect.store import ModelStore
-from pantau.agent.vision.track.tracker import Tracks
+from pantau.agent.vision.detections import Tracks
 
 log = logging.getLogger(__name__)
 
@@ -222,11 +222,18 @@ class Pipeline:
             runner.bucket_start = None
         self._emit(items)
 
+    def start(self) -> None:
+        """Start the cameras' read-ahead threads (`run` does; once is enough)."""
+        for runner in self.runners:
+            if isinstance(runner.reader, Prefetcher):
+                runner.reader.start()
+
     def run(
         self, stop: threading.Event | None = None, duration: float | None = None
     ) -> None:
         """Step until every source ended, `stop` is set or `duration` seconds passed; then
         close the open buckets."""
+        self.start()
         stop = stop or threading.Event()
         deadline = None if duration is None else time.monotonic() + duration
         try:

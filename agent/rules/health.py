@@ -8,6 +8,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from pantau.agent.config.tuning import HealthConfig
 from pantau.agent.rules.conditions import AlertEvent, HeldAlert
 
 THUMB_SIZE = 160
@@ -60,6 +61,9 @@ def scene_similarity(reference: np.ndarray, thumb: np.ndarray, grid: int = 4) ->
     return float(np.median(scores))
 
 
+_CONFIGURED = HealthConfig()  # the defaults of the limits a camera's configuration may set
+
+
 @dataclass(frozen=True)
 class HealthThresholds:
     """Limits and hold times of the camera health checks (seconds; grey levels 0..255).
@@ -71,15 +75,20 @@ class HealthThresholds:
     one second.
     """
 
-    offline_seconds: float = 10.0
-    frozen_seconds: float = 10.0
+    offline_seconds: float = _CONFIGURED.offline_seconds
+    frozen_seconds: float = _CONFIGURED.frozen_seconds
     frozen_max_diff: float = 0.1
-    covered_seconds: float = 10.0
+    covered_seconds: float = _CONFIGURED.covered_seconds
     covered_max_laplacian: float = 25.0
     covered_max_edges: float = 0.002
-    shift_seconds: float = 30.0
-    shift_min_similarity: float = 0.35
+    shift_seconds: float = _CONFIGURED.shift_seconds
+    shift_min_similarity: float = _CONFIGURED.shift_min_similarity
     clear_seconds: float = 3.0
+
+    @classmethod
+    def from_config(cls, config: HealthConfig) -> HealthThresholds:
+        """These thresholds with the limits a camera's configuration sets."""
+        return cls(**config.model_dump())
 
 
 class HealthMonitor:

@@ -3,11 +3,13 @@ and direction, with hysteresis against flicker."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from pantau.agent.vision.track.tracker import Position, Tracks
+from pantau.agent.config.rules import LineConfig, class_ids
+from pantau.agent.vision.detections import Tracks
+from pantau.agent.vision.geometry import Position, path_crosses
 
 IN = "in"
 OUT = "out"
@@ -21,22 +23,6 @@ class Crossing:
     class_id: int
     direction: str
     t: float
-
-
-def _orient(a, b, p) -> float:
-    return (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0])
-
-
-def path_crosses(p, q, a, b) -> bool:
-    """Whether the path p->q goes from one side of segment a->b to the other through it.
-
-    True when p and q are strictly on opposite sides of the line through a and b and the
-    crossing point lies on the segment itself (end points included). Points are any (x, y)
-    pairs: tuples, lists or numpy arrays.
-    """
-    if _orient(a, b, p) * _orient(a, b, q) >= 0:
-        return False
-    return _orient(p, q, a) * _orient(p, q, b) <= 0
 
 
 class _TrackState:
@@ -115,6 +101,17 @@ class LineCounter:
         self.in_count = 0
         self.out_count = 0
 
+    @classmethod
+    def from_config(cls, config: LineConfig, names: Sequence[str] = ()) -> LineCounter:
+        """The counter a line's configuration describes, for a model with class `names`."""
+        return cls(
+            config.points[0],
+            config.points[1],
+            classes=class_ids(config.classes, names),
+            anchor=config.anchor,
+            min_frames=config.min_frames,
+        )
+
     def __len__(self) -> int:
         """Tracks with state held."""
         return len(self._states)
@@ -136,6 +133,7 @@ class LineCounter:
             states = self._states
             k = self.min_frames
             for i, p in enumerate(points):
+                # geometry.orient(a, b, p), inlined: this runs for every track in every frame.
                 cross = dx * (p[1] - ay) - dy * (p[0] - ax)
                 if cross == 0:
                     continue

@@ -3,91 +3,17 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, time, timezone, tzinfo
-from typing import Protocol
-from zoneinfo import ZoneInfo
+from datetime import datetime
+from typing import Any, Protocol
 
 import numpy as np
+from pantau.agent.config.rules import ZoneConfig, class_ids
 from pantau.agent.rules.conditions import CLEARED, RAISED, AlertEvent, HeldAlert
-from pantau.agent.vision.track.tracker import Position, Tracks
-
-
-class Polygon:
-    """A closed polygon of (x, y) vertices; inside means the even-odd rule (a point exactly on
-    an edge may fall either way).
-
-    Points are tested one at a time in plain Python: a frame has a few dozen tracks at most,
-    and for so few points a bounding-box check and a loop over the edges cost less than
-    setting up array operations.
-    """
-
-    def __init__(self, vertices: Sequence[Sequence[float]]) -> None:
-        self.vertices = np.asarray(vertices, np.float64).reshape(-1, 2)
-        v = self.vertices.tolist()
-        if len(v) < 3:
-            raise ValueError("a polygon needs at least 3 points")
-        xs, ys = [p[0] for p in v], [p[1] for p in v]
-        self._box = (min(xs), min(ys), max(xs), max(ys))
-        # (x1, y1, y2, dx/dy) of each edge that is not horizontal (those never straddle).
-        self._edges = [
-            (x1, y1, y2, (x2 - x1) / (y2 - y1))
-            for (x1, y1), (x2, y2) in zip(v, v[1:] + v[:1], strict=True)
-            if y1 != y2
-        ]
-
-    def contains(self, x: float, y: float) -> bool:
-        x0, y0, x1, y1 = self._box
-        if x < x0 or x > x1 or y < y0 or y > y1:
-            return False
-        inside = False
-        for ex, ey1, ey2, slope in self._edges:
-            if (ey1 > y) != (ey2 > y) and x < ex + (y - ey1) * slope:
-                inside = not inside
-        return inside
-
-
-_WINDOW_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
-
-
-def parse_daily_window(text: str) -> tuple[time, time | None]:
-    """'HH:MM-HH:MM' -> (start, end); end None stands for 24:00. ValueError if malformed."""
-    match = _WINDOW_RE.match(text)
-    if not match:
-        raise ValueError(f"schedule {text!r} is not 'HH:MM-HH:MM' (e.g. '18:00-06:00')")
-    h1, m1, h2, m2 = (int(g) for g in match.groups())
-    if h1 > 23 or m1 > 59 or m2 > 59 or h2 > 24 or (h2 == 24 and m2 != 0):
-        raise ValueError(f"schedule {text!r} has an hour or minute out of range")
-    start, end = time(h1, m1), None if h2 == 24 else time(h2, m2)
-    if start == (end or time(0, 0)) and not (h1 == 0 and m1 == 0 and end is None):
-        raise ValueError(f"schedule {text!r} is empty: start equals end (use '00:00-24:00')")
-    return start, end
-
-
-class DailyWindow:
-    """A daily time window such as '18:00-06:00' (may wrap midnight; '00:00-24:00' = always),
-    start included, end excluded, evaluated in `tz` (IANA name or tzinfo; None = UTC)."""
-
-    def __init__(self, schedule: str, tz: str | tzinfo | None = None) -> None:
-        self.schedule = schedule
-        self.start, self.end = parse_daily_window(schedule)
-        self.tz: tzinfo = ZoneInfo(tz) if isinstance(tz, str) else (tz or timezone.utc)
-
-    def contains(self, when: datetime | float) -> bool:
-        """Whether `when` falls in the window. A float is epoch seconds; a naive datetime is
-        taken as already in the window's timezone."""
-        if isinstance(when, (int, float)):
-            when = datetime.fromtimestamp(float(when), self.tz)
-        elif when.tzinfo is not None:
-            when = when.astimezone(self.tz)
-        now = when.time().replace(tzinfo=None)
-        if self.end is None:
-            return now >= self.start
-        if self.start < self.end:
-            return self.start <= now < self.end
-        return now >= self.start or now < self.end
+from pantau.agent.rules.schedule import DailyWindow
+from pantau.agent.vision.detections import Tracks
+from pantau.agent.vision.geometry import Polygon, Position
 
 
 @dataclass
@@ -175,7 +101,7 @@ class LoiterRule:
         events = []
         for tid, p in frame.inside.items():
             if tid not in self._raised and frame.t - p.entered >= self.seconds:
-                details = {"track_id": tid, "class_id": p.class_id}
+                details: dict[str, Any] = {"track_id": tid, "class_id": p.class_id}
                 event = AlertEvent("loitering", RAISED, self.rule, p.entered, details=details)
                 self._raised[tid] = event
                 events.append(event)
@@ -264,6 +190,48 @@ class ZoneMonitor:
         self._counted_until = float("-inf")  # observed time is summed up to here
         self._bucket_start: float | None = None
         self._reset_bucket()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: ZoneConfig,
+        names: Sequence[str] = (),
+        *,
+        rule: str | None = None,
+        timezone: str | None = None,
+    ) -> ZoneMonitor:
+        """The monitor and alert rules a zone's configuration describes, for a model with
+        class `names`; `rule` names its alerts, `timezone` is the schedule's when the zone
+        names none (None: UTC)."""
+        rules: list[ZoneRule] = []
+        if config.max_occupancy is not None:
+            rules.append(
+                CrowdRule(
+                    config.max_occupancy,
+                    hold_seconds=config.crowd_hold_seconds,
+                    hysteresis=config.crowd_hysteresis,
+                    rule=rule,
+                )
+            )
+        if config.loiter_seconds is not None:
+            rules.append(LoiterRule(config.loiter_seconds, rule=rule))
+        if config.restricted is not None:
+            r = config.restricted
+            rules.append(
+                IntrusionRule(
+                    DailyWindow(r.schedule, timezone if r.timezone is None else r.timezone),
+                    hold_seconds=r.hold_seconds,
+                    clear_seconds=r.clear_seconds,
+                    rule=rule,
+                )
+            )
+        return cls(
+            config.polygon,
+            classes=class_ids(config.classes, names),
+            anchor=config.anchor,
+            exit_seconds=config.exit_seconds,
+            rules=rules,
+        )
 
     def _reset_bucket(self) -> None:
         self._area: dict[int, float] = {}

@@ -13,12 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# RTSP over UDP loses packets on busy links and smears frames; must be set before the first
-# VideoCapture opens an RTSP URL.
-os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
-
 import cv2
 import numpy as np
+from pantau.agent.wire.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +41,9 @@ def is_live(source: str) -> bool:
 
 
 def _open(source: str) -> cv2.VideoCapture:
+    # RTSP over UDP loses packets on busy links and smears frames. OpenCV's FFmpeg backend
+    # reads this at every open, so setting it here, before the first one, is enough.
+    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
     cap = cv2.VideoCapture(int(source) if source.isdigit() else source, cv2.CAP_ANY)
     if not cap.isOpened():
         cap.release()
@@ -138,7 +138,8 @@ class FileReader:
 
 class LiveReader:
     """A live stream read by its own thread, which keeps only the newest frame (so a slow
-    consumer never builds a queue) and reconnects with exponential backoff."""
+    consumer never builds a queue) and reconnects with exponential backoff. `start` starts
+    the thread."""
 
     def __init__(
         self, source: str, *, backoff_min: float = 0.5, backoff_max: float = 30.0
@@ -154,9 +155,16 @@ class LiveReader:
         self._latest: Frame | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"capture-{redact(source)}",
-                                        daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> LiveReader:
+        """Start reading the stream (once); returns the reader."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"capture-{redact(self.source)}", daemon=True
+            )
+            self._thread.start()
+        return self
 
     def read(self) -> Frame | None:
         """The newest frame not handed out yet, or None."""
@@ -176,15 +184,15 @@ class LiveReader:
         raise CaptureError(f"no frame from {redact(self.source)} in {timeout:.0f}s{why}")
 
     def _run(self) -> None:
-        delay = self.backoff_min
+        delays = Backoff(self.backoff_min, self.backoff_max)
         while not self._stop.is_set():
             try:
                 cap = _open(self.source)
             except CaptureError as exc:
                 self.last_error = str(exc)
+                delay = next(delays)
                 log.warning("%s; retrying in %.1fs", exc, delay)
                 self._stop.wait(delay)
-                delay = min(delay * 2, self.backoff_max)
                 continue
             self.connected = True
             while not self._stop.is_set():
@@ -192,7 +200,7 @@ class LiveReader:
                 if not ok:
                     self.last_error = f"stream {redact(self.source)} stopped delivering frames"
                     break
-                delay = self.backoff_min  # a delivering stream resets the backoff
+                delays.reset()  # a delivering stream resets the backoff
                 self.frames_read += 1
                 self.size = (image.shape[1], image.shape[0])
                 with self._lock:
@@ -200,19 +208,21 @@ class LiveReader:
             self.connected = False
             cap.release()
             if not self._stop.is_set():
+                delay = next(delays)
                 log.warning("%s; reconnecting in %.1fs", self.last_error, delay)
                 self._stop.wait(delay)
-                delay = min(delay * 2, self.backoff_max)
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 class Prefetcher:
     """Reads a file ahead in its own thread, up to `depth` frames, and runs `prepare` (the
     detector's preprocessing) there too: decoding and resizing overlap with inference, which,
-    like OpenCV, releases the GIL. For offline analysis; `read` blocks until the next frame."""
+    like OpenCV, releases the GIL. For offline analysis; after `start`, `read` blocks until
+    the next frame."""
 
     def __init__(
         self, reader: FileReader, prepare: Callable[[np.ndarray], Any] | None = None,
@@ -223,8 +233,14 @@ class Prefetcher:
         self.ended = False
         self._queue: queue.Queue[Frame | BaseException | None] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Prefetcher:
+        """Start reading ahead (once); returns the prefetcher."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
+            self._thread.start()
+        return self
 
     def __getattr__(self, name: str) -> Any:  # size, cap, path, source_fps, base...
         return getattr(self.reader, name)
@@ -273,7 +289,8 @@ class Prefetcher:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
         self.reader.close()
 
 
@@ -282,9 +299,10 @@ Reader = FileReader | LiveReader | Prefetcher
 
 def open_source(source: str, fps: float, *, realtime: bool = True, base: float = 0.0) -> Reader:
     """A reader for a camera's `source`: live URLs and device indexes get a LiveReader, paths
-    a FileReader (realtime and looping for the live agent, as fast as possible offline)."""
+    a FileReader (realtime and looping for the live agent, as fast as possible offline).
+    A LiveReader comes started."""
     if is_live(source):
-        return LiveReader(source)
+        return LiveReader(source).start()
     return FileReader(source, fps, base=base, realtime=realtime)
 
 

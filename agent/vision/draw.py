@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 from pantau.agent.config.agent import CameraConfig
-from pantau.agent.vision.track.tracker import Tracks
+from pantau.agent.vision.detections import Tracks
 
 LINE_COLOUR = (0, 255, 255)
 ZONE_COLOUR = (255, 128, 0)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import ssl
 import threading
 from collections.abc import Callable
@@ -15,20 +14,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from pantau.agent.wire.backoff import Backoff
 from pantau.agent.wire.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
-
-
-def backoff_delays(first: float, longest: float, rng: random.Random | None = None):
-    """Endless reconnect delays: doubling from `first` up to `longest`, each with full jitter
-    in [d/2, d] so a fleet that lost its broker does not reconnect in lockstep.
-    """
-    rng = rng or random.Random()
-    delay = first
-    while True:
-        yield rng.uniform(delay / 2, delay)
-        delay = min(longest, delay * 2)
 
 
 class MqttConnection:
@@ -128,7 +117,7 @@ class MqttConnection:
         return props
 
     def _run(self) -> None:
-        delays = backoff_delays(self.broker.reconnect_min, self.broker.reconnect_max)
+        delays = Backoff(self.broker.reconnect_min, self.broker.reconnect_max, jitter=True)
         first = True
         while not self._stop.is_set():
             try:
@@ -157,7 +146,7 @@ class MqttConnection:
             self.connected.clear()
             if self.connects != connects:
                 # A session that was up starts the backoff afresh.
-                delays = backoff_delays(self.broker.reconnect_min, self.broker.reconnect_max)
+                delays.reset()
             self._stop.wait(next(delays))
         self.connected.clear()
 

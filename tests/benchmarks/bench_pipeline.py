@@ -34,11 +34,23 @@ VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
 def legacy_prepare(detector, frame: np.ndarray, input_size=None):
     """The preprocessing before this change: numpy mean/std/transpose on a square canvas."""
-    from pantau.agent.vision.detect.runtime import Prepared, resize_frame
+    import cv2
+    from pantau.agent.vision.detect.runtime import Prepared, Transform
 
     m = detector.manifest
-    size = detector.input_size
-    image, transform = resize_frame(frame, size, m.resize, m.pad_value)
+    th, tw = detector.input_size
+    h, w = frame.shape[:2]
+    if m.resize == "stretch":
+        image = cv2.resize(frame, (tw, th), interpolation=cv2.INTER_LINEAR)
+        transform = Transform(tw / w, th / h, 0.0, 0.0, w, h)
+    else:
+        scale = min(tw / w, th / h)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        px, py = (tw - nw) // 2, (th - nh) // 2
+        image = np.full((th, tw, frame.shape[2]), m.pad_value, dtype=frame.dtype)
+        image[py : py + nh, px : px + nw] = cv2.resize(frame, (nw, nh),
+                                                       interpolation=cv2.INTER_LINEAR)
+        transform = Transform(nw / w, nh / h, float(px), float(py), w, h)
     if m.channel_order == "rgb":
         image = image[:, :, ::-1]
     mean = np.asarray(m.mean, np.float32)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pantau.agent.wire.mqtt import backoff_delays
+from pantau.agent.wire.backoff import Backoff
 
 from tests.conftest import cli, free_port, spawn, wait_port
 from tests.datapath.helpers import query, summary_of, wait_buckets
@@ -161,7 +161,7 @@ def test_tls_with_password_end_to_end_and_bad_password(tmp_path, tls_dir, tls_br
 
 
 def test_backoff_doubles_with_jitter_and_caps():
-    delays = backoff_delays(0.5, 8.0, random.Random(1))
+    delays = Backoff(0.5, 8.0, jitter=True, rng=random.Random(1))
     got = [next(delays) for _ in range(8)]
     ceilings = [0.5, 1, 2, 4, 8, 8, 8, 8]
     assert all(c / 2 <= d <= c for d, c in zip(got, ceilings, strict=True))

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pantau.agent.cli.main import app
 from pantau.agent.config.detector import DetectorSettings
-from pantau.agent.vision.detect.runtime import Detector, DetectorError, nms, resize_frame
-from pantau.agent.vision.detect.store import ModelStore, StoreError
+from pantau.agent.vision.detect.runtime import Detector, DetectorError, nms, prepare
+from pantau.agent.vision.detect.store import ModelManifest, ModelStore, StoreError
 from pantau.models.fetch import FetchError, Source, fetch
 from typer.testing import CliRunner
 
@@ -38,8 +38,9 @@ def test_nms_is_class_aware_and_sorted() -> None:
 )
 def test_box_coordinates_round_trip(w: int, h: int, mode: str, fx: float, fy: float) -> None:
     frame = np.zeros((h, w, 3), np.uint8)
-    image, t = resize_frame(frame, (416, 416), mode)
-    assert image.shape == (416, 416, 3)
+    prepared = prepare(frame, ModelManifest.model_construct(resize=mode), (416, 416))
+    assert prepared.tensor.shape == (3, 416, 416)
+    t = prepared.transform
     box = np.array([[fx * w, fy * h, fx * w + 0.1 * w, fy * h + 0.1 * h]], np.float32)
     inside = t.to_input(box)
     assert (inside >= -1e-3).all() and (inside <= 416 + 1e-3).all()
@@ -47,9 +48,12 @@ def test_box_coordinates_round_trip(w: int, h: int, mode: str, fx: float, fy: fl
 
 
 def test_letterbox_pads_evenly() -> None:
-    image, t = resize_frame(np.full((240, 640, 3), 255, np.uint8), (416, 416), "letterbox", 0)
+    manifest = ModelManifest.model_construct(resize="letterbox", pad_value=0.0)
+    prepared = prepare(np.full((240, 640, 3), 255, np.uint8), manifest, (416, 416))
+    t, image = prepared.transform, prepared.tensor
     assert (t.pad_x, t.pad_y) == (0.0, 130.0)  # 640x240 -> 416x156, centred
-    assert image[:130].max() == 0 and image[130:286].min() == 255 and image[286:].max() == 0
+    assert image[:, :130].max() == 0 and image[:, 130:286].min() == 255
+    assert image[:, 286:].max() == 0
 
 
 def _tiny_store(tmp_path: Path, const_model) -> ModelStore:

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 from pantau.agent.vision.capture import CaptureError, FileReader, LiveReader
+from pantau.agent.wire.backoff import Backoff
 
 from tests.conftest import data_dir, free_port
 
@@ -104,6 +105,7 @@ def test_live_camera_drops_and_comes_back(frames):
     camera = MjpegCamera(port, frames)
     camera.start()
     reader = LiveReader(f"http://127.0.0.1:{port}/video.mjpg", backoff_min=0.2, backoff_max=1.0)
+    reader.start()
     try:
         first = reader.wait_frame(15)
         assert first.image.shape == frames[0].shape
@@ -143,7 +145,7 @@ def test_dead_camera_is_a_clear_error_without_the_password():
     port = free_port()  # nothing listens there
     reader = LiveReader(
         f"http://admin:s3cret@127.0.0.1:{port}/video.mjpg", backoff_min=0.2, backoff_max=0.5
-    )
+    ).start()
     try:
         with pytest.raises(CaptureError) as err:
             reader.wait_frame(3)
@@ -206,7 +208,7 @@ def test_rtsp_camera_over_tcp_drops_and_comes_back():
     camera = RtspCamera(port, video)
     camera.start()
     reader = LiveReader(f"rtsp://viewer:s3cret@127.0.0.1:{port}/cam", backoff_min=0.2,
-                        backoff_max=1.0)
+                        backoff_max=1.0).start()
     try:
         first = reader.wait_frame(20)
         assert first.image.shape == (432, 768, 3) and reader.size == (768, 432)
@@ -217,3 +219,10 @@ def test_rtsp_camera_over_tcp_drops_and_comes_back():
     finally:
         reader.close()
         camera.stop()
+
+
+def test_camera_backoff_doubles_to_its_cap_and_resets():
+    delays = Backoff(0.5, 3.0)  # as LiveReader's: no jitter
+    assert [next(delays) for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    delays.reset()
+    assert next(delays) == 0.5

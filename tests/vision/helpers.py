@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from pantau.agent.vision.detections import Detections
-from pantau.agent.vision.track.tracker import Tracks
+from pantau.agent.vision.detections import Detections, Tracks
 
 
 def tracks(*rows: tuple, confirmed: bool = True) -> Tracks:

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pantau.agent.vision.detections import Detections
-from pantau.agent.vision.track.tracker import Tracks
+from pantau.agent.vision.detections import Detections, Tracks
 
 SEQUENCES = ("TUD-Campus", "TUD-Stadtmitte")
 PERSON_NAMES = ("person",)

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
-from pantau.agent.rules.lines import IN, OUT, LineCounter, path_crosses
-from pantau.agent.vision.track.tracker import Tracks
+from pantau.agent.rules.lines import IN, OUT, LineCounter
+from pantau.agent.vision.detections import Tracks
+from pantau.agent.vision.geometry import path_crosses
 
 from .helpers import tracks
 

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
-from pantau.agent.vision.detections import Detections
+from pantau.agent.vision.detections import Detections, Tracks
+from pantau.agent.vision.geometry import anchor_points, box_iou
 from pantau.agent.vision.track import tracker as tracker_module
-from pantau.agent.vision.track.tracker import ByteTracker, Tracks, anchor_points, box_iou
+from pantau.agent.vision.track.tracker import ByteTracker
 
 from .helpers import dets
 

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 from pantau.agent.rules.lines import LineCounter
-from pantau.agent.vision.track.tracker import Tracks
+from pantau.agent.vision.detections import Tracks
 
 from . import evaluation
 from .evaluation import LINES, evaluate

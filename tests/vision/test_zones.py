@@ -3,16 +3,15 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
+from pantau.agent.rules.schedule import DailyWindow, parse_daily_window
 from pantau.agent.rules.zones import (
     CrowdRule,
-    DailyWindow,
     IntrusionRule,
     LoiterRule,
-    Polygon,
     ZoneMonitor,
-    parse_daily_window,
 )
-from pantau.agent.vision.track.tracker import Tracks
+from pantau.agent.vision.detections import Tracks
+from pantau.agent.vision.geometry import Polygon
 
 from .helpers import tracks
 

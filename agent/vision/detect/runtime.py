@@ -14,6 +14,7 @@ from pantau.agent.config.detector import DetectorSettings
 from pantau.agent.vision.detect.decoders import Candidates, decode
 from pantau.agent.vision.detect.store import ModelManifest, ModelStore
 from pantau.agent.vision.detections import CONFUSABLE_CLASSES, Detections
+from pantau.agent.vision.geometry import box_iou
 
 log = logging.getLogger(__name__)
 
@@ -51,25 +52,6 @@ class Transform:
         out[:, [0, 2]] = out[:, [0, 2]] * self.scale_x + self.pad_x
         out[:, [1, 3]] = out[:, [1, 3]] * self.scale_y + self.pad_y
         return out
-
-
-def resize_frame(
-    frame: np.ndarray, size: tuple[int, int], mode: str, pad_value: float = 114.0
-) -> tuple[np.ndarray, Transform]:
-    """Fit a frame into (height, width): letterbox keeps the aspect ratio and pads both sides
-    equally; stretch scales each axis on its own.
-    """
-    h, w = frame.shape[:2]
-    th, tw = size
-    if mode == "stretch":
-        out = cv2.resize(frame, (tw, th), interpolation=cv2.INTER_LINEAR)
-        return out, Transform(tw / w, th / h, 0.0, 0.0, w, h)
-    scale = min(tw / w, th / h)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    px, py = (tw - nw) // 2, (th - nh) // 2
-    out = np.full((th, tw, frame.shape[2]), pad_value, dtype=frame.dtype)
-    out[py : py + nh, px : px + nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    return out, Transform(nw / w, nh / h, float(px), float(py), w, h)
 
 
 @dataclass(frozen=True)
@@ -142,19 +124,13 @@ def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou: float
     # Shifting each class to its own region makes one pass class-aware.
     shift = (class_ids.astype(np.float32) * (float(boxes.max()) + 1.0))[:, None]
     b = boxes + shift
-    area = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
     order = np.argsort(-scores, kind="stable")
     keep = []
     while order.size:
         i = order[0]
         keep.append(i)
         rest = order[1:]
-        xx1 = np.maximum(b[i, 0], b[rest, 0])
-        yy1 = np.maximum(b[i, 1], b[rest, 1])
-        xx2 = np.minimum(b[i, 2], b[rest, 2])
-        yy2 = np.minimum(b[i, 3], b[rest, 3])
-        inter = (xx2 - xx1).clip(0) * (yy2 - yy1).clip(0)
-        overlap = inter / np.maximum(area[i] + area[rest] - inter, 1e-9)
+        overlap = box_iou(b[i : i + 1], b[rest], min_union=1e-9)[0]
         order = rest[overlap <= iou]
     return np.asarray(keep, np.int64)
 

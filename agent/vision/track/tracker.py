@@ -8,138 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 
 import numpy as np
-from pantau.agent.vision.detections import CONFUSABLE_CLASSES, DEFAULT_CLASSES, Detections
+from pantau.agent.config.tuning import TrackerConfig
+from pantau.agent.vision.detections import CONFUSABLE_CLASSES, DEFAULT_CLASSES, Detections, Tracks
+from pantau.agent.vision.geometry import box_iou
 from scipy.optimize import linear_sum_assignment
-
-
-class Position(str, Enum):
-    """Point of a box that stands for the object in line and zone rules."""
-
-    BOTTOM_CENTER = "bottom_center"
-    CENTER = "center"
-    TOP_CENTER = "top_center"
-    BOTTOM_LEFT = "bottom_left"
-    BOTTOM_RIGHT = "bottom_right"
-    CENTER_LEFT = "center_left"
-    CENTER_RIGHT = "center_right"
-    TOP_LEFT = "top_left"
-    TOP_RIGHT = "top_right"
-
-
-# Fractions of (width, height) from the top-left corner for each anchor position.
-_ANCHOR_FRACTIONS: dict[Position, tuple[float, float]] = {
-    Position.BOTTOM_CENTER: (0.5, 1.0),
-    Position.CENTER: (0.5, 0.5),
-    Position.TOP_CENTER: (0.5, 0.0),
-    Position.BOTTOM_LEFT: (0.0, 1.0),
-    Position.BOTTOM_RIGHT: (1.0, 1.0),
-    Position.CENTER_LEFT: (0.0, 0.5),
-    Position.CENTER_RIGHT: (1.0, 0.5),
-    Position.TOP_LEFT: (0.0, 0.0),
-    Position.TOP_RIGHT: (1.0, 0.0),
-}
-
-
-def anchor_points(
-    xyxy: np.ndarray, position: Position | str = Position.BOTTOM_CENTER
-) -> np.ndarray:
-    """(N, 2) float64 anchor points of (N, 4) x1, y1, x2, y2 boxes."""
-    fractions = np.array(_ANCHOR_FRACTIONS[Position(position)])
-    boxes = np.asarray(xyxy, np.float64).reshape(-1, 4)
-    return boxes[:, :2] + fractions * (boxes[:, 2:] - boxes[:, :2])
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, M) intersection over union of (N, 4) and (M, 4) xyxy boxes; 0 for empty boxes."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
-@dataclass(frozen=True)
-class Tracks:
-    """Tracks reported for one frame: every array has one row per track.
-
-    tracker_id: int64, unique for the tracker's lifetime and never shared (unconfirmed tracks
-    have their own ids too); xyxy: float32 (N, 4) filtered boxes; class_id: int32 class by
-    confidence-weighted vote over the track's detections; confidence: float32 of the detection
-    matched in this frame; confirmed: bool, true once the track has had `min_hits` consecutive
-    matches. Rules must ignore unconfirmed tracks for counting.
-    """
-
-    tracker_id: np.ndarray
-    xyxy: np.ndarray
-    class_id: np.ndarray
-    confidence: np.ndarray
-    confirmed: np.ndarray
-    names: tuple[str, ...] = field(default=())
-
-    @classmethod
-    def empty(cls, names: tuple[str, ...] = ()) -> Tracks:
-        return cls(
-            np.zeros(0, np.int64),
-            np.zeros((0, 4), np.float32),
-            np.zeros(0, np.int32),
-            np.zeros(0, np.float32),
-            np.zeros(0, bool),
-            names,
-        )
-
-    def __len__(self) -> int:
-        return len(self.tracker_id)
-
-    def __getitem__(self, index: np.ndarray | slice) -> Tracks:
-        return Tracks(
-            self.tracker_id[index],
-            self.xyxy[index],
-            self.class_id[index],
-            self.confidence[index],
-            self.confirmed[index],
-            self.names,
-        )
-
-    def anchors(self, position: Position | str = Position.BOTTOM_CENTER) -> np.ndarray:
-        """(N, 2) float64 anchor points (computed once per position; do not modify)."""
-        cache = self.__dict__.get("_anchors")
-        if cache is None:
-            cache = {}
-            object.__setattr__(self, "_anchors", cache)
-        found = cache.get(position)
-        if found is None:
-            found = cache[position] = anchor_points(self.xyxy, position)
-        return found
-
-    def rows(
-        self, position: Position | str = Position.BOTTOM_CENTER
-    ) -> tuple[list[int], list[list[float]], list[int], list[bool]]:
-        """Python lists (tracker ids, [x, y] anchors, class ids, confirmed) for rules that loop
-        over tracks. Computed once per Tracks and anchor position, then shared by every rule
-        that asks (the arrays of a Tracks are never modified)."""
-        cache = self.__dict__.get("_rows")
-        if cache is None:
-            cache = {}
-            object.__setattr__(self, "_rows", cache)
-        found = cache.get(position)  # a Position and its string value are equal keys
-        if found is None:
-            key = Position(position)
-            found = (
-                self.tracker_id.tolist(),
-                self.anchors(key).tolist(),
-                self.class_id.tolist(),
-                self.confirmed.tolist(),
-            )
-            cache[key] = found
-        return found
-
 
 # COCO-80 ids of the confusable groups (car/bus/truck, bicycle/motorcycle): a track may match
 # any detection of its group and keeps its class by vote; a person never matches a bicycle box
@@ -231,18 +105,6 @@ def _cxcywh_to_xyxy(state: np.ndarray) -> np.ndarray:
     return out
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """box_iou for float64 (N, 4) and (M, 4) arrays, without conversions."""
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.maximum(hi - lo, 0.0)
-    inter = wh[..., 0] * wh[..., 1]
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return inter / np.maximum(union, 1e-12)
-
-
 def _uncut(
     measured: np.ndarray, xyxy: np.ndarray, predicted: np.ndarray, frame_size: tuple[int, int]
 ) -> np.ndarray:
@@ -303,6 +165,57 @@ def _match(sim: np.ndarray, min_sim: float) -> tuple[np.ndarray, np.ndarray]:
     return r[keep], c[keep]
 
 
+_CONFIGURED = TrackerConfig()  # the defaults of the settings a camera's configuration may set
+
+
+
+@dataclass(frozen=True)
+class _FrameDetections:
+    """One frame's detections in the tracker's dtypes: float64 scores, xyxy and cx, cy, w, h
+    boxes, int64 classes, and which are strong."""
+
+    scores: np.ndarray
+    classes: np.ndarray
+    boxes: np.ndarray
+    cxcywh: np.ndarray
+    high_mask: np.ndarray
+    high: np.ndarray
+    frame_size: tuple[int, int] | None
+
+    @classmethod
+    def of(cls, detections: Detections, high_score: float) -> _FrameDetections:
+        scores = np.asarray(detections.confidence, np.float64)
+        boxes = np.asarray(detections.xyxy, np.float64).reshape(-1, 4)
+        high_mask = scores >= high_score
+        return cls(
+            scores=scores,
+            classes=np.asarray(detections.class_id, np.int64),
+            boxes=boxes,
+            cxcywh=_xyxy_to_cxcywh(boxes),
+            high_mask=high_mask,
+            high=_nz(high_mask),
+            frame_size=detections.frame_size,
+        )
+
+
+@dataclass
+class _Association:
+    """One update's matching in progress: the pairs found so far (track rows, detection
+    indices) and the confirmed tracks, unconfirmed tracks and strong detections still free."""
+
+    iou: np.ndarray  # (tracks, detections), zero across class groups
+    groups: tuple[np.ndarray, np.ndarray]  # class group of each track, of each detection
+    left_tracks: np.ndarray
+    tentative: np.ndarray
+    left_high: np.ndarray
+    rows: list[np.ndarray] = field(default_factory=list)
+    dets: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, rows: np.ndarray, dets: np.ndarray) -> None:
+        self.rows.append(rows)
+        self.dets.append(dets)
+
+
 class ByteTracker:
     """Two-stage (high, then low score) IoU tracker with a Kalman motion model.
 
@@ -359,9 +272,9 @@ class ByteTracker:
     def __init__(
         self,
         *,
-        high_score: float = 0.5,
-        low_score: float = 0.1,
-        new_score: float = 0.5,
+        high_score: float = _CONFIGURED.high_score,
+        low_score: float = _CONFIGURED.low_score,
+        new_score: float = _CONFIGURED.new_score,
         match_iou: float = 0.2,
         low_match_iou: float = 0.5,
         tentative_match_iou: float = 0.3,
@@ -370,8 +283,8 @@ class ByteTracker:
         centre_min_step: float = 0.1,
         centre_max_unseen: float = 0.5,
         centre_max_steps: int = 4,
-        min_hits: int = 2,
-        lost_seconds: float = 2.0,
+        min_hits: int = _CONFIGURED.min_hits,
+        lost_seconds: float = _CONFIGURED.lost_seconds,
         tentative_seconds: float = 0.45,
         fuse_score: bool = True,
         class_groups: Iterable[Sequence[int]] = DEFAULT_CLASS_GROUPS,
@@ -410,6 +323,11 @@ class ByteTracker:
         self._next_id = 1
         self.reset()
 
+    @classmethod
+    def from_config(cls, config: TrackerConfig) -> ByteTracker:
+        """A tracker with the settings a camera's configuration sets (defaults for the rest)."""
+        return cls(**config.model_dump())
+
     def reset(self) -> None:
         """Forget every track (ids keep increasing, so an id is never reused)."""
         self._s = np.zeros((0, _COLS))  # one row per track: Kalman state and bookkeeping
@@ -444,131 +362,150 @@ class ByteTracker:
         if detections.names:
             self._names = detections.names
         n_tracks = len(self._ids)
-        info = kf = self._s
         if n_tracks and last_t is not None and t > last_t:
-            _predict(kf, t - last_t)
-
-        scores = np.asarray(detections.confidence, np.float64)
-        n_dets = len(scores)
-        matched_t: list[np.ndarray] = []
-        matched_d: list[np.ndarray] = []
-        left_high = np.zeros(0, np.intp)
-        if n_dets:
-            det_cls = np.asarray(detections.class_id, np.int64)
-            det_boxes = np.asarray(detections.xyxy, np.float64).reshape(-1, 4)
-            det_cxcywh = _xyxy_to_cxcywh(det_boxes)
-            high_mask = scores >= self.high_score
-            high = _nz(high_mask)
-            left_high = high
+            _predict(self._s, t - last_t)
+        dets = _FrameDetections.of(detections, self.high_score) if len(detections) else None
+        matched = left_high = _NO_ROWS
+        if dets is not None:
+            left_high = dets.high
             if n_tracks:
-                iou = _iou(_cxcywh_to_xyxy(kf), det_boxes)
-                track_group = self._groups(info[:, _CLS].astype(np.int64))
-                det_group = self._groups(det_cls)
-                iou *= track_group[:, None] == det_group[None, :]
-                confirmed = info[:, _CONFIRMED] > 0
-                confirmed_idx = _nz(confirmed)
-                tentative_idx = _nz(~confirmed)
-                left_tracks = confirmed_idx
-
-                # Stage 1: strong detections against confirmed and lost tracks by IoU.
-                if len(confirmed_idx) and len(high):
-                    sim = iou[confirmed_idx][:, high]
-                    if self.fuse_score:
-                        sim *= np.minimum(scores[high], 1.0)[None, :]
-                    r, c = _match(sim, self.match_iou)
-                    if len(r):
-                        matched_t.append(confirmed_idx[r])
-                        matched_d.append(high[c])
-                        left_tracks = _without(confirmed_idx, r)
-                        left_high = _without(high, c)
-
-                # Stage 2: what is left of both, by centre distance.
-                if len(left_tracks) and len(left_high) and self._centre_gating:
-                    unseen = t - info[left_tracks, _SEEN]
-                    step = None if last_t is None else t - last_t
-                    far_at = _nz(self._centre_eligible(unseen, step))
-                    if len(far_at):
-                        groups = (track_group, det_group)
-                        far = left_tracks[far_at]
-                        r, c = self._centre_match(far, left_high, unseen[far_at], det_boxes, groups)
-                        if len(r):
-                            matched_t.append(far[r])
-                            matched_d.append(left_high[c])
-                            left_tracks = _without(left_tracks, far_at[r])
-                            left_high = _without(left_high, c)
-
-                # Stage 3: weak detections only rescue tracks seen in the previous update.
-                if len(left_tracks) and last_t is not None:
-                    low = _nz(~high_mask & (scores >= self.low_score))
-                    cand = left_tracks[info[left_tracks, _SEEN] >= last_t]
-                    if len(low) and len(cand):
-                        r, c = _match(iou[cand][:, low], self.low_match_iou)
-                        matched_t.append(cand[r])
-                        matched_d.append(low[c])
-
-                # Stage 4: unconfirmed tracks take what strong detections remain, by IoU,
-                # then by centre distance.
-                if len(tentative_idx) and len(left_high):
-                    r, c = _match(iou[tentative_idx][:, left_high], self.tentative_match_iou)
-                    left_tentative = tentative_idx
-                    if len(r):
-                        matched_t.append(tentative_idx[r])
-                        matched_d.append(left_high[c])
-                        left_tentative = _without(tentative_idx, r)
-                        left_high = _without(left_high, c)
-                    if len(left_tentative) and len(left_high) and self._centre_gating:
-                        unseen = t - info[left_tentative, _SEEN]
-                        step = unseen >= self.centre_min_step
-                        far = left_tentative[step]
-                        if len(far):
-                            groups = (track_group, det_group)
-                            r, c = self._centre_match(
-                                far, left_high, unseen[step], det_boxes, groups
-                            )
-                            if len(r):
-                                matched_t.append(far[r])
-                                matched_d.append(left_high[c])
-                                left_high = _without(left_high, c)
-
-            if matched_t:
-                rows = np.concatenate(matched_t)
-                dets = np.concatenate(matched_d)
-                measured = det_cxcywh[dets]
-                if detections.frame_size is not None:
-                    measured = _uncut(measured, det_boxes[dets], kf[rows], detections.frame_size)
-                self._apply_matches(rows, dets, measured, scores, det_cls, t)
-        else:
-            det_cls = det_cxcywh = None
-
-        # Removal: unconfirmed and lost tracks past their buffers.
-        out_rows = _NO_ROWS
-        self._removed = _NO_IDS
-        if n_tracks:
-            matched = np.zeros(n_tracks, bool)
-            if matched_t:
-                matched[rows] = True
-            # Unconfirmed tracks only ever match strong detections: _STRONG is their _SEEN.
-            unseen = t - info[:, _STRONG]
-            limit = np.where(info[:, _CONFIRMED] > 0, self.lost_seconds, self.tentative_seconds)
-            dead = unseen > limit
-            if dead.any():
-                self._removed = self._ids[dead]
-                keep = ~dead
-                matched = matched[keep]
-                self._s = self._s[keep]
-                self._votes, self._ids = self._votes[keep], self._ids[keep]
-            out_rows = _nz(matched)
-
-        if len(left_high):
-            new_dets = left_high[scores[left_high] >= self.new_score]
-            if len(new_dets):
-                first_new = len(self._ids)
-                self._start_tracks(det_cxcywh[new_dets], scores[new_dets], det_cls[new_dets], t)
-                out_rows = np.concatenate([out_rows, np.arange(first_new, len(self._ids))])
-
+                a = self._associate(dets, t, last_t)
+                left_high = a.left_high
+                if a.rows:
+                    matched = self._apply(a, dets, t)
+        out_rows = self._age_out(n_tracks, matched, t)
+        if dets is not None and len(left_high):
+            out_rows = self._start_new(dets, left_high, out_rows, t)
         self._last_t = t
         self._last_output = self._report(out_rows)
         return self._last_output
+
+    def _associate(
+        self, dets: _FrameDetections, t: float, last_t: float | None
+    ) -> _Association:
+        """Match this frame's detections to the live tracks, stage by stage (see the class
+        docs): a detection and a track match only within one class group."""
+        s = self._s
+        iou = box_iou(_cxcywh_to_xyxy(s), dets.boxes)
+        groups = (self._groups(s[:, _CLS].astype(np.int64)), self._groups(dets.classes))
+        iou *= groups[0][:, None] == groups[1][None, :]
+        confirmed = s[:, _CONFIRMED] > 0
+        a = _Association(iou, groups, _nz(confirmed), _nz(~confirmed), dets.high)
+        self._match_strong(a, dets)
+        self._match_strong_by_centre(a, dets, t, None if last_t is None else t - last_t)
+        if last_t is not None:
+            self._match_weak(a, dets, last_t)
+        self._match_tentative(a, dets, t)
+        return a
+
+    def _match_strong(self, a: _Association, dets: _FrameDetections) -> None:
+        """Strong detections against confirmed and lost tracks, by IoU."""
+        tracks, high = a.left_tracks, a.left_high
+        if not (len(tracks) and len(high)):
+            return
+        sim = a.iou[tracks][:, high]
+        if self.fuse_score:
+            sim *= np.minimum(dets.scores[high], 1.0)[None, :]
+        r, c = _match(sim, self.match_iou)
+        if len(r):
+            a.add(tracks[r], high[c])
+            a.left_tracks = _without(tracks, r)
+            a.left_high = _without(high, c)
+
+    def _match_strong_by_centre(
+        self, a: _Association, dets: _FrameDetections, t: float, step: float | None
+    ) -> None:
+        """What is left of both, by centre distance, for the tracks the centre stage may
+        match when updates come `step` seconds apart."""
+        tracks, high = a.left_tracks, a.left_high
+        if not (len(tracks) and len(high) and self._centre_gating):
+            return
+        unseen = t - self._s[tracks, _SEEN]
+        far_at = _nz(self._centre_eligible(unseen, step))
+        if not len(far_at):
+            return
+        far = tracks[far_at]
+        r, c = self._centre_match(far, high, unseen[far_at], dets.boxes, a.groups)
+        if len(r):
+            a.add(far[r], high[c])
+            a.left_tracks = _without(tracks, far_at[r])
+            a.left_high = _without(high, c)
+
+    def _match_weak(self, a: _Association, dets: _FrameDetections, last_t: float) -> None:
+        """Weak detections only rescue confirmed tracks seen in the previous update."""
+        if not len(a.left_tracks):
+            return
+        low = _nz(~dets.high_mask & (dets.scores >= self.low_score))
+        cand = a.left_tracks[self._s[a.left_tracks, _SEEN] >= last_t]
+        if len(low) and len(cand):
+            r, c = _match(a.iou[cand][:, low], self.low_match_iou)
+            a.add(cand[r], low[c])
+
+    def _match_tentative(self, a: _Association, dets: _FrameDetections, t: float) -> None:
+        """Unconfirmed tracks take what strong detections remain, by IoU, then by centre
+        distance."""
+        tentative, high = a.tentative, a.left_high
+        if not (len(tentative) and len(high)):
+            return
+        r, c = _match(a.iou[tentative][:, high], self.tentative_match_iou)
+        if len(r):
+            a.add(tentative[r], high[c])
+            tentative = _without(tentative, r)
+            high = a.left_high = _without(high, c)
+        if not (len(tentative) and len(high) and self._centre_gating):
+            return
+        unseen = t - self._s[tentative, _SEEN]
+        step = unseen >= self.centre_min_step
+        far = tentative[step]
+        if len(far):
+            r, c = self._centre_match(far, high, unseen[step], dets.boxes, a.groups)
+            if len(r):
+                a.add(far[r], high[c])
+                a.left_high = _without(high, c)
+
+    def _apply(self, a: _Association, dets: _FrameDetections, t: float) -> np.ndarray:
+        """Correct the matched tracks with their detections; returns their rows."""
+        rows = np.concatenate(a.rows)
+        matched = np.concatenate(a.dets)
+        measured = dets.cxcywh[matched]
+        if dets.frame_size is not None:
+            measured = _uncut(measured, dets.boxes[matched], self._s[rows], dets.frame_size)
+        self._apply_matches(rows, matched, measured, dets.scores, dets.classes, t)
+        return rows
+
+    def _age_out(self, n_tracks: int, matched: np.ndarray, t: float) -> np.ndarray:
+        """Remove the unconfirmed and lost tracks past their buffers; returns the rows, after
+        removal, of the `matched` rows (of the first `n_tracks`) that remain."""
+        self._removed = _NO_IDS
+        if not n_tracks:
+            return _NO_ROWS
+        was_matched = np.zeros(n_tracks, bool)
+        was_matched[matched] = True
+        # Unconfirmed tracks only ever match strong detections: _STRONG is their _SEEN.
+        unseen = t - self._s[:, _STRONG]
+        limit = np.where(self._s[:, _CONFIRMED] > 0, self.lost_seconds, self.tentative_seconds)
+        dead = unseen > limit
+        if dead.any():
+            self._removed = self._ids[dead]
+            keep = ~dead
+            was_matched = was_matched[keep]
+            self._s = self._s[keep]
+            self._votes, self._ids = self._votes[keep], self._ids[keep]
+        return _nz(was_matched)
+
+    def _start_new(
+        self, dets: _FrameDetections, left: np.ndarray, out_rows: np.ndarray, t: float
+    ) -> np.ndarray:
+        """Start unconfirmed tracks from the unmatched strong detections `left` that score at
+        least `new_score`; returns `out_rows` with the new tracks' rows added."""
+        new_dets = left[dets.scores[left] >= self.new_score]
+        if not len(new_dets):
+            return out_rows
+        first_new = len(self._ids)
+        self._start_tracks(
+            dets.cxcywh[new_dets], dets.scores[new_dets], dets.classes[new_dets], t
+        )
+        return np.concatenate([out_rows, np.arange(first_new, len(self._ids))])
 
     def _centre_eligible(self, unseen: np.ndarray, step: float | None) -> np.ndarray:
         """Which tracks, last seen `unseen` seconds ago, the centre stage may match when
