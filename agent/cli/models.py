@@ -16,7 +16,7 @@ from pantau.agent.vision.detect.store import ModelManifest, ModelStore, StoreErr
 
 models_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
-STORE_HELP = "Model store folder (default $PANTAU_MODEL_DIR, else ./var/models)."
+STORE_HELP = "Model store folder (default $PANTAU_MODEL_DIR, else models/ under the state root)."
 _FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "nanodet": {"channel_order": "bgr", "mean": (103.53, 116.28, 123.675),
                 "std": (57.375, 57.12, 58.395), "pad_value": 0.0},

@@ -1,12 +1,12 @@
 """The local model store: one folder per model with its ONNX files and a manifest.json that says how
-to feed and decode it. Default root `$PANTAU_MODEL_DIR`, else `var/models` under the current folder.
+to feed and decode it. Default root `$PANTAU_MODEL_DIR`, else `models/` under Pantau's state root
+(`pantau.agent.wire.paths`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tarfile
 import tempfile
@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Literal
 
 from pantau.agent.vision.detect.decoders import FAMILIES, DecoderSpec
+from pantau.agent.wire.paths import model_dir
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-MODEL_DIR_ENV = "PANTAU_MODEL_DIR"
 MANIFEST = "manifest.json"
 
 
@@ -78,13 +78,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def default_root() -> Path:
-    return Path(os.environ.get(MODEL_DIR_ENV) or Path.cwd() / "var" / "models")
-
-
 class ModelStore:
     def __init__(self, root: Path | None = None) -> None:
-        self.root = Path(root) if root else default_root()
+        self.root = Path(root) if root else model_dir()
 
     def folder(self, name: str) -> Path:
         return self.root / name
