@@ -21,12 +21,8 @@ from pantau.agent.runtime import (
     load_detectors,
     reference_path,
 )
-from pantau.agent.wire.console import fail, load_or_exit, out
+from pantau.agent.wire.console import ConfigOption, fail, load_or_exit, out
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML config file (default: $PANTAU_CONFIG)."),
-]
 cameras_app = typer.Typer(no_args_is_help=True, help="Camera set-up helpers.")
 
 
