@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from pantau.agent.wire.settings import ConfigError, PantauSettings, load_settings
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 S = TypeVar("S", bound=PantauSettings)
@@ -36,7 +37,8 @@ def setup_logging(verbose: bool) -> None:
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True)
+    """Print `error: message` on stderr and exit with `code` (2: the input was wrong)."""
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True)
     sys.exit(code)
 
 
