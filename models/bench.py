@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -82,7 +81,3 @@ def report(timings: list[Timing], fps: float) -> list[str]:
         lines.append(f"{p}: {best.fps:.1f} frames/s at batch {best.batch} -> "
                      f"{int(best.fps // fps)} cameras at {fps:g} analysis fps")
     return lines
-
-
-def save_report(lines: list[str], path: Path) -> None:
-    path.write_text("\n".join(lines) + "\n")

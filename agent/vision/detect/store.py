@@ -90,9 +90,6 @@ class ModelStore:
             return []
         return sorted(p.parent.name for p in self.root.glob(f"*/{MANIFEST}"))
 
-    def has(self, name: str) -> bool:
-        return (self.folder(name) / MANIFEST).is_file()
-
     def manifest(self, name: str) -> ModelManifest:
         path = self.folder(name) / MANIFEST
         if not path.is_file():
