@@ -153,23 +153,25 @@ def import_model(
     classes = [n.strip() for n in names.read_text().splitlines() if n.strip()]
     name = name or file.stem
     s = _store(store)
+    s.folder(name)  # refuses a name that is not one safe path segment, before any work
     shape = _input_shape(file)
     dynamic = not all(isinstance(d, int) for d in shape[2:])
     if dynamic and input_size is None:
         fail(f"{file}: input size is dynamic; give --input-size")
     size = (input_size, input_size) if input_size else (int(shape[2]), int(shape[3]))
-    folder = s.folder(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(file, folder / f"{name}.fp32.onnx")
-    manifest = ModelManifest(
-        name=name, family=family, input_size=size, dynamic_size=dynamic, resize=resize,
-        class_names=classes, fp32=s.entry(name, f"{name}.fp32.onnx"),
-        reg_max=reg_max, anchors=anchor_map, center_offset=0.0 if reg_max == 7 else 0.5,
-        source={"imported_from": str(file)}, **_FAMILY_DEFAULTS[family],
-    )
-    s.save(manifest)
-    detector = Detector.from_store(DetectorSettings(model=name, precision="fp32", classes=[]), s)
-    detector.detect([np.zeros((size[0], size[1], 3), np.uint8)])
+    with s.staging() as staged:  # into the store only once the test inference passed
+        folder = staged.folder(name)
+        folder.mkdir()
+        shutil.copyfile(file, folder / f"{name}.fp32.onnx")
+        manifest = ModelManifest(
+            name=name, family=family, input_size=size, dynamic_size=dynamic, resize=resize,
+            class_names=classes, fp32=staged.entry(name, f"{name}.fp32.onnx"),
+            reg_max=reg_max, anchors=anchor_map, center_offset=0.0 if reg_max == 7 else 0.5,
+            source={"imported_from": str(file)}, **_FAMILY_DEFAULTS[family],
+        )
+        staged.save(manifest)
+        settings = DetectorSettings(model=name, precision="fp32", classes=[])
+        Detector.from_store(settings, staged).detect([np.zeros((size[0], size[1], 3), np.uint8)])
     typer.echo(f"imported {name}: {family}, {len(classes)} classes, input {size[0]}x{size[1]}")
 
 
