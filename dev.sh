@@ -4,6 +4,10 @@
 #   ./dev.sh test   set everything up, then run the whole test suite
 set -euo pipefail
 cd "$(dirname "$0")"
+# A checkout keeps its state in its own var/ (models in var/models, downloads in var/cache) and
+# reads the research data beside it, unless the caller set these (see agent/wire/paths.py).
+export PANTAU_HOME="${PANTAU_HOME:-$PWD/var}"
+export PANTAU_TEST_DATA="${PANTAU_TEST_DATA:-$(dirname "$PWD")/shared/data}"
 VENV=.venv
 PY=$VENV/bin/python
 

@@ -9,21 +9,15 @@ import sys
 import threading
 import time
 from enum import Enum
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from pantau.agent.wire.console import fail, load_or_exit, out, setup_logging, table
+from pantau.agent.wire.console import ConfigOption, fail, load_or_exit, out, setup_logging, table
 from pantau.central.config import CentralSettings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 export_app = typer.Typer(no_args_is_help=True, help="Export stored data.")
 app.add_typer(export_app, name="export")
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML config file (default: $PANTAU_CONFIG)."),
-]
 
 
 class Format(str, Enum):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pantau.agent.wire.paths import central_database
 from pantau.agent.wire.protocol import segment_validator
 from pantau.agent.wire.settings import BrokerSettings, PantauSettings
 from pydantic import Field, field_validator
@@ -10,8 +11,10 @@ from pydantic import Field, field_validator
 class CentralSettings(PantauSettings):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     storage: str = Field(
-        "sqlite:///var/pantau-central.db",
-        description="Where messages are stored: sqlite:///relative/path or sqlite:////abs/path.",
+        default_factory=lambda: f"sqlite:///{central_database()}",
+        description="Where messages are stored: sqlite:////abs/path (or sqlite:///relative/path). "
+        "Default central.db under Pantau's state root: $PANTAU_HOME, else /var/lib/pantau for a "
+        "service, else ~/.local/share/pantau.",
     )
     group: str = Field(
         "central",

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 from pantau.agent.vision.detect.runtime import Detector, DetectorSettings
 from pantau.agent.vision.detect.store import ModelStore
-from pantau.models.build import data_root
+from pantau.agent.wire.paths import research_data
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ class Timing:
 
 def bench_frames(count: int) -> list[np.ndarray]:
     """Real CCTV frames (TUD-Campus) when the shared data is there, else a fixed noise image."""
-    folder = data_root() / "tud" / "TUD-Campus" / "img1"
+    folder = research_data() / "tud" / "TUD-Campus" / "img1"
     files = sorted(folder.glob("*.jpg"))[:count] if folder.is_dir() else []
     frames = [cv2.imread(str(p)) for p in files]
     rng = np.random.default_rng(0)
@@ -82,7 +81,3 @@ def report(timings: list[Timing], fps: float) -> list[str]:
         lines.append(f"{p}: {best.fps:.1f} frames/s at batch {best.batch} -> "
                      f"{int(best.fps // fps)} cameras at {fps:g} analysis fps")
     return lines
-
-
-def save_report(lines: list[str], path: Path) -> None:
-    path.write_text("\n".join(lines) + "\n")

@@ -5,38 +5,31 @@ accuracy gate when the data is there, then record it all in the store's manifest
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import onnx
 from pantau.agent.vision.detect.runtime import Detector, DetectorSettings
 from pantau.agent.vision.detect.store import ModelManifest, ModelStore
+from pantau.agent.wire.paths import research_data
 from pantau.models.coco import COCO80
 from pantau.models.fetch import fetch
 from pantau.models.recipes import RECIPES, Recipe
 
 log = logging.getLogger(__name__)
-DATA_ENV = "PANTAU_TEST_DATA"
 
 
 class BuildError(Exception):
     """A model that cannot be built as asked."""
 
 
-def data_root() -> Path:
-    """Shared evaluation data: $PANTAU_TEST_DATA, else ../shared/data beside the checkout."""
-    env = os.environ.get(DATA_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
 def default_calibration() -> Path | None:
-    path = data_root() / "coco-tiny" / "train2017"
+    path = research_data() / "coco-tiny" / "train2017"
     return path if path.is_dir() else None
 
 
 def default_gate_set() -> tuple[Path, Path] | None:
-    root = data_root() / "coco-tiny"
+    root = research_data() / "coco-tiny"
     ann, images = root / "annotations" / "instances_val2017.json", root / "val2017"
     return (ann, images) if ann.is_file() and images.is_dir() else None
 
@@ -68,8 +61,8 @@ def build(
     if calibrate is not None and not calibrate.exists():
         raise BuildError(f"calibration source {calibrate} does not exist")
     if int8 and calibrate is None:
-        say("warning: no calibration frames (coco-tiny train2017 not found, no --calibrate): "
-            "building FP32 only")
+        say(f"warning: no calibration frames ({research_data()}/coco-tiny/train2017 not found "
+            "(set PANTAU_TEST_DATA), no --calibrate): building FP32 only")
     want_int8 = int8 and calibrate is not None
     if not force and _up_to_date(store, r, want_int8):
         say(f"{name}: already in {store.folder(name)} with matching sha256s; nothing to do")
@@ -120,7 +113,8 @@ def quantize_into_store(
     say(f"{manifest.name}: INT8 model written to {int8_path} (calibrated on {used} frames)")
     gate_set = default_gate_set()
     if gate_set is None:
-        say("warning: coco-tiny val not found: INT8 not gated; run `models verify` before use")
+        say(f"warning: {research_data()}/coco-tiny val2017 not found: INT8 not gated; run "
+            "`models verify` before use")
         return manifest
     return verify(store, manifest.name, *gate_set, force=False, say=say)
 

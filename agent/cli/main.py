@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,7 +11,7 @@ from pantau.agent.cli.common import open_outbox_or_exit
 from pantau.agent.cli.models import models_app
 from pantau.agent.cli.vision import register
 from pantau.agent.config.agent import AgentSettings
-from pantau.agent.wire.console import fail, load_or_exit, out, setup_logging, table
+from pantau.agent.wire.console import ConfigOption, fail, load_or_exit, out, setup_logging, table
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 buffer_app = typer.Typer(
@@ -23,11 +22,6 @@ app.add_typer(buffer_app, name="buffer")
 app.add_typer(protocol_app, name="protocol")
 app.add_typer(models_app, name="models")
 register(app)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML config file (default: $PANTAU_CONFIG)."),
-]
 
 
 @app.callback()

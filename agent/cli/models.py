@@ -13,10 +13,11 @@ from typing import Any
 import typer
 from pantau.agent.vision.detect.decoders import FAMILIES, DecodeError
 from pantau.agent.vision.detect.store import ModelManifest, ModelStore, StoreError
+from pantau.agent.wire.console import fail
 
 models_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
-STORE_HELP = "Model store folder (default $PANTAU_MODEL_DIR, else ./var/models)."
+STORE_HELP = "Model store folder (default $PANTAU_MODEL_DIR, else models/ under the state root)."
 _FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "nanodet": {"channel_order": "bgr", "mean": (103.53, 116.28, 123.675),
                 "std": (57.375, 57.12, 58.395), "pad_value": 0.0},
@@ -26,11 +27,6 @@ _FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "yolox": {"channel_order": "bgr"},
     "end2end": {"channel_order": "rgb", "std": (255.0, 255.0, 255.0)},
 }
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 def _errors_to_exit(fn: Callable[..., None]) -> Callable[..., None]:
@@ -52,7 +48,7 @@ def _errors_to_exit(fn: Callable[..., None]) -> Callable[..., None]:
         try:
             fn(*args, **kwargs)
         except known as exc:
-            _fail(str(exc))
+            fail(str(exc))
 
     return wrapper
 
@@ -65,7 +61,7 @@ def _builder() -> Any:
     try:
         from pantau.models import build
     except ImportError as exc:
-        _fail(f"building models needs the 'models' extra (pip install 'pantau[models]'): {exc}")
+        fail(f"building models needs the 'models' extra (pip install 'pantau[models]'): {exc}")
     return build
 
 
@@ -145,35 +141,37 @@ def import_model(
     from pantau.agent.vision.detect.runtime import Detector
 
     if family not in FAMILIES:
-        _fail(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+        fail(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     for f in (file, names):
         if not f.is_file():
-            _fail(f"{f}: no such file")
+            fail(f"{f}: no such file")
     if resize not in ("letterbox", "stretch"):
-        _fail(f"--resize {resize!r}: expected letterbox or stretch")
+        fail(f"--resize {resize!r}: expected letterbox or stretch")
     anchor_map = _parse_anchors(anchors)
     if family == "darknet-yolo" and not anchor_map:
-        _fail("darknet-yolo needs --anchors, e.g. '16:10,14,23,27,37,58;32:81,82,135,169,344,319'")
+        fail("darknet-yolo needs --anchors, e.g. '16:10,14,23,27,37,58;32:81,82,135,169,344,319'")
     classes = [n.strip() for n in names.read_text().splitlines() if n.strip()]
     name = name or file.stem
     s = _store(store)
+    s.folder(name)  # refuses a name that is not one safe path segment, before any work
     shape = _input_shape(file)
     dynamic = not all(isinstance(d, int) for d in shape[2:])
     if dynamic and input_size is None:
-        _fail(f"{file}: input size is dynamic; give --input-size")
+        fail(f"{file}: input size is dynamic; give --input-size")
     size = (input_size, input_size) if input_size else (int(shape[2]), int(shape[3]))
-    folder = s.folder(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(file, folder / f"{name}.fp32.onnx")
-    manifest = ModelManifest(
-        name=name, family=family, input_size=size, dynamic_size=dynamic, resize=resize,
-        class_names=classes, fp32=s.entry(name, f"{name}.fp32.onnx"),
-        reg_max=reg_max, anchors=anchor_map, center_offset=0.0 if reg_max == 7 else 0.5,
-        source={"imported_from": str(file)}, **_FAMILY_DEFAULTS[family],
-    )
-    s.save(manifest)
-    detector = Detector.from_store(DetectorSettings(model=name, precision="fp32", classes=[]), s)
-    detector.detect([np.zeros((size[0], size[1], 3), np.uint8)])
+    with s.staging() as staged:  # into the store only once the test inference passed
+        folder = staged.folder(name)
+        folder.mkdir()
+        shutil.copyfile(file, folder / f"{name}.fp32.onnx")
+        manifest = ModelManifest(
+            name=name, family=family, input_size=size, dynamic_size=dynamic, resize=resize,
+            class_names=classes, fp32=staged.entry(name, f"{name}.fp32.onnx"),
+            reg_max=reg_max, anchors=anchor_map, center_offset=0.0 if reg_max == 7 else 0.5,
+            source={"imported_from": str(file)}, **_FAMILY_DEFAULTS[family],
+        )
+        staged.save(manifest)
+        settings = DetectorSettings(model=name, precision="fp32", classes=[])
+        Detector.from_store(settings, staged).detect([np.zeros((size[0], size[1], 3), np.uint8)])
     typer.echo(f"imported {name}: {family}, {len(classes)} classes, input {size[0]}x{size[1]}")
 
 
@@ -185,7 +183,7 @@ def _parse_anchors(text: str) -> dict[int, list[tuple[float, float]]]:
             flat = [float(v) for v in values.split(",")]
             result[int(stride)] = list(zip(flat[0::2], flat[1::2], strict=True))
     except ValueError:
-        _fail(f"--anchors {text!r}: expected 'stride:w,h,w,h;stride:...'")
+        fail(f"--anchors {text!r}: expected 'stride:w,h,w,h;stride:...'")
     return result
 
 
@@ -195,7 +193,7 @@ def _input_shape(file: Path) -> list[Any]:
     try:
         session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
-        _fail(f"{file}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})")
+        fail(f"{file}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})")
     return list(session.get_inputs()[0].shape)
 
 
@@ -212,7 +210,7 @@ def verify(
     """COCO AP (person, vehicles) of FP32 and INT8; INT8 losing > 1.5 person AP is refused."""
     for path in (coco, images):
         if not path.exists():
-            _fail(f"{path}: no such file or folder")
+            fail(f"{path}: no such file or folder")
     b = _builder()
     m = b.verify(_store(store), name, coco, images, force=force, input_size=input_size,
                  say=typer.echo)
@@ -236,7 +234,7 @@ def bench(
     try:
         sizes = [int(v) for v in batch.split(",") if v.strip()]
     except ValueError:
-        _fail(f"--batch {batch!r}: expected integers like 1,4")
+        fail(f"--batch {batch!r}: expected integers like 1,4")
     timings = b.run(name, _store(store), sizes, runs=runs, threads=threads, input_size=input_size)
     for line in b.report(timings, fps):
         typer.echo(line)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -14,15 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pantau.agent.allocator import limit_heap_growth
-from pantau.agent.cli.common import open_outbox_or_exit
 from pantau.agent.config.agent import AgentSettings, CameraConfig
-from pantau.agent.wire.console import fail, load_or_exit, out
+from pantau.agent.runtime import (
+    LiveAgent,
+    StartError,
+    check_frame,
+    load_detectors,
+    reference_path,
+)
+from pantau.agent.wire.console import ConfigOption, fail, load_or_exit, out
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML config file (default: $PANTAU_CONFIG)."),
-]
 cameras_app = typer.Typer(no_args_is_help=True, help="Camera set-up helpers.")
 
 
@@ -42,30 +42,10 @@ def _camera(settings: AgentSettings, name: str) -> CameraConfig:
 
 
 def _detectors(settings: AgentSettings, models: set[str]) -> dict[str, Any]:
-    from pantau.agent.pipeline.scheduler import load_detectors
-    from pantau.agent.vision.detect.runtime import DetectorError
-    from pantau.agent.vision.detect.store import StoreError
-
     try:
-        return load_detectors(models, settings=settings.detector)
-    except (DetectorError, StoreError) as exc:
-        fail(f"{exc} (build it with: pantau-agent models build NAME)")
-
-
-LIVE_ALERT_HISTORY = 100  # alerts a live agent keeps in memory per camera (all go out on MQTT)
-
-
-def _check_frame(analytics: Any, size: tuple[int, int] | None) -> None:
-    if size is None:
-        return
-    errors = analytics.frame_errors(*size)
-    if errors:
-        fail("rules outside the camera frame:\n  " + "\n  ".join(errors))
-
-
-def reference_path(settings: AgentSettings, camera: str) -> Path:
-    """Where `cameras reference` keeps a camera's health reference (next to the outbox)."""
-    return settings.buffer.path.parent / f"reference-{camera}.png"
+        return load_detectors(settings, models)
+    except StartError as exc:
+        fail(str(exc))
 
 
 def _parse_start(text: str | None, video: Path, frames: int, fps: float) -> float:
@@ -179,7 +159,10 @@ def analyze(
     analytics = CameraAnalytics(
         camera, cam, detectors[model].names, timezone_name=settings.timezone
     )
-    _check_frame(analytics, reader.size)
+    try:
+        check_frame(analytics, reader.size)
+    except StartError as exc:
+        fail(str(exc))
     runner = CameraRunner(analytics, reader, model, cam.analysis_fps, cam.input_size)
     writer = None
     if annotated is not None:
@@ -216,71 +199,23 @@ def run(
     ] = None,
 ) -> None:
     """The live agent: every camera of the config, counts and alerts through the outbox."""
-    limit_heap_growth()  # before any capture or inference thread starts
-    import cv2
-    from pantau.agent.delivery.outbox import OutboxFullError
-    from pantau.agent.delivery.publisher import Publisher
-    from pantau.agent.pipeline.camera import CameraAnalytics
-    from pantau.agent.pipeline.scheduler import CameraRunner, Pipeline
-    from pantau.agent.vision.capture import CaptureError, FileReader, open_source
     from rich.live import Live
 
     settings = load_or_exit(AgentSettings, config)
-    if not settings.cameras:
-        fail("the config has no cameras")
-    missing = [n for n, c in settings.cameras.items() if not c.source]
-    if missing:
-        fail(f"cameras without a source: {', '.join(missing)}")
-    models = {c.model or settings.model for c in settings.cameras.values()}
-    detectors = _detectors(settings, models)
-    runners = []
-    for name, cam in settings.cameras.items():
-        model = cam.model or settings.model
-        ref_file = reference_path(settings, name)
-        reference = cv2.imread(str(ref_file)) if ref_file.is_file() else None
-        analytics = CameraAnalytics(name, cam, detectors[model].names,
-                                    timezone_name=settings.timezone, reference=reference,
-                                    alert_history=LIVE_ALERT_HISTORY)
-        try:
-            reader = open_source(str(cam.source), cam.analysis_fps, realtime=True)
-        except CaptureError as exc:
-            fail(f"camera {name}: {exc}")
-        if isinstance(reader, FileReader):
-            _check_frame(analytics, reader.size)
-        runners.append(CameraRunner(analytics, reader, model, cam.analysis_fps, cam.input_size))
-
-    outbox = open_outbox_or_exit(settings)
-    publisher = Publisher(settings, outbox, cameras=len(runners))
-
-    waiting: list = []  # items the disk could not take yet; retried with the next ones
-
-    def sink(items: list) -> None:
-        waiting.extend(items)
-        try:
-            outbox.enqueue(waiting)
-        except OutboxFullError as exc:
-            if len(waiting) == len(items):  # say it once per episode, not every bucket
-                print(f"warning: {exc}; keeping {len(waiting)} messages in memory",
-                      file=sys.stderr, flush=True)
-            return
-        waiting.clear()
-        publisher.notify()
-
-    pipeline = Pipeline(runners, detectors, bucket_seconds=settings.bucket_seconds, sink=sink,
-                        live=True)
+    agent = LiveAgent(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    publisher.start()
     try:
-        with Live(get_renderable=lambda: _live_table(pipeline), console=out,
+        agent.start()
+    except StartError as exc:
+        fail(str(exc))
+    try:
+        with Live(get_renderable=lambda: _live_table(agent.pipeline), console=out,
                   refresh_per_second=2, transient=False):
-            pipeline.run(stop, duration)
+            agent.run_until(stop, duration)
     finally:
-        pipeline.close()
-        publisher.stop()
-        pending = len(outbox)
-        outbox.close()
+        pending = agent.stop()
     out.print(f"stopped; {pending} messages wait in the outbox {settings.buffer.path}")
 
 

@@ -8,6 +8,7 @@ from pantau.agent.config.detector import DETECTOR_FLOOR, DetectorSettings
 from pantau.agent.config.rules import LineConfig, ZoneConfig
 from pantau.agent.config.tuning import HealthConfig, MotionConfig, TrackerConfig
 from pantau.agent.rules.schedule import check_timezone
+from pantau.agent.wire.paths import outbox_file
 from pantau.agent.wire.protocol import segment_validator
 from pantau.agent.wire.settings import BrokerSettings, PantauSettings, Section
 from pydantic import Field, field_validator, model_validator
@@ -15,7 +16,10 @@ from pydantic import Field, field_validator, model_validator
 
 class BufferSettings(Section):
     path: Path = Field(
-        Path("var/agent-outbox.db"), description="SQLite outbox file; its folder is created."
+        default_factory=outbox_file,
+        description="SQLite outbox file; its folder is created. Camera health references are "
+        "kept beside it. Default outbox.db under Pantau's state root: $PANTAU_HOME, else "
+        "/var/lib/pantau for a service, else ~/.local/share/pantau.",
     )
     max_mb: float = Field(
         256,

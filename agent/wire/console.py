@@ -1,4 +1,5 @@
-"""Terminal helpers shared by both CLIs: config loading that exits cleanly, tables, errors."""
+"""Terminal helpers shared by both CLIs: the --config option, config loading that exits cleanly,
+tables, errors."""
 
 from __future__ import annotations
 
@@ -6,13 +7,20 @@ import logging
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
+import typer
 from pantau.agent.wire.settings import ConfigError, PantauSettings, load_settings
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 S = TypeVar("S", bound=PantauSettings)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file (default: $PANTAU_CONFIG)."),
+]
 
 # Piped output (scripts, logs) gets wide tables instead of rich's 80-column default.
 _WIDTH = None if sys.stdout.isatty() else 220
@@ -29,7 +37,8 @@ def setup_logging(verbose: bool) -> None:
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True)
+    """Print `error: message` on stderr and exit with `code` (2: the input was wrong)."""
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True)
     sys.exit(code)
 
 

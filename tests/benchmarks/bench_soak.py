@@ -47,11 +47,11 @@ def camera_config(width: int, height: int, fps: float) -> dict:
 
 
 def build(cameras: int, fps: float, videos: list[Path], outbox_path: Path, bucket: int):
-    from pantau.agent.cli.vision import LIVE_ALERT_HISTORY
     from pantau.agent.config.agent import CameraConfig
     from pantau.agent.delivery.outbox import Outbox
     from pantau.agent.pipeline.camera import CameraAnalytics
     from pantau.agent.pipeline.scheduler import CameraRunner, Pipeline, load_detectors
+    from pantau.agent.runtime import LIVE_ALERT_HISTORY
     from pantau.agent.vision.capture import FileReader
 
     detectors = load_detectors({"nanodet-m"})

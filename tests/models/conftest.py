@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,17 +9,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from pantau.agent.vision.detect.store import ModelStore
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def data_root() -> Path:
-    return Path(os.environ.get("PANTAU_TEST_DATA") or REPO.parent / "shared" / "data")
+from pantau.agent.wire.paths import research_data
 
 
 @pytest.fixture(scope="session")
 def data() -> Path:
-    root = data_root()
+    root = research_data()
     if not (root / "tud").is_dir():
         pytest.skip(f"test data not found at {root} (set PANTAU_TEST_DATA)")
     return root
@@ -28,7 +22,7 @@ def data() -> Path:
 
 @pytest.fixture(scope="session")
 def built_store() -> ModelStore:
-    store = ModelStore(Path(os.environ.get("PANTAU_MODEL_DIR") or REPO / "var" / "models"))
+    store = ModelStore()  # the default store, as `pantau-agent models build` fills it
     if not store.intact("nanodet-m"):
         pytest.skip(f"nanodet-m is not built in {store.root}: run "
                     "`.venv/bin/pantau-agent models build nanodet-m` first")

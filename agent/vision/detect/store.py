@@ -1,22 +1,25 @@
 """The local model store: one folder per model with its ONNX files and a manifest.json that says how
-to feed and decode it. Default root `$PANTAU_MODEL_DIR`, else `var/models` under the current folder.
+to feed and decode it. Default root `$PANTAU_MODEL_DIR`, else `models/` under Pantau's state root
+(`pantau.agent.wire.paths`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
 from pantau.agent.vision.detect.decoders import FAMILIES, DecoderSpec
+from pantau.agent.wire.paths import model_dir
+from pantau.agent.wire.protocol import ProtocolError, check_segment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-MODEL_DIR_ENV = "PANTAU_MODEL_DIR"
 MANIFEST = "manifest.json"
 
 
@@ -78,24 +81,22 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def default_root() -> Path:
-    return Path(os.environ.get(MODEL_DIR_ENV) or Path.cwd() / "var" / "models")
-
-
 class ModelStore:
     def __init__(self, root: Path | None = None) -> None:
-        self.root = Path(root) if root else default_root()
+        self.root = Path(root) if root else model_dir()
 
     def folder(self, name: str) -> Path:
+        """The model's folder; StoreError for a name that is not one safe path segment."""
+        try:
+            check_segment(name, "model name")
+        except ProtocolError as exc:
+            raise StoreError(exc.reason) from None
         return self.root / name
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
         return sorted(p.parent.name for p in self.root.glob(f"*/{MANIFEST}"))
-
-    def has(self, name: str) -> bool:
-        return (self.folder(name) / MANIFEST).is_file()
 
     def manifest(self, name: str) -> ModelManifest:
         path = self.folder(name) / MANIFEST
@@ -151,23 +152,35 @@ class ModelStore:
                 tar.add(self.folder(name) / f, arcname=f"{name}/{f}")
         return dest
 
+    @contextmanager
+    def staging(self) -> Iterator[ModelStore]:
+        """A private store in a hidden folder of this one. The models written there move into
+        this store (replacing ones of the same name) when the block ends without an error, and
+        are removed otherwise: a failed import or install leaves nothing behind."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+        try:
+            staged = ModelStore(tmp)
+            yield staged
+            for name in staged.names():
+                target = self.folder(name)
+                if target.exists():
+                    target.rename(tmp / f".replaced-{name}")  # removed with the staging folder
+                staged.folder(name).rename(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def install(self, archive: Path) -> ModelManifest:
         """Unpack an archive made by `pack`, check it, and move it into the store."""
         if not archive.is_file():
             raise StoreError(f"{archive}: no such file")
-        with tempfile.TemporaryDirectory() as tmp, tarfile.open(archive) as tar:
-            tar.extractall(tmp, filter="data")
-            found = list(Path(tmp).glob(f"*/{MANIFEST}"))
+        with self.staging() as staged, tarfile.open(archive) as tar:
+            tar.extractall(staged.root, filter="data")
+            found = list(staged.root.glob(f"*/{MANIFEST}"))
             if len(found) != 1:
                 raise StoreError(f"{archive}: expected one <name>/{MANIFEST} inside")
-            staged = ModelStore(Path(tmp))
             name = found[0].parent.name
             manifest = staged.manifest(name)
             if manifest.name != name or not staged.intact(name):
                 raise StoreError(f"{archive}: files do not match the manifest's sha256")
-            target = self.folder(name)
-            if target.exists():
-                shutil.rmtree(target)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(found[0].parent, target)
         return manifest
