@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
