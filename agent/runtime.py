@@ -14,6 +14,7 @@ from pantau.agent.allocator import limit_heap_growth
 from pantau.agent.config.agent import AgentSettings
 from pantau.agent.delivery.outbox import Outbox, OutboxFullError
 from pantau.agent.delivery.publisher import Publisher
+from pantau.agent.wire.errors import PantauError
 
 if TYPE_CHECKING:
     from pantau.agent.pipeline.camera import CameraAnalytics
@@ -28,7 +29,7 @@ LIVE_ALERT_HISTORY = 100  # alerts a live agent keeps in memory per camera (all 
 MAX_WAITING = 5000
 
 
-class StartError(Exception):
+class StartError(PantauError):
     """A live agent that cannot start as configured; the message says what to fix."""
 
 
@@ -69,6 +70,8 @@ def open_outbox(settings: AgentSettings) -> Outbox:
             max_bytes=int(b.max_mb * 1024 * 1024),
             max_age_seconds=b.max_age_hours * 3600,
         )
+    except PantauError as exc:  # says which file already
+        raise StartError(str(exc)) from None
     except Exception as exc:  # sqlite3 and OS errors alike: say which file
         raise StartError(f"cannot open outbox {b.path}: {exc}") from None
 

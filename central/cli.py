@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from pantau.agent.wire.console import ConfigOption, fail, load_or_exit, out, setup_logging, table
+from pantau.agent.wire.errors import PantauError
 from pantau.central.config import CentralSettings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -34,6 +35,8 @@ def _storage(settings: CentralSettings, must_exist: bool = True):
         fail(f"no database at {path} (has `pantau-central run` ever stored anything here?)")
     try:
         return Storage(settings.storage)
+    except PantauError as exc:  # says which file already
+        fail(str(exc))
     except Exception as exc:
         fail(f"cannot open storage {settings.storage}: {exc}")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import onnx
 from pantau.agent.vision.detect.runtime import Detector, DetectorSettings
 from pantau.agent.vision.detect.store import ModelManifest, ModelStore
+from pantau.agent.wire.errors import PantauError
 from pantau.agent.wire.paths import research_data
 from pantau.models.coco import COCO80
 from pantau.models.fetch import fetch
@@ -19,7 +20,7 @@ from pantau.models.recipes import RECIPES, Recipe
 log = logging.getLogger(__name__)
 
 
-class BuildError(Exception):
+class BuildError(PantauError):
     """A model that cannot be built as asked."""
 
 

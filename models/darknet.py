@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from pantau.agent.wire.errors import PantauError
 from pantau.models.onnx_passes import finalize
 
 OPSET = 18
 
 
-class DarknetError(Exception):
+class DarknetError(PantauError):
     """A cfg or weights file this converter cannot read."""
 
 

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pantau.agent.vision.detect.store import sha256_file
+from pantau.agent.wire.errors import PantauError
 from pantau.agent.wire.paths import cache_dir
 
 
-class FetchError(Exception):
+class FetchError(PantauError):
     """A source that cannot be fetched or does not match its sha256."""
 
 

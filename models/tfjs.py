@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from pantau.agent.wire.errors import PantauError
 from pantau.models.onnx_passes import finalize
 
 OPSET = 18
@@ -21,7 +22,7 @@ _NHWC_TO_NCHW = [0, 3, 1, 2]
 _DTYPES = {"float32": np.float32, "int32": np.int32, "bool": np.bool_}
 
 
-class ConversionError(Exception):
+class ConversionError(PantauError):
     """The graph uses something this converter does not handle."""
 
 

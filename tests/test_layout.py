@@ -109,3 +109,21 @@ def test_every_package_folder_is_installed() -> None:
     on_disk = {module_name(p) for folder in FOLDERS for p in (REPO / folder).rglob("__init__.py")}
     assert listed == on_disk
     assert config["package-dir"] == {v: k for k, v in FOLDERS.items()}
+
+
+def test_every_error_class_is_a_pantau_error() -> None:
+    """One base exception: a caller (a CLI, the runtime) catches the project's own errors with
+    one `except PantauError` and lets real bugs surface."""
+    bad = []
+    for folder in FOLDERS:
+        for path in sources(folder):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ClassDef) and node.name.endswith("Error") and (
+                    node.name != "PantauError"
+                ):
+                    bases = {b.id for b in node.bases if isinstance(b, ast.Name)}
+                    if not bases & {"PantauError"} and not any(
+                        b.endswith("Error") and b != "ValueError" for b in bases
+                    ):
+                        bad.append(f"{path.relative_to(REPO)}: {node.name}{sorted(bases)}")
+    assert bad == [], "\n".join(bad)

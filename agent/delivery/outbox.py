@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from pantau.agent.wire.errors import PantauError
 from pantau.agent.wire.migrations import Migration, connect
 from pantau.agent.wire.protocol import (
     MESSAGE_TYPES,
@@ -75,7 +76,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 MIGRATIONS = (Migration(1, _SCHEMA_V1),)
 
 
-class OutboxFullError(RuntimeError):
+class OutboxFullError(PantauError):
     """The disk cannot take the message even after merging and dropping old data."""
 
 

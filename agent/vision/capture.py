@@ -16,13 +16,14 @@ from typing import Any
 import cv2
 import numpy as np
 from pantau.agent.wire.backoff import Backoff
+from pantau.agent.wire.errors import PantauError
 
 log = logging.getLogger(__name__)
 
 LIVE_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
 
 
-class CaptureError(Exception):
+class CaptureError(PantauError):
     """A source that cannot be opened or read."""
 
 

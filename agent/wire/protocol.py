@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
+from pantau.agent.wire.errors import PantauError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -51,7 +52,7 @@ ALERT_TYPES = (
 )
 
 
-class ProtocolError(ValueError):
+class ProtocolError(PantauError, ValueError):
     """A topic or payload that does not follow the protocol; `reason` says what and where."""
 
     def __init__(self, reason: str) -> None:

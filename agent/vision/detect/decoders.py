@@ -8,11 +8,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from pantau.agent.wire.errors import PantauError
 
 FAMILIES = ("nanodet", "darknet-yolo", "yolov5", "yolov8", "yolox", "end2end")
 
 
-class DecodeError(Exception):
+class DecodeError(PantauError):
     """The outputs do not have the layout the family expects."""
 
 

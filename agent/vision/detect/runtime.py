@@ -15,6 +15,7 @@ from pantau.agent.vision.detect.decoders import Candidates, decode
 from pantau.agent.vision.detect.store import ModelManifest, ModelStore
 from pantau.agent.vision.detections import CONFUSABLE_CLASSES, Detections
 from pantau.agent.vision.geometry import box_iou
+from pantau.agent.wire.errors import PantauError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ PROVIDERS = {
 }
 
 
-class DetectorError(Exception):
+class DetectorError(PantauError):
     """The detector cannot be built as configured."""
 
 

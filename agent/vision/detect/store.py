@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from pantau.agent.vision.detect.decoders import FAMILIES, DecoderSpec
+from pantau.agent.wire.errors import PantauError
 from pantau.agent.wire.paths import model_dir
 from pantau.agent.wire.protocol import ProtocolError, check_segment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 MANIFEST = "manifest.json"
 
 
-class StoreError(Exception):
+class StoreError(PantauError):
     """A model that is missing, incomplete or altered."""
 
 
