@@ -36,6 +36,13 @@ setup() {
   fi
 }
 
+typecheck() {  # mypy reads the installed names (pantau.*) through a tree of links to the folders
+  local tree=build/typecheck
+  mkdir -p "$tree/pantau"
+  for p in agent central models; do ln -sfn "../../../$p" "$tree/pantau/$p"; done
+  MYPYPATH=$tree $VENV/bin/mypy -p pantau.agent -p pantau.central -p pantau.models
+}
+
 case "${1:-}" in
   test)
     setup
@@ -50,6 +57,8 @@ case "${1:-}" in
       'opencv-python-headless>=4.10,<5' >/dev/null
     echo "== ruff"
     $VENV/bin/ruff check agent central models tests
+    echo "== mypy"
+    typecheck
     echo "== pytest"
     exec $VENV/bin/pytest -q -p no:cacheprovider "${@:2}"
     ;;

@@ -174,7 +174,7 @@ def export_counts(
     from pantau.agent.wire.protocol import format_time
 
     settings = load_or_exit(CentralSettings, config)
-    bounds = []
+    bounds: list[str | None] = []
     for name, value in (("--from", since), ("--to", until)):
         if value is None:
             bounds.append(None)

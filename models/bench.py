@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+from pantau.agent.vision.capture import read_image
 from pantau.agent.vision.detect.runtime import Detector, DetectorSettings
 from pantau.agent.vision.detect.store import ModelStore
 from pantau.agent.wire.paths import research_data
@@ -29,7 +29,7 @@ def bench_frames(count: int) -> list[np.ndarray]:
     """Real CCTV frames (TUD-Campus) when the shared data is there, else a fixed noise image."""
     folder = research_data() / "tud" / "TUD-Campus" / "img1"
     files = sorted(folder.glob("*.jpg"))[:count] if folder.is_dir() else []
-    frames = [cv2.imread(str(p)) for p in files]
+    frames = [read_image(p) for p in files]
     rng = np.random.default_rng(0)
     while len(frames) < count:
         frames.append(rng.integers(0, 255, (480, 640, 3), np.uint8))

@@ -87,10 +87,8 @@ def build(
     (folder / f"{name}.int8.onnx").unlink(missing_ok=True)
     store.save(manifest)
     say(f"{name}: FP32 model written to {fp32_path}")
-    if want_int8:
-        manifest = quantize_into_store(  # type: ignore[arg-type]
-            store, manifest, calibrate, say, r.keep_float
-        )
+    if want_int8 and calibrate is not None:
+        manifest = quantize_into_store(store, manifest, calibrate, say, r.keep_float)
     return manifest
 
 

@@ -103,17 +103,16 @@ def convert(
             pad = k // 2 if int(opt.get("pad", 0)) else int(opt.get("padding", 0))
             groups = int(opt.get("groups", 1))
             bias = weights.take(n).copy()
+            factor: np.ndarray | None = None
             if int(opt.get("batch_normalize", 0)):
                 scale, mean, var = weights.take(n), weights.take(n), weights.take(n)
                 # sqrt(var + 1e-6) as OpenCV's reader (our reference); darknet's own
                 # sqrt(var) + 1e-6 differs by under 1e-3 of a logit.
                 factor = scale / np.sqrt(var + 1e-6)
-            else:
-                factor = mean = None
+                bias = bias - mean * factor
             w = weights.take(n * c // groups * k * k).reshape(n, c // groups, k, k).copy()
             if factor is not None:
                 w *= factor[:, None, None, None]
-                bias = bias - mean * factor
             nodes.append(helper.make_node(
                 "Conv", [x, const(f"{name}.W", w.astype(np.float32)),
                          const(f"{name}.B", bias.astype(np.float32))],

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
+from pantau.agent.vision.capture import read_image
 from pantau.agent.vision.detect.runtime import Detector
 from pantau.agent.vision.detections import DEFAULT_CLASSES
 from pantau.models.coco import COCO80, COCO91_IDS
@@ -60,7 +60,7 @@ def evaluate(
     results = []
     for start in range(0, len(img_ids), batch):
         chunk = gt.loadImgs(img_ids[start : start + batch])
-        frames = [cv2.imread(str(images / im["file_name"])) for im in chunk]
+        frames = [read_image(images / im["file_name"]) for im in chunk]
         for im, dets in zip(chunk, detector.detect(frames, input_size), strict=True):
             for box, score, name in zip(dets.xyxy, dets.confidence, dets.class_names(),
                                         strict=True):

@@ -196,7 +196,9 @@ class _Builder:
 def _sparse_to_dense(args: list[np.ndarray]) -> np.ndarray:
     indices, shape, values, default = args
     dense = np.full(shape.astype(np.int64), default, dtype=np.asarray(default).dtype)
-    rows = indices.reshape(indices.shape[0], -1) if indices.size else []
+    rows: np.ndarray | list[np.ndarray] = (
+        indices.reshape(indices.shape[0], -1) if indices.size else []
+    )
     for k, idx in enumerate(rows):
         dense[tuple(idx)] = values[k] if values.ndim else values
     return dense

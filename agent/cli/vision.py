@@ -168,7 +168,7 @@ def analyze(
     if annotated is not None:
         annotated.parent.mkdir(parents=True, exist_ok=True)
         fps = min(cam.analysis_fps, reader.source_fps)
-        writer = cv2.VideoWriter(str(annotated), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+        writer = cv2.VideoWriter(str(annotated), cv2.VideoWriter.fourcc(*"mp4v"), fps,
                                  reader.size)
         if not writer.isOpened():
             fail(f"cannot write video {annotated}")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-RAISED = "raised"
-CLEARED = "cleared"
+RAISED: Final = "raised"
+CLEARED: Final = "cleared"
 
 
 @dataclass(frozen=True)

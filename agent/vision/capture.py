@@ -319,3 +319,11 @@ def grab_one(source: str, timeout: float = 15.0) -> Frame:
         return frame
     finally:
         reader.close()
+
+
+def read_image(path: Path) -> np.ndarray:
+    """One image file as a BGR frame; CaptureError naming the file when it cannot be read."""
+    frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if frame is None:
+        raise CaptureError(f"cannot read image {path} (missing, or not an image OpenCV reads)")
+    return frame

@@ -229,14 +229,17 @@ def decode_end2end(
             raise DecodeError(f"end2end: expected [B, K, 6], got {out.shape}")
         boxes, scores, labels, counts = out[..., :4], out[..., 4], out[..., 5], None
     else:
-        boxes = next((o for o in outs if o.ndim == 3 and o.shape[-1] == 4), None)
+        found = next((o for o in outs if o.ndim == 3 and o.shape[-1] == 4), None)
+        if found is None:
+            raise DecodeError("end2end: expected boxes [B,K,4], scores [B,K] and labels [B,K]")
+        boxes = found
         rest = [o for o in outs if o is not boxes]
         counts = next(
-            (o for o in rest if o.size == o.shape[0] and boxes is not None and boxes.shape[1] != 1),
+            (o for o in rest if o.size == o.shape[0] and boxes.shape[1] != 1),
             None,
         )
         pair = [o for o in rest if o is not counts and o.ndim == 2]
-        if boxes is None or len(pair) != 2:
+        if len(pair) != 2:
             raise DecodeError("end2end: expected boxes [B,K,4], scores [B,K] and labels [B,K]")
         is_int = [
             np.issubdtype(o.dtype, np.integer) or bool(np.all(o == np.round(o))) for o in pair

@@ -105,7 +105,8 @@ def prepare(
                                  swapRB=manifest.channel_order == "rgb", crop=False,
                                  ddepth=cv2.CV_32F)[0]
     for c, std in enumerate(manifest.std):
-        cv2.multiply(blob[c], 1.0 / float(std), dst=blob[c])
+        # OpenCV's type stubs lack the scalar form of multiply.
+        cv2.multiply(blob[c], 1.0 / float(std), dst=blob[c])  # type: ignore[call-overload]
     return Prepared(blob, transform)
 
 
@@ -278,7 +279,8 @@ class Detector:
                 batch = prepared[ks[0]].tensor[None]
             else:
                 batch = np.stack([prepared[k].tensor for k in ks])
-            found = decode(self.infer(batch), self.spec, shape[1:], self.floor, self.mask)
+            size = (shape[1], shape[2])
+            found = decode(self.infer(batch), self.spec, size, self.floor, self.mask)
             for k, cand in zip(ks, found, strict=True):
                 result[k] = self.postprocess(cand, prepared[k].transform)
         return result  # type: ignore[return-value]

@@ -69,7 +69,7 @@ class ModelManifest(BaseModel):
             strides=tuple(self.strides),
             reg_max=self.reg_max,
             center_offset=self.center_offset,
-            anchors={int(s): tuple(tuple(a) for a in v) for s, v in self.anchors.items()},
+            anchors={int(s): tuple((a[0], a[1]) for a in v) for s, v in self.anchors.items()},
             scale_xy=self.scale_xy,
         )
 
