@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pantau.agent.wire.console import ConfigOption, fail, load_or_exit, out, setup_logging, table
+from pantau.agent.wire.console import (
+    ConfigOption,
+    VerboseOption,
+    fail,
+    load_or_exit,
+    out,
+    setup_logging,
+    table,
+)
 from pantau.agent.wire.errors import PantauError
 from pantau.central.config import CentralSettings
 
@@ -43,7 +51,7 @@ def _storage(settings: CentralSettings, must_exist: bool = True):
 
 @app.callback()
 def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     setup_logging(verbose)
 

@@ -11,7 +11,15 @@ from pantau.agent.cli.common import open_outbox_or_exit
 from pantau.agent.cli.models import models_app
 from pantau.agent.cli.vision import register
 from pantau.agent.config.agent import AgentSettings
-from pantau.agent.wire.console import ConfigOption, fail, load_or_exit, out, setup_logging, table
+from pantau.agent.wire.console import (
+    ConfigOption,
+    VerboseOption,
+    fail,
+    load_or_exit,
+    out,
+    setup_logging,
+    table,
+)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 buffer_app = typer.Typer(
@@ -26,7 +34,7 @@ register(app)
 
 @app.callback()
 def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     setup_logging(verbose)
 

@@ -21,6 +21,7 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="YAML config file (default: $PANTAU_CONFIG)."),
 ]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")]
 
 # Piped output (scripts, logs) gets wide tables instead of rich's 80-column default.
 _WIDTH = None if sys.stdout.isatty() else 220
