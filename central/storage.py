@@ -23,6 +23,7 @@ from pantau.agent.wire.protocol import (
     StatusMessage,
     format_time,
 )
+from pantau.central.seqs import Range, SeqTracker
 
 DEAD_LETTER_BYTES = 4096  # raw bytes kept of a rejected message
 
@@ -78,8 +79,36 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     size INTEGER NOT NULL, payload BLOB, reason TEXT NOT NULL
 );
 """
+# v2: seqs kept as ranges (v1 kept a row per seq: a message declaring ten million lost seqs
+# wrote ten million rows); a row per stored counts bucket, to find conflicts and overlaps; the
+# dead-letter retention's index and counter.
+_SCHEMA_V2 = """
+CREATE TABLE seq_ranges (
+    site TEXT NOT NULL, agent TEXT NOT NULL, seq_from INTEGER NOT NULL, seq_to INTEGER NOT NULL,
+    PRIMARY KEY (site, agent, seq_from)
+) WITHOUT ROWID;
+INSERT INTO seq_ranges
+    SELECT site, agent, MIN(seq), MAX(seq) FROM (
+        SELECT site, agent, seq, seq - ROW_NUMBER() OVER (PARTITION BY site, agent ORDER BY seq)
+            AS run
+        FROM agent_seqs
+    ) GROUP BY site, agent, run;
+DROP TABLE agent_seqs;
+CREATE TABLE buckets (
+    site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, start_s INTEGER NOT NULL,
+    end_s INTEGER NOT NULL, msg_id TEXT NOT NULL,
+    PRIMARY KEY (site, agent, camera, start_s)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO buckets
+    SELECT site, agent, camera, CAST(strftime('%s', bucket_start) AS INTEGER),
+        CAST(strftime('%s', bucket_start) AS INTEGER) + bucket_seconds, MIN(msg_id)
+    FROM counts GROUP BY site, agent, camera, bucket_start;
+CREATE INDEX dead_letters_received ON dead_letters (received_at);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO counters VALUES ('dead_letters_dropped', 0);
+"""
 # The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
-MIGRATIONS = (Migration(1, _SCHEMA_V1),)
+MIGRATIONS = (Migration(1, _SCHEMA_V1), Migration(2, _SCHEMA_V2))
 
 
 def _now_iso() -> str:
@@ -115,6 +144,7 @@ class Storage:
         # once): a cache that holds the hot B-tree pages keeps inserts off the disk.
         self.db.execute("PRAGMA cache_size=-131072")
         self.path = path
+        self.seqs = SeqTracker(self.db.conn)
 
     def close(self) -> None:
         self.db.close()
@@ -309,63 +339,18 @@ class Storage:
         )
 
     def _track_seqs(self, messages: list[Any], received_at: str) -> None:
-        """Record received seqs per agent; open a gap for each hole above the highest seq seen
-        so far, and shrink or close gaps that late messages (or declared losses) fill."""
-        c = self.db.conn
-        by_agent: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        """Account per agent for the seqs of stored messages: their own, those merged into
+        them, and those a buffer_overflow alert declares lost."""
+        by_agent: dict[tuple[str, str], tuple[list[int], list[Range]]] = {}
         for m in messages:
-            seqs = by_agent.setdefault((m.site, m.agent), [])
-            seqs.append((m.seq, "received"))
+            seen, lost = by_agent.setdefault((m.site, m.agent), ([], []))
+            seen.append(m.seq)
             if isinstance(m, CountsMessage):
-                seqs.extend((s, "merged") for s in m.payload.merged_seqs if s != m.seq)
+                seen.extend(m.payload.merged_seqs)
             elif isinstance(m, AlertMessage) and m.payload.type == "buffer_overflow":
-                # The agent declares seqs it had to drop: they are accounted for, as lost.
-                for a, b in m.payload.details.get("lost_seqs", []):
-                    seqs.extend((s, "lost") for s in range(int(a), int(b) + 1))
-        for (site, agent), seqs in by_agent.items():
-            insert_rows(
-                c, "INSERT OR IGNORE INTO agent_seqs", [(site, agent, s, how) for s, how in seqs]
-            )
-            prev_max = c.execute(
-                "SELECT max_seq FROM agents WHERE site = ? AND agent = ?", (site, agent)
-            ).fetchone()[0]
-            values = sorted({s for s, _ in seqs})
-            new_max = max(prev_max, values[-1])
-            expected = prev_max + 1
-            for s in (v for v in values if v > prev_max):
-                if s > expected:
-                    c.execute(
-                        "INSERT OR IGNORE INTO gaps (site, agent, seq_from, seq_to, detected_at, "
-                        "missing) VALUES (?, ?, ?, ?, ?, ?)",
-                        (site, agent, expected, s - 1, received_at, s - expected),
-                    )
-                expected = s + 1
-            c.execute(
-                "UPDATE agents SET max_seq = ? WHERE site = ? AND agent = ?", (new_max, site, agent)
-            )
-            self._refresh_gaps(site, agent, values[0], new_max, received_at)
-
-    def _refresh_gaps(self, site: str, agent: str, low: int, high: int, now: str) -> None:
-        c = self.db.conn
-        open_gaps = c.execute(
-            "SELECT seq_from, seq_to FROM gaps WHERE site = ? AND agent = ? AND closed_at IS NULL "
-            "AND seq_to >= ?",
-            (site, agent, low),
-        ).fetchall()
-        for seq_from, seq_to in open_gaps:
-            if seq_from > high:
-                continue
-            present, lost = c.execute(
-                "SELECT COUNT(*), SUM(how = 'lost') FROM agent_seqs WHERE site = ? AND agent = ? "
-                "AND seq BETWEEN ? AND ?",
-                (site, agent, seq_from, seq_to),
-            ).fetchone()
-            missing = seq_to - seq_from + 1 - present
-            c.execute(
-                "UPDATE gaps SET missing = ?, lost = ?, closed_at = ? WHERE site = ? AND "
-                "agent = ? AND seq_from = ?",
-                (missing, lost or 0, now if missing == 0 else None, site, agent, seq_from),
-            )
+                lost.extend((a, b) for a, b in m.payload.details.get("lost_seqs", []))
+        for (site, agent), (seen, lost) in by_agent.items():
+            self.seqs.account(site, agent, seen, lost, received_at)
 
     # --- reads ----------------------------------------------------------------------------
 
