@@ -71,9 +71,7 @@ class SeqTracker:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.c = conn
 
-    def account(
-        self, site: str, agent: str, seen: list[int], lost: list[Range], now: str
-    ) -> None:
+    def account(self, site: str, agent: str, seen: list[int], lost: list[Range], now: str) -> None:
         """Account for the seqs that arrived (`seen`: own and merged seqs) and the ranges the
         agent declared lost: fill or close the gaps they fall in, open a gap for each hole above
         the highest seq so far. A seq already accounted for keeps its first account; within one
@@ -104,6 +102,14 @@ class SeqTracker:
                 "agent) DO UPDATE SET max_seq = excluded.max_seq",
                 (site, agent, top),
             )
+
+    def anchor(self, site: str, agent: str) -> int:
+        """The highest seq the agent has sent so far, of any kind (-1 if none)."""
+        row = self.c.execute(
+            "SELECT MAX(max_seq, high_water_seq) FROM agents WHERE site = ? AND agent = ?",
+            (site, agent),
+        ).fetchone()
+        return -1 if row is None else int(row[0])
 
     def max_seq(self, site: str, agent: str) -> int:
         row = self.c.execute(
