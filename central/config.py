@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from pantau.agent.wire.paths import central_database
 from pantau.agent.wire.protocol import segment_validator
-from pantau.agent.wire.settings import BrokerSettings, PantauSettings
+from pantau.agent.wire.settings import BrokerSettings, PantauSettings, Section
 from pydantic import Field, field_validator
+
+
+class DeadLetterSettings(Section):
+    max_days: float = Field(30, gt=0, description="Dead letters older than this are dropped.")
+    max_rows: int = Field(
+        100_000, ge=1, description="Most dead letters kept; the oldest are dropped first."
+    )
 
 
 class CentralSettings(PantauSettings):
@@ -31,6 +38,23 @@ class CentralSettings(PantauSettings):
     receive_maximum: int = Field(
         2000, ge=1, le=65535, description="Unacknowledged messages the broker may send us."
     )
+    seq_window: int = Field(
+        100_000,
+        ge=1,
+        description="How far ahead of the highest seq an agent has sent so far a message may "
+        "claim to be; further ahead it is dead-lettered ('seq far ahead'). Keep it above the "
+        "messages an agent can queue during the longest outage its outbox covers.",
+    )
+    max_bucket_age_days: float = Field(
+        400, gt=0, description="Counts buckets older than this when received are dead-lettered."
+    )
+    max_clock_skew_seconds: float = Field(
+        600,
+        ge=0,
+        description="Counts buckets that end more than this after they were received are "
+        "dead-lettered.",
+    )
+    dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
 
     _check_names = field_validator("group", "worker")(segment_validator("name"))
 

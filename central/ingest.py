@@ -60,7 +60,8 @@ def store_isolating_poison(
     Returns the storage counts plus `poison`, and every dead letter with its reason.
     """
     try:
-        return {**storage.store(items), "poison": 0}, [i for i in items if i.error]
+        counts, dead = storage.store_batch(items)
+        return {**counts, "poison": 0}, dead
     except ENVIRONMENTAL:
         raise
     except Exception:
@@ -69,15 +70,15 @@ def store_isolating_poison(
     dead = []
     for item in items:
         try:
-            totals.update(storage.store([item]))
+            counts, rejected = storage.store_batch([item])
         except ENVIRONMENTAL:
             raise
         except Exception as exc:
             item = Received(item.topic, item.payload, error=f"storage: {type(exc).__name__}: {exc}")
-            totals.update(storage.store([item]))
+            counts, rejected = storage.store_batch([item])
             totals["poison"] += 1
-        if item.error:
-            dead.append(item)
+        totals.update(counts)
+        dead += rejected
     return dict(totals), dead
 
 
@@ -102,13 +103,13 @@ class DeadLetterLog:
             self._held[key] += 1
 
 
-def _store_batches(url: str, pipe: Connection) -> None:
+def _store_batches(settings: CentralSettings, pipe: Connection) -> None:
     """The child process: validate and store each batch sent down the pipe, reply with counts.
 
     A reply of ("ok", counts, dead letters) means the batch is committed; anything else means
     nothing of it was.
     """
-    storage = Storage(url)
+    storage = Storage(settings.storage, settings)
     pipe.send(("ready",))
     while (batch := pipe.recv()) is not None:
         items = [validate(topic, payload) for topic, payload in batch]
@@ -155,7 +156,7 @@ class Ingest:
         ctx = multiprocessing.get_context("spawn")
         self._pipe, child = ctx.Pipe()
         self._worker = ctx.Process(
-            target=_store_batches, args=(self.settings.storage, child), daemon=True
+            target=_store_batches, args=(self.settings, child), daemon=True
         )
         self._worker.start()
         child.close()

@@ -11,18 +11,21 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import sqlite_utils
 from pantau.agent.wire.migrations import Migration, connect
 from pantau.agent.wire.protocol import (
     AlertMessage,
     CountsMessage,
+    CountsPayload,
     HealthMessage,
     HeartbeatMessage,
     StatusMessage,
     format_time,
 )
+from pantau.central.config import CentralSettings
+from pantau.central.seqs import Range, SeqTracker
 
 DEAD_LETTER_BYTES = 4096  # raw bytes kept of a rejected message
 
@@ -78,12 +81,90 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     size INTEGER NOT NULL, payload BLOB, reason TEXT NOT NULL
 );
 """
+# v2: seqs kept as ranges (v1 kept a row per seq: a message declaring ten million lost seqs
+# wrote ten million rows); a row per stored counts bucket, to find conflicts and overlaps; the
+# dead-letter retention's index and counter.
+_SCHEMA_V2 = """
+CREATE TABLE seq_ranges (
+    site TEXT NOT NULL, agent TEXT NOT NULL, seq_from INTEGER NOT NULL, seq_to INTEGER NOT NULL,
+    PRIMARY KEY (site, agent, seq_from)
+) WITHOUT ROWID;
+INSERT INTO seq_ranges
+    SELECT site, agent, MIN(seq), MAX(seq) FROM (
+        SELECT site, agent, seq, seq - ROW_NUMBER() OVER (PARTITION BY site, agent ORDER BY seq)
+            AS run
+        FROM agent_seqs
+    ) GROUP BY site, agent, run;
+DROP TABLE agent_seqs;
+CREATE TABLE buckets (
+    site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, start_s INTEGER NOT NULL,
+    end_s INTEGER NOT NULL, msg_id TEXT NOT NULL,
+    PRIMARY KEY (site, agent, camera, start_s)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO buckets
+    SELECT site, agent, camera, CAST(strftime('%s', bucket_start) AS INTEGER),
+        CAST(strftime('%s', bucket_start) AS INTEGER) + bucket_seconds, MIN(msg_id)
+    FROM counts GROUP BY site, agent, camera, bucket_start;
+CREATE INDEX dead_letters_received ON dead_letters (received_at);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO counters VALUES ('dead_letters_dropped', 0);
+"""
 # The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
-MIGRATIONS = (Migration(1, _SCHEMA_V1),)
+MIGRATIONS = (Migration(1, _SCHEMA_V1), Migration(2, _SCHEMA_V2))
 
 
-def _now_iso() -> str:
-    return format_time(datetime.now(timezone.utc))
+_SEQUENCED = (CountsMessage, AlertMessage, HealthMessage)
+# The verdict on a message already stored (same msg_id, or same key and content).
+DUPLICATE: Final = "duplicate"
+# Dead letters past retention or cap are dropped at least this often (seconds), and after every
+# batch that added one.
+PRUNE_INTERVAL = 60.0
+_COUNT_COLUMNS = (
+    "site, agent, camera, rule, rule_type, class, bucket_start, bucket_seconds, "
+    'observed_seconds, "in", "out", occupancy_mean, occupancy_max, dwell_count, dwell_mean, '
+    "dwell_p90, dwell_max"
+)
+
+
+def _iso(epoch: float) -> str:
+    return format_time(datetime.fromtimestamp(epoch, timezone.utc))
+
+
+def _highest_claim(msg: Any) -> int:
+    """The highest seq a message speaks for: its own, those merged into it, those it declares
+    lost."""
+    top = int(msg.seq)
+    if isinstance(msg, CountsMessage) and msg.payload.merged_seqs:
+        top = max(top, *msg.payload.merged_seqs)
+    elif isinstance(msg, AlertMessage) and msg.payload.type == "buffer_overflow":
+        top = max([top, *(b for _, b in msg.payload.details.get("lost_seqs", []))])
+    return top
+
+
+def _implausible(
+    p: CountsPayload, start: float, end: float, now: float, settings: CentralSettings
+) -> str | None:
+    """Why a bucket cannot be right whatever is stored: its time, or its alignment."""
+    if start < now - settings.max_bucket_age_days * 86400:
+        return (
+            f"bucket too old: it starts {_iso(start)}, more than "
+            f"{settings.max_bucket_age_days:g} days before it was received"
+        )
+    if end > now + settings.max_clock_skew_seconds:
+        return (
+            f"bucket in the future: it ends {_iso(end)}, more than "
+            f"{settings.max_clock_skew_seconds:g} s after it was received"
+        )
+    # A bucket starts on a multiple of its length; a bucket the outbox merged from n buckets of
+    # one length starts on a multiple of that length (n is its merged_seqs).
+    parts = len(set(p.merged_seqs)) or 1
+    unit, rest = divmod(p.bucket_seconds, parts)
+    if start != int(start) or rest or int(start) % unit:
+        return (
+            f"bucket not aligned: it starts {_iso(start)}, not on a multiple of its "
+            f"{p.bucket_seconds} s" + (f" (merged from {parts})" if parts > 1 else "")
+        )
+    return None
 
 
 def sqlite_path(url: str) -> Path:
@@ -105,7 +186,8 @@ class Received:
 class Storage:
     """All reads and writes of central's database."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, settings: CentralSettings | None = None) -> None:
+        self.settings = settings or CentralSettings()
         path = sqlite_path(url)
         self.db = sqlite_utils.Database(connect(path, MIGRATIONS))
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -115,60 +197,79 @@ class Storage:
         # once): a cache that holds the hot B-tree pages keeps inserts off the disk.
         self.db.execute("PRAGMA cache_size=-131072")
         self.path = path
+        self.seqs = SeqTracker(self.db.conn)
+        self._pruned_at = 0.0
 
     def close(self) -> None:
         self.db.close()
 
     # --- writes ---------------------------------------------------------------------------
 
-    def store(self, batch: Sequence[Received]) -> dict[str, int]:
-        """Store a batch in one transaction; duplicates (same msg_id or natural key) are ignored.
+    def store(self, batch: Sequence[Received], now: float | None = None) -> dict[str, int]:
+        """Store a batch (see store_batch); return only its counters."""
+        return self.store_batch(batch, now)[0]
 
-        Returns counters: stored, duplicate, dead.
+    def store_batch(
+        self, batch: Sequence[Received], now: float | None = None
+    ) -> tuple[dict[str, int], list[Received]]:
+        """Store a batch in one transaction, received at `now` (default: the clock).
+
+        A message already stored (same msg_id, or same natural key and content) is a
+        duplicate. One that claims a seq far ahead of its agent, a counts bucket that is
+        implausibly old or in the future, misaligned, overlapping a stored bucket, or a second
+        copy of a stored key with other content, is dead-lettered with the reason.
+
+        Returns counters (stored, duplicate, dead) and each dead letter with its reason.
         """
-        now = time.time()
-        received_at = _now_iso()
+        now = time.time() if now is None else now
+        received_at = format_time(datetime.fromtimestamp(now, timezone.utc))
         stats = {"stored": 0, "duplicate": 0, "dead": 0}
+        dead: list[Received] = []
         c = self.db.conn
-        seen: set[tuple[str, str, str]] = set()
         c.execute("BEGIN IMMEDIATE")
         try:
-            sequenced = []
+            known = self._known_ids(
+                [i.message.msg_id for i in batch if isinstance(i.message, _SEQUENCED)]
+            )
+            anchors: dict[tuple[str, str], int] = {}
+            accepted: list[Any] = []
+            tracked: list[Any] = []  # stored, or already stored: their seqs are accounted for
             for item in batch:
                 msg = item.message
                 if msg is None:
-                    self._dead_letter(item, received_at)
-                    stats["dead"] += 1
-                elif isinstance(msg, StatusMessage | HeartbeatMessage):
-                    self._agent_state(msg, now)
-                    stats["stored"] += 1
+                    verdict: str | None = item.error or "invalid"
+                elif isinstance(msg, _SEQUENCED) and msg.msg_id in known:
+                    verdict = DUPLICATE
                 else:
-                    sequenced.append(msg)
-                    seen.add((msg.site, msg.agent, msg.camera))
-            fresh = self._fresh(sequenced, received_at)
-            stats["stored"] += len(fresh)
-            stats["duplicate"] += len(sequenced) - len(fresh)
-            insert_rows(
-                c,
-                "INSERT OR IGNORE INTO counts",
-                [r for m in fresh if isinstance(m, CountsMessage) for r in _count_rows(m)],
-            )
-            for msg in fresh:
-                if isinstance(msg, AlertMessage):
-                    self._alert(msg)
-                elif isinstance(msg, HealthMessage):
-                    self._health(msg)
-            self._seen(seen, now)
-            self._track_seqs(sequenced, received_at)
+                    verdict = self._within_window(msg, anchors)
+                    if verdict is None and isinstance(msg, _SEQUENCED):
+                        verdict = self._admit(msg, now)
+                if verdict is None or verdict is DUPLICATE:
+                    stats["stored" if verdict is None else "duplicate"] += 1
+                    if isinstance(msg, StatusMessage | HeartbeatMessage):
+                        self._agent_state(msg, now)
+                    else:
+                        tracked.append(msg)
+                        if verdict is None:
+                            accepted.append(msg)
+                            known.add(msg.msg_id)
+                else:
+                    item = item if item.error else Received(item.topic, item.payload, error=verdict)
+                    self._dead_letter(item, received_at)
+                    dead.append(item)
+                    stats["dead"] += 1
+            self._record(accepted, received_at)
+            self._seen({(m.site, m.agent, m.camera) for m in tracked}, now)
+            self._track_seqs(tracked, received_at)
+            if dead or now - self._pruned_at >= PRUNE_INTERVAL:
+                self._prune_dead_letters(now)
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
             raise
-        return stats
+        return stats, dead
 
-    def _fresh(self, messages: list[Any], received_at: str) -> list[Any]:
-        """Record messages by msg_id and return those not stored before (first copy wins)."""
-        ids = list({m.msg_id: None for m in messages})
+    def _known_ids(self, ids: list[str]) -> set[str]:
         known: set[str] = set()
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
@@ -179,29 +280,112 @@ class Storage:
                     f"SELECT msg_id FROM messages WHERE msg_id IN ({marks})", chunk
                 )
             )
-        fresh = []
-        for m in messages:
-            if m.msg_id not in known:
-                known.add(m.msg_id)
-                fresh.append(m)
+        return known
+
+    def _within_window(self, msg: Any, anchors: dict[tuple[str, str], int]) -> str | None:
+        """Dead-letter reason if `msg` claims a seq more than seq_window beyond the highest its
+        agent has sent so far (any kind: status and heartbeat carry the agent's latest seq);
+        the first message of an unknown agent sets the base."""
+        key = (msg.site, msg.agent)
+        if key not in anchors:
+            anchors[key] = self.seqs.anchor(*key)
+        top, anchor, window = _highest_claim(msg), anchors[key], self.settings.seq_window
+        if anchor >= 0 and top > anchor + window:
+            return (
+                f"seq far ahead: {top} is more than {window} beyond {anchor}, the highest seq "
+                f"agent {msg.site}/{msg.agent} has sent so far"
+            )
+        anchors[key] = max(anchor, top)
+        return None
+
+    def _admit(self, msg: CountsMessage | AlertMessage | HealthMessage, now: float) -> str | None:
+        """Write what must be visible to the rest of the batch at once (bucket, alert or health
+        row) and return None; or return DUPLICATE, or why the message is dead-lettered."""
+        if isinstance(msg, CountsMessage):
+            return self._admit_bucket(msg, now)
+        if isinstance(msg, AlertMessage):
+            return self._alert(msg)
+        self._health(msg)
+        return None
+
+    def _admit_bucket(self, msg: CountsMessage, now: float) -> str | None:
+        p = msg.payload
+        start = p.bucket_start.timestamp()
+        end = start + p.bucket_seconds
+        reason = _implausible(p, start, end, now, self.settings)
+        if reason:
+            return reason
+        key = (msg.site, msg.agent, msg.camera)
+        clash = [
+            r
+            for r in self.db.conn.execute(
+                "SELECT start_s, end_s, msg_id FROM buckets WHERE site = ? AND agent = ? AND "
+                "camera = ? AND start_s < ? AND start_s >= COALESCE((SELECT MAX(start_s) FROM "
+                "buckets WHERE site = ? AND agent = ? AND camera = ? AND start_s <= ?), ?)",
+                (*key, end, *key, start, start),
+            )
+            if r[1] > start
+        ]
+        if len(clash) == 1 and clash[0][:2] == (start, end):
+            if self._same_counts(msg):
+                return DUPLICATE
+            return (
+                f"conflict: bucket {_iso(start)} of {'/'.join(key)} is already stored from "
+                f"msg_id {clash[0][2]} with other content"
+            )
+        if clash:
+            s0, e0, other = clash[0]
+            return (
+                f"bucket overlaps: [{_iso(start)}, {_iso(end)}) of {'/'.join(key)} overlaps "
+                f"the stored bucket [{_iso(s0)}, {_iso(e0)}) of msg_id {other}"
+            )
+        self.db.conn.execute(
+            "INSERT INTO buckets VALUES (?, ?, ?, ?, ?, ?)", (*key, start, end, msg.msg_id)
+        )
+        return None
+
+    def _same_counts(self, msg: CountsMessage) -> bool:
+        stored = self.db.conn.execute(
+            f"SELECT {_COUNT_COLUMNS} FROM counts WHERE bucket_start = ? AND site = ? AND "
+            "agent = ? AND camera = ?",
+            (format_time(msg.payload.bucket_start), msg.site, msg.agent, msg.camera),
+        ).fetchall()
+        return sorted(stored) == sorted(r[:-1] for r in _count_rows(msg))
+
+    def _record(self, accepted: list[Any], received_at: str) -> None:
+        """The message rows of stored messages, and the count rows of their buckets."""
         insert_rows(
             self.db.conn,
             "INSERT INTO messages",
             [
-                (
-                    m.msg_id,
-                    m.site,
-                    m.agent,
-                    m.camera,
-                    m.kind,
-                    m.seq,
-                    format_time(m.created_at),
-                    received_at,
-                )
-                for m in fresh
+                (m.msg_id, m.site, m.agent, m.camera, m.kind, m.seq, format_time(m.created_at),
+                 received_at)
+                for m in accepted
             ],
+        )  # fmt: skip
+        insert_rows(
+            self.db.conn,
+            "INSERT INTO counts",
+            [r for m in accepted if isinstance(m, CountsMessage) for r in _count_rows(m)],
         )
-        return fresh
+
+    def _prune_dead_letters(self, now: float) -> None:
+        """Drop dead letters past their retention, then the oldest beyond the cap; count them."""
+        limits = self.settings.dead_letters
+        cutoff = format_time(datetime.fromtimestamp(now - limits.max_days * 86400, timezone.utc))
+        c = self.db.conn
+        dropped = c.execute("DELETE FROM dead_letters WHERE received_at < ?", (cutoff,)).rowcount
+        dropped += c.execute(
+            "DELETE FROM dead_letters WHERE id <= (SELECT id FROM dead_letters ORDER BY id DESC "
+            "LIMIT 1 OFFSET ?)",
+            (limits.max_rows,),
+        ).rowcount
+        if dropped:
+            c.execute(
+                "UPDATE counters SET value = value + ? WHERE name = 'dead_letters_dropped'",
+                (dropped,),
+            )
+        self._pruned_at = now
 
     def _dead_letter(self, item: Received, received_at: str) -> None:
         self.db.conn.execute(
@@ -262,25 +446,38 @@ class Storage:
             [(*key, now, now) for key in cameras],
         )
 
-    def _alert(self, msg: AlertMessage) -> None:
+    def _alert(self, msg: AlertMessage) -> str | None:
         p = msg.payload
-        self.db.conn.execute(
-            "INSERT OR IGNORE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                msg.site,
-                msg.agent,
-                msg.camera,
-                p.alert_id,
-                p.state,
-                p.type,
-                p.severity,
-                format_time(p.started_at),
-                format_time(p.ended_at) if p.ended_at else None,
-                p.rule,
-                json.dumps(p.details),
-                format_time(msg.created_at),
-                msg.msg_id,
-            ),
+        row = (
+            msg.site,
+            msg.agent,
+            msg.camera,
+            p.alert_id,
+            p.state,
+            p.type,
+            p.severity,
+            format_time(p.started_at),
+            format_time(p.ended_at) if p.ended_at else None,
+            p.rule,
+            json.dumps(p.details),
+            format_time(msg.created_at),
+            msg.msg_id,
+        )
+        stored = self.db.conn.execute(
+            "SELECT * FROM alerts WHERE site = ? AND agent = ? AND alert_id = ? AND state = ?",
+            (msg.site, msg.agent, p.alert_id, p.state),
+        ).fetchone()
+        if stored is None:
+            self.db.conn.execute(
+                "INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row
+            )
+            return None
+        # A resend may be stamped anew (created_at, msg_id); what it says must be the same.
+        if tuple(stored[:-2]) == row[:-2]:
+            return DUPLICATE
+        return (
+            f"conflict: alert {p.alert_id} ({p.state}) of {msg.site}/{msg.agent} is already "
+            f"stored from msg_id {stored[-1]} with other content"
         )
 
     def _health(self, msg: HealthMessage) -> None:
@@ -309,63 +506,18 @@ class Storage:
         )
 
     def _track_seqs(self, messages: list[Any], received_at: str) -> None:
-        """Record received seqs per agent; open a gap for each hole above the highest seq seen
-        so far, and shrink or close gaps that late messages (or declared losses) fill."""
-        c = self.db.conn
-        by_agent: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        """Account per agent for the seqs of stored messages: their own, those merged into
+        them, and those a buffer_overflow alert declares lost."""
+        by_agent: dict[tuple[str, str], tuple[list[int], list[Range]]] = {}
         for m in messages:
-            seqs = by_agent.setdefault((m.site, m.agent), [])
-            seqs.append((m.seq, "received"))
+            seen, lost = by_agent.setdefault((m.site, m.agent), ([], []))
+            seen.append(m.seq)
             if isinstance(m, CountsMessage):
-                seqs.extend((s, "merged") for s in m.payload.merged_seqs if s != m.seq)
+                seen.extend(m.payload.merged_seqs)
             elif isinstance(m, AlertMessage) and m.payload.type == "buffer_overflow":
-                # The agent declares seqs it had to drop: they are accounted for, as lost.
-                for a, b in m.payload.details.get("lost_seqs", []):
-                    seqs.extend((s, "lost") for s in range(int(a), int(b) + 1))
-        for (site, agent), seqs in by_agent.items():
-            insert_rows(
-                c, "INSERT OR IGNORE INTO agent_seqs", [(site, agent, s, how) for s, how in seqs]
-            )
-            prev_max = c.execute(
-                "SELECT max_seq FROM agents WHERE site = ? AND agent = ?", (site, agent)
-            ).fetchone()[0]
-            values = sorted({s for s, _ in seqs})
-            new_max = max(prev_max, values[-1])
-            expected = prev_max + 1
-            for s in (v for v in values if v > prev_max):
-                if s > expected:
-                    c.execute(
-                        "INSERT OR IGNORE INTO gaps (site, agent, seq_from, seq_to, detected_at, "
-                        "missing) VALUES (?, ?, ?, ?, ?, ?)",
-                        (site, agent, expected, s - 1, received_at, s - expected),
-                    )
-                expected = s + 1
-            c.execute(
-                "UPDATE agents SET max_seq = ? WHERE site = ? AND agent = ?", (new_max, site, agent)
-            )
-            self._refresh_gaps(site, agent, values[0], new_max, received_at)
-
-    def _refresh_gaps(self, site: str, agent: str, low: int, high: int, now: str) -> None:
-        c = self.db.conn
-        open_gaps = c.execute(
-            "SELECT seq_from, seq_to FROM gaps WHERE site = ? AND agent = ? AND closed_at IS NULL "
-            "AND seq_to >= ?",
-            (site, agent, low),
-        ).fetchall()
-        for seq_from, seq_to in open_gaps:
-            if seq_from > high:
-                continue
-            present, lost = c.execute(
-                "SELECT COUNT(*), SUM(how = 'lost') FROM agent_seqs WHERE site = ? AND agent = ? "
-                "AND seq BETWEEN ? AND ?",
-                (site, agent, seq_from, seq_to),
-            ).fetchone()
-            missing = seq_to - seq_from + 1 - present
-            c.execute(
-                "UPDATE gaps SET missing = ?, lost = ?, closed_at = ? WHERE site = ? AND "
-                "agent = ? AND seq_from = ?",
-                (missing, lost or 0, now if missing == 0 else None, site, agent, seq_from),
-            )
+                lost.extend((a, b) for a, b in m.payload.details.get("lost_seqs", []))
+        for (site, agent), (seen, lost) in by_agent.items():
+            self.seqs.account(site, agent, seen, lost, received_at)
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -471,6 +623,9 @@ class Storage:
             "cameras": one("SELECT COUNT(*) FROM cameras"),
             "open_gaps": one("SELECT COUNT(*) FROM gaps WHERE closed_at IS NULL"),
             "dead_letters": one("SELECT COUNT(*) FROM dead_letters"),
+            "dead_letters_dropped": one(
+                "SELECT value FROM counters WHERE name = 'dead_letters_dropped'"
+            ),
             "first_bucket": one("SELECT MIN(bucket_start) FROM counts"),
             "last_bucket": one("SELECT MAX(bucket_start) FROM counts"),
         }

@@ -5,16 +5,25 @@ queue."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from pantau.agent.wire.protocol import CountsMessage, CountsPayload, LineCount, utcnow
+from pantau.agent.wire.protocol import (
+    CountsMessage,
+    CountsPayload,
+    HeartbeatMessage,
+    HeartbeatPayload,
+    LineCount,
+    utcnow,
+)
 from pantau.central.ingest import DeadLetterLog, store_isolating_poison, validate
 from pantau.central.storage import Storage
 
@@ -50,14 +59,16 @@ def with_value(msg: CountsMessage, path: tuple[str | int, ...], value: object) -
     return json.dumps(body).encode()
 
 
-def alert_with_details(seq: int, details: object) -> bytes:
+def alert_with_details(seq: int, details: object, agent: str = "a1") -> bytes:
     return json.dumps({
-        "v": 1, "kind": "alerts", "msg_id": f"alert-{seq}", "seq": seq, "agent": "a1",
+        "v": 1, "kind": "alerts", "msg_id": f"alert-{seq}", "seq": seq, "agent": agent,
         "site": "s1", "camera": "cam", "created_at": "2026-11-27T08:00:00Z",
         "payload": {"alert_id": f"x{seq}", "type": "buffer_overflow", "state": "raised",
                     "started_at": "2026-11-27T08:00:00Z", "details": details},
     }).encode()
 
+
+TOPIC = "pantau/v1/s1/a1/cam"
 
 # (what, topic kind, payload) of each single message that once stopped central.
 POISON = [
@@ -144,3 +155,88 @@ def test_dead_letter_log_is_one_line_per_reason_per_interval(caplog):
     assert len(lines) == 3
     assert "field 0" in lines[0] and "not JSON" in lines[1]
     assert "late" in lines[2] and "and 7999 more" in lines[2]
+
+
+def forged(seq: int, start: datetime, seconds: int = 60, merged: tuple[int, ...] = (),
+           people: int = 99, agent: str = "a1") -> tuple[str, bytes]:
+    msg = CountsMessage(
+        msg_id=f"forged-{agent}-{seq}", seq=seq, agent=agent, site="s1", camera="cam",
+        created_at=T0,
+        payload=CountsPayload(
+            bucket_start=start, bucket_seconds=seconds, observed_seconds=seconds,
+            lines={"door": {"person": LineCount(**{"in": people})}}, merged_seqs=list(merged),
+        ),
+    )  # fmt: skip
+    return msg.topic, msg.encode()
+
+
+def far_heartbeat(seq: int) -> tuple[str, bytes]:
+    msg = HeartbeatMessage(
+        msg_id=f"hb-{seq}", seq=seq, agent="a1", site="s1", created_at=T0,
+        payload=HeartbeatPayload(uptime_seconds=1, outbox_messages=0, outbox_bytes=0),
+    )  # fmt: skip
+    return msg.topic, msg.encode()
+
+
+def minute(n: float) -> datetime:
+    return T0 + timedelta(minutes=n)
+
+
+# (expected dead-letter reason, topic and payload): each claim central must not believe.
+UNBELIEVABLE = [
+    ("seq far ahead", forged(10**6, minute(50))),
+    ("seq far ahead", far_heartbeat(10**6)),
+    ("seq far ahead", (f"{TOPIC}/alerts", alert_with_details(1000, {"lost_seqs": [[0, 10**7]]}))),
+    ("conflict", forged(1001, minute(0))),  # valid seq 0's bucket, other counts
+    ("bucket not aligned", forged(1002, minute(51.5))),
+    ("bucket overlaps", forged(1003, minute(1), seconds=120, merged=(1003, 1004))),
+    ("bucket too old", forged(1005, T0 - timedelta(days=401))),
+    ("bucket in the future", forged(1006, T0 + timedelta(hours=3))),
+]
+
+
+def wait_for(tmp_path: Path, sql: str, timeout: float = 20) -> None:
+    """Until `sql` counts something in central's database (or the time is up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(sqlite3.OperationalError):
+            if (tmp_path / "central.db").exists() and query(tmp_path, sql)[0][0]:
+                return
+        time.sleep(0.1)
+
+
+def test_unbelievable_claims_between_valid_messages(tmp_path, broker):
+    central = start_central(tmp_path, broker.port)
+    try:
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+
+        def send(topic: str, payload: bytes) -> None:
+            pub.publish(topic, payload, qos=1).wait_for_publish(5)
+
+        seq = 0
+        for _, (topic, payload) in UNBELIEVABLE:
+            for _ in range(3):
+                good = counts(seq)
+                send(good.topic, good.encode())
+                seq += 1
+            send(topic, payload)
+        # An agent whose first seq is ten million declares all below it lost: believed, and
+        # booked as one range, not ten million rows.
+        send(*forged(10_000_001, minute(0), people=5, agent="big"))
+        wait_for(tmp_path, "SELECT COUNT(*) FROM gaps WHERE agent = 'big'")  # 0 - 10,000,000
+        lost = {"lost_seqs": [[0, 10_000_000]]}
+        send("pantau/v1/s1/big/cam/alerts", alert_with_details(10_000_002, lost, agent="big"))
+        pub.loop_stop()
+        wait_for(tmp_path, "SELECT COUNT(*) FROM gaps WHERE agent = 'big' AND closed_at > ''")
+        assert central.poll() is None, "central must keep running"
+        totals = dict(query(tmp_path, 'SELECT agent, SUM("in") FROM counts GROUP BY agent'))
+        assert totals == {"a1": seq, "big": 5}
+        reasons = [r for (r,) in query(tmp_path, "SELECT reason FROM dead_letters ORDER BY id")]
+        assert [r.split(":")[0] for r in reasons] == [why for why, _ in UNBELIEVABLE]
+        assert query(tmp_path, "SELECT seq_from, seq_to, missing, lost FROM gaps "
+                     "WHERE agent = 'big'") == [(0, 10_000_000, 0, 10_000_001)]  # fmt: skip
+        assert query(tmp_path, "SELECT COUNT(*) FROM seq_ranges WHERE agent = 'big'") == [(1,)]
+    finally:
+        stop(central)

@@ -8,8 +8,12 @@ import io
 import json
 import subprocess
 import sys
+import time
+import tracemalloc
 from datetime import datetime, timedelta, timezone
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st_
 from pantau.agent.wire.protocol import (
     AlertMessage,
     AlertPayload,
@@ -21,6 +25,8 @@ from pantau.agent.wire.protocol import (
     StatusMessage,
     StatusPayload,
 )
+from pantau.central.config import CentralSettings
+from pantau.central.seqs import SeqTracker, coalesce, overlaps, subtract
 from pantau.central.storage import Received, Storage
 
 from tests.conftest import cli
@@ -79,10 +85,11 @@ def test_duplicates_never_count_twice(tmp_path):
     first = st.store([counts(0, 0), counts(0, 0)])
     assert first == {"stored": 1, "duplicate": 1, "dead": 0}
     assert st.store([counts(0, 0)])["duplicate"] == 1
-    # Same natural key under another msg_id (an agent that regenerated it): first one wins.
-    other = counts(5, 0)
-    assert st.store([other])["stored"] == 1
-    assert st.totals() == {"a1": {"cam": {"door": {"person": {"in": 2, "out": 1}}}}}
+    # The same bucket and content under another msg_id (an agent that regenerated it): a
+    # duplicate, and its seq is accounted for.
+    assert st.store([counts(1, 0), counts(2, 1)]) == {"stored": 1, "duplicate": 1, "dead": 0}
+    assert st.totals() == {"a1": {"cam": {"door": {"person": {"in": 4, "out": 2}}}}}
+    assert gaps(st) == []
 
 
 def test_gaps_open_fill_and_lost(tmp_path):
@@ -165,3 +172,84 @@ def test_central_does_not_import_the_vision_stack():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_declared_loss_of_ten_million_seqs_is_bounded(tmp_path):
+    # A window wide enough to believe the claim: the ranges, not the window, must bound it.
+    st = Storage(f"sqlite:///{tmp_path}/c.db", CentralSettings(seq_window=10**8))
+    st.store([counts(0, 0), counts(5, 5)])
+    tracemalloc.start()
+    started = time.perf_counter()
+    st.store([overflow(10_000_001, [[0, 10_000_000]])])
+    elapsed = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert elapsed < 2 and peak < 5_000_000, (elapsed, peak)
+    assert gaps(st)[0][:4] == (1, 4, 0, 4)
+    assert st.db.execute("SELECT seq_from, seq_to FROM seq_ranges").fetchall() == [
+        (0, 10_000_001)
+    ]
+    st.close()
+    assert (tmp_path / "c.db").stat().st_size < 1_000_000
+
+
+def per_seq_gaps(batches: list[tuple[list[int], list[list[int]]]]) -> list[tuple]:
+    """The v1 algorithm, a row per seq: the reference the ranges must agree with."""
+    how: dict[int, str] = {}
+    gap_rows: dict[int, list] = {}
+    top = -1
+    for seen, lost in batches:
+        claims = [(s, "seen") for s in seen] + [
+            (s, "lost") for a, b in lost for s in range(a, b + 1)
+        ]
+        for s, h in sorted(claims, key=lambda c: c[1] == "lost"):  # arrival wins in a batch
+            how.setdefault(s, h)
+        values = sorted({s for s, _ in claims})
+        expected = top + 1
+        for s in (v for v in values if v > top):
+            if s > expected:
+                gap_rows[expected] = [expected, s - 1, 0, 0, False]
+            expected = s + 1
+        top = max(top, values[-1])
+        for g in gap_rows.values():
+            if not g[4]:
+                inside = [how.get(s) for s in range(g[0], g[1] + 1)]
+                g[2] = inside.count(None)
+                g[3] = inside.count("lost")
+                g[4] = g[2] == 0
+    return [tuple(g) for _, g in sorted(gap_rows.items())]
+
+
+seq_batches = st_.lists(
+    st_.tuples(
+        st_.lists(st_.integers(0, 60), min_size=1, max_size=6),
+        st_.lists(
+            st_.tuples(st_.integers(0, 60), st_.integers(0, 5)).map(lambda t: [t[0], t[0] + t[1]]),
+            max_size=2,
+        ),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=seq_batches)
+def test_seq_ranges_agree_with_per_seq_bookkeeping(tmp_path_factory, batches):
+    path = tmp_path_factory.mktemp("seqs") / "c.db"
+    st = Storage(f"sqlite:///{path}")
+    try:
+        tracker = SeqTracker(st.db.conn)
+        for seen, lost in batches:
+            tracker.account("s1", "a1", seen, [(a, b) for a, b in lost], "now")
+        assert gaps(st) == per_seq_gaps(batches)
+    finally:
+        st.close()
+
+
+def test_range_arithmetic():
+    assert coalesce([(5, 6), (0, 1), (2, 2), (8, 9), (9, 12)]) == [(0, 2), (5, 6), (8, 12)]
+    assert subtract([(0, 10), (20, 30)], [(2, 3), (9, 21), (25, 25)]) == [
+        (0, 1), (4, 8), (22, 24), (26, 30)
+    ]
+    assert overlaps([(0, 4), (8, 9)], [(3, 8), (9, 20), (21, 22)]) == [3, 1, 0]

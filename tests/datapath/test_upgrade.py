@@ -70,6 +70,10 @@ def gap_rows(st: Storage) -> list[tuple]:
     ]
 
 
+def seq_ranges(st: Storage) -> list[tuple[int, int]]:
+    return st.db.execute("SELECT seq_from, seq_to FROM seq_ranges ORDER BY seq_from").fetchall()
+
+
 def test_v1_outbox_reads_back_and_keeps_working(tmp_path):
     path = v1_copy("outbox-v1.db", tmp_path / "outbox.db")
     ob = Outbox(path, agent="a1", site="s1", max_age_seconds=100 * 365 * 86400)
@@ -139,6 +143,8 @@ def test_v1_central_reads_back_and_keeps_working(tmp_path):
     summary = st.summary()
     assert {k: summary[k] for k in V1_SUMMARY} == V1_SUMMARY
     assert gap_rows(st) == V1_GAPS
+    # v2 keeps seqs as ranges: v1's rows for 0-2 and 5-10 (6 declared lost) became two.
+    assert seq_ranges(st) == [(0, 2), (5, 10)]
     (dead,) = st.dead_letters()
     assert dead["reason"] == "invalid JSON" and dead["payload"] == b"{not json"
     (agent,) = st.agents(heartbeat_timeout=100 * 365 * 86400)
@@ -147,6 +153,7 @@ def test_v1_central_reads_back_and_keeps_working(tmp_path):
     # The late seqs 3 and 4 close the v1 gap.
     assert st.store([counts(3, 3), counts(4, 4)])["stored"] == 2
     assert gap_rows(st)[0] == (3, 4, 0, 0, True) and st.summary()["open_gaps"] == 0
+    assert seq_ranges(st) == [(0, 10)]
     st.close()
 
 

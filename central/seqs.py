@@ -1,0 +1,169 @@
+"""Per-agent seq bookkeeping in ranges: which seqs central has accounted for (received, merged
+or declared lost) and the gaps below the highest one, so that what a message claims costs
+time and rows in proportion to its ranges, never to the number of seqs they span."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+
+Range = tuple[int, int]  # [first, last], both included
+
+
+def coalesce(ranges: Iterable[Range]) -> list[Range]:
+    """Sorted, disjoint, non-adjacent ranges covering exactly the seqs of `ranges`."""
+    out: list[Range] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1] + 1:
+            if b > out[-1][1]:
+                out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def subtract(ranges: list[Range], minus: list[Range]) -> list[Range]:
+    """The seqs of `ranges` not in `minus` (both sorted and disjoint), as sorted ranges."""
+    out: list[Range] = []
+    j = 0
+    for a, b in ranges:
+        while j < len(minus) and minus[j][1] < a:
+            j += 1
+        k = j
+        while a <= b and k < len(minus) and minus[k][0] <= b:
+            if minus[k][0] > a:
+                out.append((a, minus[k][0] - 1))
+            a = max(a, minus[k][1] + 1)
+            k += 1
+        if a <= b:
+            out.append((a, b))
+    return out
+
+
+def intersect(ranges: list[Range], other: list[Range]) -> list[Range]:
+    """The seqs in both (sorted, disjoint) lists, as sorted ranges."""
+    return subtract(ranges, subtract(ranges, other))
+
+
+def overlaps(ranges: list[Range], windows: list[Range]) -> list[int]:
+    """For each of the sorted, disjoint `windows`: how many seqs of the sorted, disjoint
+    `ranges` it holds (one sweep over both)."""
+    out = []
+    j = 0
+    for lo, hi in windows:
+        while j < len(ranges) and ranges[j][1] < lo:
+            j += 1
+        k, n = j, 0
+        while k < len(ranges) and ranges[k][0] <= hi:
+            n += min(ranges[k][1], hi) - max(ranges[k][0], lo) + 1
+            k += 1
+        out.append(n)
+    return out
+
+
+class SeqTracker:
+    """Reads and writes the `seq_ranges`, `gaps` and `agents.max_seq` of one database.
+
+    Invariants: an agent's seq_ranges are disjoint and non-adjacent; every seq at or below its
+    max_seq that no range covers lies in one of its open gaps; gaps are disjoint.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.c = conn
+
+    def account(self, site: str, agent: str, seen: list[int], lost: list[Range], now: str) -> None:
+        """Account for the seqs that arrived (`seen`: own and merged seqs) and the ranges the
+        agent declared lost: fill or close the gaps they fall in, open a gap for each hole above
+        the highest seq so far. A seq already accounted for keeps its first account; within one
+        call, arrival wins over a declared loss."""
+        seen_ranges = coalesce((s, s) for s in seen)
+        lost_ranges = subtract(coalesce(lost), seen_ranges)
+        claimed = coalesce(seen_ranges + lost_ranges)
+        if not claimed:
+            return
+        prev_max = self.max_seq(site, agent)
+        fresh: list[Range] = []
+        for a, b in claimed:
+            fresh += self._cover(site, agent, a, b)
+        below = subtract(fresh, [(prev_max + 1, claimed[-1][1])])  # only these can be in gaps
+        if below:
+            self._fill_gaps(site, agent, below, intersect(lost_ranges, below), now)
+        expected = prev_max + 1
+        top = claimed[-1][1]
+        holes = subtract([(expected, top)], claimed) if top >= expected else []
+        self.c.executemany(
+            "INSERT OR IGNORE INTO gaps (site, agent, seq_from, seq_to, detected_at, missing) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(site, agent, a, b, now, b - a + 1) for a, b in holes],
+        )
+        if top > prev_max:
+            self.c.execute(
+                "INSERT INTO agents (site, agent, max_seq) VALUES (?, ?, ?) ON CONFLICT(site, "
+                "agent) DO UPDATE SET max_seq = excluded.max_seq",
+                (site, agent, top),
+            )
+
+    def anchor(self, site: str, agent: str) -> int:
+        """The highest seq the agent has sent so far, of any kind (-1 if none)."""
+        row = self.c.execute(
+            "SELECT MAX(max_seq, high_water_seq) FROM agents WHERE site = ? AND agent = ?",
+            (site, agent),
+        ).fetchone()
+        return -1 if row is None else int(row[0])
+
+    def max_seq(self, site: str, agent: str) -> int:
+        row = self.c.execute(
+            "SELECT max_seq FROM agents WHERE site = ? AND agent = ?", (site, agent)
+        ).fetchone()
+        return -1 if row is None else int(row[0])
+
+    def _cover(self, site: str, agent: str, a: int, b: int) -> list[Range]:
+        """Add [a, b] to the agent's ranges (merging what it touches); return its seqs that
+        were not covered before."""
+        touching = [
+            (f, t)
+            for f, t in self.c.execute(
+                "SELECT seq_from, seq_to FROM seq_ranges WHERE site = ? AND agent = ? AND "
+                "seq_from <= ? AND seq_from >= COALESCE((SELECT MAX(seq_from) FROM seq_ranges "
+                "WHERE site = ? AND agent = ? AND seq_from <= ?), ?) ORDER BY seq_from",
+                (site, agent, b + 1, site, agent, a - 1, a - 1),
+            )
+            if t >= a - 1
+        ]
+        fresh = subtract([(a, b)], touching)
+        if not fresh:
+            return []
+        self.c.executemany(
+            "DELETE FROM seq_ranges WHERE site = ? AND agent = ? AND seq_from = ?",
+            [(site, agent, f) for f, _ in touching],
+        )
+        merged = coalesce([(a, b), *touching])
+        self.c.execute(
+            "INSERT INTO seq_ranges (site, agent, seq_from, seq_to) VALUES (?, ?, ?, ?)",
+            (site, agent, *merged[0]),
+        )
+        return fresh
+
+    def _fill_gaps(
+        self, site: str, agent: str, fresh: list[Range], lost: list[Range], now: str
+    ) -> None:
+        """Shrink the open gaps that newly accounted seqs below the old maximum fall in (each
+        such seq lies in exactly one), closing those left with nothing missing."""
+        windows: list[tuple[int, int, int]] = []  # (lo, hi, seq_from of the gap)
+        for a, b in fresh:
+            for seq_from, seq_to in self.c.execute(
+                "SELECT seq_from, seq_to FROM gaps WHERE site = ? AND agent = ? AND "
+                "closed_at IS NULL AND seq_from <= ? AND seq_to >= ? AND seq_from >= "
+                "COALESCE((SELECT MAX(seq_from) FROM gaps WHERE site = ? AND agent = ? AND "
+                "seq_from <= ?), ?) ORDER BY seq_from",
+                (site, agent, b, a, site, agent, a, a),
+            ).fetchall():
+                windows.append((max(a, seq_from), min(b, seq_to), seq_from))
+        lost_in = overlaps(lost, [(lo, hi) for lo, hi, _ in windows])
+        for (lo, hi, seq_from), lost_n in zip(windows, lost_in, strict=True):
+            filled = hi - lo + 1
+            self.c.execute(
+                "UPDATE gaps SET missing = missing - ?, lost = lost + ?, closed_at = CASE WHEN "
+                "missing - ? <= 0 THEN ? END WHERE site = ? AND agent = ? AND seq_from = ?",
+                (filled, lost_n, filled, now, site, agent, seq_from),
+            )
