@@ -39,11 +39,18 @@ class CentralSettings(PantauSettings):
         2000, ge=1, le=65535, description="Unacknowledged messages the broker may send us."
     )
     seq_window: int = Field(
-        100_000,
+        10_000,
         ge=1,
         description="How far ahead of the highest seq an agent has sent so far a message may "
-        "claim to be; further ahead it is dead-lettered ('seq far ahead'). Keep it above the "
-        "messages an agent can queue during the longest outage its outbox covers.",
+        "claim to be, plus max_seq_rate for every second the agent was silent; further ahead "
+        "it is dead-lettered ('seq far ahead').",
+    )
+    max_seq_rate: float = Field(
+        50,
+        ge=0,
+        description="Most seqs per second an agent can assign while central does not hear from "
+        "it (32 cameras with 10 s buckets assign about 7): what a long outage may legitimately "
+        "add to seq_window.",
     )
     max_bucket_age_days: float = Field(
         400, gt=0, description="Counts buckets older than this when received are dead-lettered."

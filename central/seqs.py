@@ -103,13 +103,15 @@ class SeqTracker:
                 (site, agent, top),
             )
 
-    def anchor(self, site: str, agent: str) -> int:
-        """The highest seq the agent has sent so far, of any kind (-1 if none)."""
+    def anchor(self, site: str, agent: str) -> tuple[int, float | None]:
+        """The highest seq the agent has sent so far, of any kind (-1 if none), and when the
+        agent was last heard from (None if never)."""
         row = self.c.execute(
-            "SELECT MAX(max_seq, high_water_seq) FROM agents WHERE site = ? AND agent = ?",
+            "SELECT MAX(max_seq, high_water_seq), last_seen FROM agents "
+            "WHERE site = ? AND agent = ?",
             (site, agent),
         ).fetchone()
-        return -1 if row is None else int(row[0])
+        return (-1, None) if row is None else (int(row[0]), row[1])
 
     def max_seq(self, site: str, agent: str) -> int:
         row = self.c.execute(

@@ -231,7 +231,7 @@ class Storage:
             known = self._known_ids(
                 [i.message.msg_id for i in batch if isinstance(i.message, _SEQUENCED)]
             )
-            anchors: dict[tuple[str, str], int] = {}
+            anchors: dict[tuple[str, str], tuple[int, float | None]] = {}
             accepted: list[Any] = []
             tracked: list[Any] = []  # stored, or already stored: their seqs are accounted for
             for item in batch:
@@ -241,7 +241,7 @@ class Storage:
                 elif isinstance(msg, _SEQUENCED) and msg.msg_id in known:
                     verdict = DUPLICATE
                 else:
-                    verdict = self._within_window(msg, anchors)
+                    verdict = self._within_window(msg, anchors, now)
                     if verdict is None and isinstance(msg, _SEQUENCED):
                         verdict = self._admit(msg, now)
                 if verdict is None or verdict is DUPLICATE:
@@ -282,20 +282,26 @@ class Storage:
             )
         return known
 
-    def _within_window(self, msg: Any, anchors: dict[tuple[str, str], int]) -> str | None:
-        """Dead-letter reason if `msg` claims a seq more than seq_window beyond the highest its
-        agent has sent so far (any kind: status and heartbeat carry the agent's latest seq);
-        the first message of an unknown agent sets the base."""
+    def _within_window(
+        self, msg: Any, anchors: dict[tuple[str, str], tuple[int, float | None]], now: float
+    ) -> str | None:
+        """Dead-letter reason if `msg` claims a seq further beyond the highest its agent has
+        sent so far (any kind: status and heartbeat carry the agent's latest seq) than the
+        agent can have assigned since it was last heard from: seq_window plus max_seq_rate
+        per second of silence, so an agent back from a long outage is believed and a forged
+        leap from a live one is not. The first message of an unknown agent sets the base."""
         key = (msg.site, msg.agent)
         if key not in anchors:
             anchors[key] = self.seqs.anchor(*key)
-        top, anchor, window = _highest_claim(msg), anchors[key], self.settings.seq_window
-        if anchor >= 0 and top > anchor + window:
+        (anchor, last_seen), top = anchors[key], _highest_claim(msg)
+        silent = max(0.0, now - last_seen) if last_seen is not None else 0.0
+        allowed = self.settings.seq_window + int(self.settings.max_seq_rate * silent)
+        if anchor >= 0 and top > anchor + allowed:
             return (
-                f"seq far ahead: {top} is more than {window} beyond {anchor}, the highest seq "
-                f"agent {msg.site}/{msg.agent} has sent so far"
+                f"seq far ahead: {top} is more than {allowed} beyond {anchor}, the highest seq "
+                f"agent {msg.site}/{msg.agent} has sent so far ({silent:.0f} s ago)"
             )
-        anchors[key] = max(anchor, top)
+        anchors[key] = (max(anchor, top), last_seen)
         return None
 
     def _admit(self, msg: CountsMessage | AlertMessage | HealthMessage, now: float) -> str | None:

@@ -106,21 +106,33 @@ def line_in(st: Storage) -> int:
 
 
 def test_seqs_far_ahead_are_dead_lettered_not_believed(st):
-    assert st.store([counts(0, minute(0)), counts(1, minute(1))])["stored"] == 2
+    t = time.time()
+    assert st.store([counts(0, minute(0)), counts(1, minute(1))], now=t)["stored"] == 2
     far = counts(10**6, minute(2))
-    result, dead = st.store_batch([far, heartbeat(10**6), alert(2, lost=[[3, 10**7]])])
+    result, dead = st.store_batch(
+        [far, heartbeat(10**6), alert(2, lost=[[3, 10**7]])], now=t + 1
+    )
     assert result == {"stored": 0, "duplicate": 0, "dead": 3}
     assert [d.error.split(":")[0] for d in dead if d.error] == ["seq far ahead"] * 3
-    assert "10000000 is more than 100000 beyond 1" in reasons(st)[2]
+    assert "10000000 is more than 10050 beyond 1" in reasons(st)[2]
     (agent,) = st.agents(heartbeat_timeout=90)
     assert (agent["max_seq"], agent["high_water_seq"]) == (1, -1)
     assert st.gaps() == []
     # Within the window: believed, with the gap it opens; the window moves with it.
-    assert st.store([counts(100_001, minute(3)), heartbeat(200_001)])["stored"] == 2
-    assert [(g["seq_from"], g["seq_to"]) for g in st.gaps()] == [(2, 100_000)]
+    assert st.store([counts(10_001, minute(3)), heartbeat(20_001)], now=t + 2)["stored"] == 2
+    assert [(g["seq_from"], g["seq_to"]) for g in st.gaps()] == [(2, 10_000)]
     # The first message of an unknown agent sets its base.
-    assert st.store([counts(5 * 10**6, minute(0), agent="a2")])["stored"] == 1
-    assert st.store([counts(5 * 10**6 + 1, minute(1), agent="a2")])["stored"] == 1
+    assert st.store([counts(5 * 10**6, minute(0), agent="a2")], now=t)["stored"] == 1
+    assert st.store([counts(5 * 10**6 + 1, minute(1), agent="a2")], now=t)["stored"] == 1
+
+
+def test_an_agent_back_from_a_long_outage_is_believed(st):
+    """Its outbox assigned seqs all the while: four days at 3 seqs/s is about a million."""
+    t = time.time()
+    assert st.store([counts(0, minute(0))], now=t)["stored"] == 1
+    back = t + 4 * 86400
+    assert st.store([counts(10**6, minute(1))], now=back)["stored"] == 1
+    assert [(g["seq_from"], g["seq_to"]) for g in st.gaps()] == [(1, 10**6 - 1)]
 
 
 def test_a_second_copy_with_other_content_is_a_conflict(st):

@@ -20,7 +20,7 @@ from paho.mqtt.properties import Properties
 
 from tests.conftest import MOSQUITTO, cli, free_port, spawn, wait_port
 from tests.datapath.helpers import query, wait_buckets
-from tests.datapath.test_faults import stop
+from tests.datapath.test_faults import START, stop
 
 DYNSEC = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
 SHARE = "$share/central/pantau/v1/#"
@@ -204,7 +204,7 @@ def test_central_and_agent_through_their_own_users(dynsec, tmp_path):
         assert "subscribed to" in central.stderr.readline()
         time.sleep(0.3)
         res = cli("pantau-agent", "simulate", "-c", str(agent_cfg), "--cameras", "2",
-                  "--hours", "0.5", "--start", "2026-11-26T00:00:00Z")
+                  "--hours", "0.5", "--start", START)
         assert res.returncode == 0, res.stderr
         assert wait_buckets(tmp_path, 60) == 60
         assert query(tmp_path, "SELECT COUNT(*) FROM dead_letters")[0][0] == 0

@@ -14,7 +14,11 @@ from hypothesis import strategies as st
 from pantau.central.ingest import store_isolating_poison, validate
 from pantau.central.storage import Storage
 
-T0 = datetime(2026, 11, 27, 8, 0, tzinfo=timezone.utc)
+# Yesterday, 08:00 UTC: central refuses buckets too old or in the future, so test times
+# follow the calendar.
+T0 = (datetime.now(timezone.utc) - timedelta(days=1)).replace(
+    hour=8, minute=0, second=0, microsecond=0
+)
 
 # Numbers at the edges that broke storage before: huge, negative, fractional, non-finite.
 EDGES = [0, 1, -1, 2**31, 2**53 + 1, 2**63 - 1, 2**63, 2**64, math.inf, math.nan, 1e308]
@@ -38,7 +42,7 @@ kinds = st.sampled_from(["counts", "alerts", "health", "status", "heartbeat", "v
 def valid_counts(seq: int) -> dict[str, Any]:
     return {
         "v": 1, "kind": "counts", "msg_id": f"m{seq}", "seq": seq, "agent": "a1", "site": "s1",
-        "camera": "cam", "created_at": "2026-11-27T08:00:00Z",
+        "camera": "cam", "created_at": T0.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "payload": {
             "bucket_start": (T0 + timedelta(minutes=seq)).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "bucket_seconds": 60, "observed_seconds": 60,

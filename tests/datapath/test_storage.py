@@ -24,6 +24,7 @@ from pantau.agent.wire.protocol import (
     LineCount,
     StatusMessage,
     StatusPayload,
+    format_time,
 )
 from pantau.central.config import CentralSettings
 from pantau.central.seqs import SeqTracker, coalesce, overlaps, subtract
@@ -31,7 +32,15 @@ from pantau.central.storage import Received, Storage
 
 from tests.conftest import cli
 
-T0 = datetime(2026, 11, 27, 8, 0, tzinfo=timezone.utc)
+# Yesterday, 08:00 UTC: central refuses buckets too old or in the future, so test times
+# follow the calendar.
+T0 = (datetime.now(timezone.utc) - timedelta(days=1)).replace(
+    hour=8, minute=0, second=0, microsecond=0
+)
+
+
+def at(minute: int) -> str:
+    return format_time(T0 + timedelta(minutes=minute))
 
 
 def counts(seq: int, minute: int, camera: str = "cam", merged=()) -> Received:
@@ -150,12 +159,12 @@ def test_export_counts_cli_filters_and_formats(tmp_path):
         "--format",
         "csv",
         "--from",
-        "2026-11-27T08:02:00Z",
+        at(2),
         "--to",
-        "2026-11-27T08:04:00Z",
+        at(4),
     )
     table = list(csv.DictReader(io.StringIO(res.stdout)))
-    assert [r["bucket_start"] for r in table] == ["2026-11-27T08:02:00Z", "2026-11-27T08:03:00Z"]
+    assert [r["bucket_start"] for r in table] == [at(2), at(3)]
     assert table[0]["in"] == "2" and table[0]["rule"] == "door"
     res = cli("pantau-central", "export", "counts", "-c", str(config), "--from", "yesterday")
     assert res.returncode == 2 and "--from 'yesterday'" in res.stderr
