@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection
 
 import paho.mqtt.client as mqtt
 from pantau.agent.wire.mqtt import MqttConnection
-from pantau.agent.wire.protocol import TOPIC_ROOT, ProtocolError, decode
+from pantau.agent.wire.protocol import MAX_PAYLOAD_BYTES, TOPIC_ROOT, ProtocolError, decode
 from pantau.central.config import CentralSettings
 from pantau.central.storage import Received, Storage
 
@@ -144,6 +144,8 @@ class Ingest:
             on_message=self._receive,
             # The broker may send this many unacknowledged messages: batches can be that large.
             receive_maximum=settings.receive_maximum,
+            # Room for the largest valid payload plus its topic and properties.
+            max_packet_size=MAX_PAYLOAD_BYTES + 16 * 1024,
         )
 
     def _on_connect(self, session_present: bool) -> None:

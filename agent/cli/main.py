@@ -143,4 +143,4 @@ def protocol_schema() -> None:
 def check_config(config: ConfigOption = None) -> None:
     """Validate a config file and print the effective settings (secrets hidden)."""
     settings = load_or_exit(AgentSettings, config)
-    out.print_json(settings.model_dump_json())
+    out.print_json(settings.model_dump_json(context={"redact": True}))

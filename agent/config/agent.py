@@ -10,8 +10,14 @@ from pantau.agent.config.tuning import HealthConfig, MotionConfig, TrackerConfig
 from pantau.agent.rules.schedule import check_timezone
 from pantau.agent.wire.paths import outbox_file
 from pantau.agent.wire.protocol import segment_validator
-from pantau.agent.wire.settings import BrokerSettings, PantauSettings, Section
-from pydantic import Field, field_validator, model_validator
+from pantau.agent.wire.settings import BrokerSettings, PantauSettings, Section, redact_url
+from pydantic import (
+    Field,
+    SerializationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 
 class BufferSettings(Section):
@@ -44,6 +50,13 @@ class CameraConfig(Section):
     source: str | None = Field(
         None, description="rtsp:// or http(s):// URL, a file path, or a device index."
     )
+
+    @field_serializer("source")
+    def _hide_credentials(self, source: str | None, info: SerializationInfo) -> str | None:
+        # Printed settings (`pantau-agent config`) pass context={"redact": True}.
+        if source is None or not (info.context or {}).get("redact"):
+            return source
+        return redact_url(source)
     analysis_fps: float = Field(
         5, gt=0, le=60,
         description="Frames analysed per second (of the file's own timeline). 5 counts people "

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 from pantau.agent.wire.backoff import Backoff
 from pantau.agent.wire.errors import PantauError
+from pantau.agent.wire.settings import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +49,8 @@ def _open(source: str) -> cv2.VideoCapture:
     cap = cv2.VideoCapture(int(source) if source.isdigit() else source, cv2.CAP_ANY)
     if not cap.isOpened():
         cap.release()
-        raise CaptureError(f"cannot open video source {redact(source)}")
+        raise CaptureError(f"cannot open video source {redact_url(source)}")
     return cap
-
-
-def redact(source: str) -> str:
-    """The source without a password (rtsp://user:pass@host -> rtsp://user:***@host)."""
-    head, sep, rest = source.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
-        cred, _, host = rest.partition("@")
-        user = cred.split(":", 1)[0]
-        return f"{head}://{user}:***@{host}"
-    return source
 
 
 class FileReader:
@@ -162,7 +153,7 @@ class LiveReader:
         """Start reading the stream (once); returns the reader."""
         if self._thread is None:
             self._thread = threading.Thread(
-                target=self._run, name=f"capture-{redact(self.source)}", daemon=True
+                target=self._run, name=f"capture-{redact_url(self.source)}", daemon=True
             )
             self._thread.start()
         return self
@@ -182,7 +173,7 @@ class LiveReader:
                 return frame
             time.sleep(0.02)
         why = f": {self.last_error}" if self.last_error else ""
-        raise CaptureError(f"no frame from {redact(self.source)} in {timeout:.0f}s{why}")
+        raise CaptureError(f"no frame from {redact_url(self.source)} in {timeout:.0f}s{why}")
 
     def _run(self) -> None:
         delays = Backoff(self.backoff_min, self.backoff_max)
@@ -199,7 +190,7 @@ class LiveReader:
             while not self._stop.is_set():
                 ok, image = cap.read()
                 if not ok:
-                    self.last_error = f"stream {redact(self.source)} stopped delivering frames"
+                    self.last_error = f"stream {redact_url(self.source)} stopped delivering frames"
                     break
                 delays.reset()  # a delivering stream resets the backoff
                 self.frames_read += 1

@@ -38,6 +38,7 @@ class MqttConnection:
         manual_ack: bool = False,
         max_inflight: int = 20,
         receive_maximum: int | None = None,
+        max_packet_size: int | None = None,
         on_connect: Callable[[bool], None] | None = None,
         on_message: Callable[[mqtt.MQTTMessage], None] | None = None,
         on_publish: Callable[[int, int], None] | None = None,
@@ -45,6 +46,7 @@ class MqttConnection:
         self.broker = broker
         self.clean_start = clean_start
         self.receive_maximum = receive_maximum
+        self.max_packet_size = max_packet_size
         self.connected = threading.Event()
         self.last_error: str | None = None
         self.connects = 0
@@ -114,7 +116,26 @@ class MqttConnection:
         props.SessionExpiryInterval = self.broker.session_expiry
         if self.receive_maximum is not None:
             props.ReceiveMaximum = self.receive_maximum
+        if self.max_packet_size is not None:
+            # The broker then never sends us a larger packet: it is dropped before it can
+            # reach our memory.
+            props.MaximumPacketSize = self.max_packet_size
         return props
+
+    def _hint(self, exc: BaseException | None = None) -> str:
+        """Why a connection that reached the server never became an MQTT session."""
+        if exc is not None:
+            # A plain-MQTT server answers a TLS hello with garbage or by resetting.
+            if self.broker.tls is not None and isinstance(
+                exc, ssl.SSLError | ConnectionResetError
+            ):
+                return (f"cannot reach broker {self.where}: {exc}; the server there may not "
+                        "speak TLS (use its TLS port, or remove broker.tls)")
+            return f"cannot reach broker {self.where}: {exc}"
+        if self.broker.tls is None:
+            return (f"{self.where} accepted the connection but never answered MQTT: the server "
+                    "may expect TLS there (set broker.tls, usually port 8883)")
+        return f"{self.where} accepted the connection but never answered MQTT"
 
     def _run(self) -> None:
         delays = Backoff(self.broker.reconnect_min, self.broker.reconnect_max, jitter=True)
@@ -133,7 +154,7 @@ class MqttConnection:
                 else:
                     self.client.reconnect()
             except (OSError, ssl.SSLError) as exc:
-                self.last_error = f"cannot reach broker {self.where}: {exc}"
+                self.last_error = self._hint(exc)
                 log.warning("%s", self.last_error)
                 self._stop.wait(next(delays))
                 continue
@@ -147,6 +168,9 @@ class MqttConnection:
             if self.connects != connects:
                 # A session that was up starts the backoff afresh.
                 delays.reset()
+            elif self.last_error is None or self.last_error.startswith(self.where):
+                self.last_error = self._hint()
+                log.warning("%s", self.last_error)
             self._stop.wait(next(delays))
         self.connected.clear()
 

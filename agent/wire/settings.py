@@ -5,6 +5,7 @@ section, and config errors reported as `field.path: value -> reason` lines.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,6 +15,19 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_ENV = "PANTAU_CONFIG"
+# Query parameters that cameras take credentials in (e.g. /mjpg/video.cgi?user=a&pwd=b).
+_SECRET_PARAM = re.compile(r"([?&](?:pass|password|passwd|pwd|token|key|auth)=)[^&#]*", re.I)
+
+
+def redact_url(url: str) -> str:
+    """The URL without secrets, fit to print or log: rtsp://user:pass@host -> user:***@host,
+    and the values of password-like query parameters -> ***."""
+    head, sep, rest = url.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        cred, _, host = rest.partition("@")
+        user = cred.split(":", 1)[0]
+        url = f"{head}://{user}:***@{host}"
+    return _SECRET_PARAM.sub(r"\1***", url)
 
 
 class ConfigError(PantauError):

@@ -137,3 +137,19 @@ def test_packaged_example_configs_validate():
     assert agent.cameras["plaza"].zones["road"].restricted.schedule == "18:00-06:00"
     central = load_settings(CentralSettings, root / "central.example.yaml")
     assert central.group == "central"
+
+
+def test_config_hides_every_credential(tmp_path):
+    config = tmp_path / "cams.yaml"
+    config.write_text(
+        "broker: {password: brokersecret}\n"
+        "cameras:\n"
+        "  gate: {source: 'rtsp://admin:Hunter2@10.1.2.3:554/stream1'}\n"
+        "  mjpg: {source: 'http://10.1.2.4/video.cgi?user=admin&pwd=Hunter3&res=hd'}\n"
+    )
+    res = cli("pantau-agent", "config", "-c", str(config))
+    assert res.returncode == 0, res.stderr
+    for secret in ("brokersecret", "Hunter2", "Hunter3"):
+        assert secret not in res.stdout
+    assert "rtsp://admin:***@10.1.2.3:554/stream1" in res.stdout
+    assert "pwd=***&res=hd" in res.stdout

@@ -240,3 +240,30 @@ def test_unbelievable_claims_between_valid_messages(tmp_path, broker):
         assert query(tmp_path, "SELECT COUNT(*) FROM seq_ranges WHERE agent = 'big'") == [(1,)]
     finally:
         stop(central)
+
+
+def test_oversized_payloads_never_reach_central(tmp_path, broker):
+    """Central tells the broker its maximum packet size: 20 payloads of 1 MB are dropped by
+    Mosquitto, not read into central's memory (and so not even dead-lettered)."""
+    central = start_central(tmp_path, broker.port)
+    try:
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        for i in range(20):
+            pub.publish("pantau/v1/s1/a1/cam/counts", b"x" * 1_000_000, qos=1).wait_for_publish(5)
+            good = counts(i)
+            pub.publish(good.topic, good.encode(), qos=1).wait_for_publish(5)
+        pub.loop_stop()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if (tmp_path / "central.db").exists() and query(
+                tmp_path, "SELECT COUNT(*) FROM counts"
+            )[0][0] == 20:
+                break
+            time.sleep(0.2)
+        assert central.poll() is None
+        assert query(tmp_path, "SELECT COUNT(*) FROM counts")[0][0] == 20
+        assert query(tmp_path, "SELECT COUNT(*) FROM dead_letters")[0][0] == 0
+    finally:
+        stop(central)

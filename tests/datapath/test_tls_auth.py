@@ -166,3 +166,22 @@ def test_backoff_doubles_with_jitter_and_caps():
     ceilings = [0.5, 1, 2, 4, 8, 8, 8, 8]
     assert all(c / 2 <= d <= c for d, c in zip(got, ceilings, strict=True))
     assert len(set(got)) == len(got), "jitter: no two delays alike"
+
+
+def test_the_wrong_transport_is_named(tmp_path, tls_dir, tls_broker, broker):
+    """Plain MQTT to a TLS port, and TLS to a plain port, each say what is likely wrong."""
+    cases = [
+        ({"port": tls_broker}, "may expect TLS"),
+        ({"port": broker.port, "tls": {"ca": str(tls_dir / "ca.crt")}}, "may not speak TLS"),
+    ]
+    for section, hint in cases:
+        config = tmp_path / "agent.yaml"
+        config.write_text(yaml.safe_dump({
+            "id": "a1", "site": "s1",
+            "broker": {"host": "localhost", "reconnect_min": 0.2, "reconnect_max": 0.5,
+                       **section},
+            "buffer": {"path": str(tmp_path / "outbox.db")},
+        }))
+        res = cli("pantau-agent", "simulate", "-c", str(config), "--cameras", "1",
+                  "--hours", "0.1", "--drain-timeout", "3")
+        assert res.returncode == 1 and hint in res.stderr, res.stderr

@@ -61,3 +61,16 @@ def test_the_store_refuses_such_names_everywhere(tmp_path: Path) -> None:
     for name in ("..", "../x", "/etc"):
         with pytest.raises(StoreError, match="model name"):
             store.manifest(name)
+
+
+@pytest.mark.parametrize("content", [b"not an archive", b"\x1f\x8b\x08\x00garbled gzip"])
+def test_installing_a_file_that_is_not_an_archive_is_a_clear_error(
+    tmp_path: Path, content: bytes
+) -> None:
+    archive = tmp_path / "model.tar.gz"
+    archive.write_bytes(content)
+    result = runner.invoke(app, ["models", "install", str(archive), "--store", str(tmp_path / "s")])
+    assert result.exit_code == 2, result.output
+    assert "not a model archive" in result.output and "Traceback" not in result.output
+    store = tmp_path / "s"
+    assert not store.exists() or not any(store.iterdir())  # nothing half-installed

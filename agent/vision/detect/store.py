@@ -10,6 +10,7 @@ import json
 import shutil
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -175,8 +176,14 @@ class ModelStore:
         """Unpack an archive made by `pack`, check it, and move it into the store."""
         if not archive.is_file():
             raise StoreError(f"{archive}: no such file")
-        with self.staging() as staged, tarfile.open(archive) as tar:
-            tar.extractall(staged.root, filter="data")
+        with self.staging() as staged:
+            try:
+                with tarfile.open(archive) as tar:
+                    tar.extractall(staged.root, filter="data")
+            except (tarfile.TarError, EOFError, zlib.error):
+                raise StoreError(
+                    f"{archive}: not a model archive (a .tar.gz made by `models build --pack`)"
+                ) from None
             found = list(staged.root.glob(f"*/{MANIFEST}"))
             if len(found) != 1:
                 raise StoreError(f"{archive}: expected one <name>/{MANIFEST} inside")
