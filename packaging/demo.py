@@ -17,8 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from pantau.agent.wire.paths import state_root
+
 BIN = Path(sys.executable).parent
-WORK = Path(os.environ.get("PANTAU_DEMO_DIR", "var/demo"))
+WORK = Path(os.environ.get("PANTAU_DEMO_DIR") or state_root() / "demo")
 CONFIG = Path(__file__).with_name("demo.yaml")
 
 
