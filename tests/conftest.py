@@ -1,4 +1,4 @@
-"""Fixtures shared by all tests: the checkout's state and data roots, a real Mosquitto on a free
+"""Fixtures shared by all tests: a real Mosquitto on a free
 port that a test can stop and restart, the shared data folder, and helpers to run the CLIs as
 subprocesses.
 """
@@ -15,28 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pantau.agent.wire.paths import DATA_ENV, HOME_ENV, research_data
+from pantau.agent.wire.paths import research_data
 
 REPO = Path(__file__).resolve().parent.parent
 MOSQUITTO = os.environ.get("PANTAU_MOSQUITTO", "/usr/sbin/mosquitto")
 BIN = Path(sys.executable).parent
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # A bare `pytest` in a checkout gets the roots `./dev.sh` exports (state in the checkout's
-    # var/, research data beside it); values set by the caller win. CLIs run as subprocesses
-    # inherit them.
-    os.environ.setdefault(HOME_ENV, str(REPO / "var"))
-    os.environ.setdefault(DATA_ENV, str(REPO.parent / "shared" / "data"))
-
-
-def data_dir() -> Path:
-    return research_data()
-
-
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    path = data_dir()
+    path = research_data()
     if not path.is_dir():
         pytest.skip(f"test data not found at {path} (set PANTAU_TEST_DATA)")
     return path

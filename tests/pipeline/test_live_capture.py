@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from pantau.agent.vision.capture import CaptureError, FileReader, LiveReader
 from pantau.agent.wire.backoff import Backoff
+from pantau.agent.wire.paths import research_data
 
-from tests.conftest import data_dir, free_port
+from tests.conftest import free_port
 
 
 class MjpegCamera:
@@ -70,7 +71,7 @@ class MjpegCamera:
 
 @pytest.fixture
 def frames() -> list[np.ndarray]:
-    folder = data_dir() / "tud" / "TUD-Campus" / "img1"
+    folder = research_data() / "tud" / "TUD-Campus" / "img1"
     if not folder.is_dir():
         pytest.skip(f"TUD-Campus frames not found under {folder} (set PANTAU_TEST_DATA)")
     return [cv2.imread(str(p)) for p in sorted(Path(folder).glob("*.jpg"))[:20]]
@@ -201,7 +202,7 @@ def test_rtsp_camera_over_tcp_drops_and_comes_back():
     why = rtsp_server_available()
     if why:
         pytest.skip(why)
-    video = data_dir() / "videos" / "one-by-one-person-detection.mp4"
+    video = research_data() / "videos" / "one-by-one-person-detection.mp4"
     if not video.is_file():
         pytest.skip(f"{video} not found (set PANTAU_TEST_DATA)")
     port = free_port()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from pantau.agent.vision.detections import Detections, Tracks
+from pantau.agent.wire.paths import research_data
 
 SEQUENCES = ("TUD-Campus", "TUD-Stadtmitte")
 PERSON_NAMES = ("person",)
@@ -23,14 +24,6 @@ PERSON_NAMES = ("person",)
 # the lines that person crosses while unannotated, and a tracker that holds the person counts
 # "too many". MOT metrics use gt.txt as it is.
 SAME_PERSON: dict[str, dict[int, int]] = {"TUD-Campus": {8: 6}}
-
-
-def data_root() -> Path:
-    """$PANTAU_TEST_DATA, else <repo>/../shared/data."""
-    env = os.environ.get("PANTAU_TEST_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def load_mot(path: Path) -> np.ndarray:
@@ -56,7 +49,7 @@ class Sequence:
 
     @classmethod
     def load(cls, name: str, root: Path | None = None) -> Sequence:
-        root = (root or data_root()) / "tud" / name
+        root = (root or research_data()) / "tud" / name
         ini = configparser.ConfigParser()
         ini.read(root / "seqinfo.ini")
         info = ini["Sequence"]

@@ -2,13 +2,12 @@ import cv2
 import numpy as np
 import pytest
 from pantau.agent.rules.health import HealthMonitor, HealthThresholds
+from pantau.agent.wire.paths import research_data
 
-from .motdata import data_root
-
-TUD = data_root() / "tud"
+TUD = research_data() / "tud"
 pytestmark = pytest.mark.skipif(
     not (TUD / "TUD-Campus" / "img1").is_dir(),
-    reason=f"test data not found under {data_root()} (set PANTAU_TEST_DATA)",
+    reason=f"test data not found under {research_data()} (set PANTAU_TEST_DATA)",
 )
 FAST = HealthThresholds(
     offline_seconds=5, frozen_seconds=3, covered_seconds=3, shift_seconds=3, clear_seconds=1

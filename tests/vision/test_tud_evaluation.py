@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from pantau.agent.rules.lines import LineCounter
 from pantau.agent.vision.detections import Tracks
+from pantau.agent.wire.paths import research_data
 
 from . import evaluation
 from .evaluation import LINES, evaluate
@@ -15,16 +16,15 @@ from .motdata import (
     Sequence,
     accumulate,
     covered_fraction,
-    data_root,
     load_mot,
     summarize,
     true_crossings,
 )
 
-REFERENCE = data_root() / "motmetrics-reference"
+REFERENCE = research_data() / "motmetrics-reference"
 pytestmark = pytest.mark.skipif(
-    not (data_root() / "tud" / "TUD-Campus" / "det" / "det.txt").is_file(),
-    reason=f"test data not found under {data_root()} (set PANTAU_TEST_DATA)",
+    not (research_data() / "tud" / "TUD-Campus" / "det" / "det.txt").is_file(),
+    reason=f"test data not found under {research_data()} (set PANTAU_TEST_DATA)",
 )
 
 
