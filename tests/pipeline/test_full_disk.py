@@ -73,7 +73,7 @@ def test_a_full_disk_never_stops_the_agent(
             tmp_path, "SELECT COUNT(*) FROM alerts WHERE type = 'buffer_overflow'")[0][0] > 0,
             timeout=15)
         agent.send_signal(signal.SIGTERM)
-        out, err = agent.communicate(timeout=30)
+        _, err = agent.communicate(timeout=30)
         assert agent.returncode == 0, err[-3000:]
         assert "Traceback" not in err, err[-3000:]
     finally:
