@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 from pantau.agent.config.agent import AgentSettings
-from pantau.agent.delivery.outbox import LANE_ALERT, LANE_DATA, Outbox
+from pantau.agent.delivery.outbox import LANE_ALERT, LANE_DATA, Outbox, OutboxFullError
 from pantau.agent.wire.mqtt import MqttConnection
 from pantau.agent.wire.protocol import (
     HeartbeatMessage,
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 SOFTWARE = "pantau-agent/0.1"
 # After an unsuccessful PUBACK the lane is replayed from that message after this long.
 RETRY_AFTER_REFUSAL = 2.0
+# While the disk cannot take the outbox's 'attempted' marks, the loop tries again this often.
+RETRY_AFTER_FULL_DISK = 1.0
 PUBACK_SUCCESS = 0
 PUBACK_NO_SUBSCRIBERS = 16
 
@@ -177,6 +179,7 @@ class Publisher:
     def _run(self) -> None:
         next_heartbeat = 0.0
         refused_at: float | None = None
+        disk_full = False
         while not self._stop.is_set():
             self._flush_acks()
             if not self.conn.connected.is_set():
@@ -196,7 +199,19 @@ class Publisher:
                             self._cursor[lane] = min(self._cursor[lane], seq - 1)
                         self._refused.clear()
                     refused_at = None
-            sent = self._send(LANE_ALERT, limit=None) + self._send(LANE_DATA, limit=self._limiter)
+            try:
+                sent = self._send(LANE_ALERT, limit=None) + self._send(LANE_DATA,
+                                                                       limit=self._limiter)
+            except OutboxFullError as exc:
+                # Nothing was taken (or sent): the same messages go once the disk has room.
+                if not disk_full:
+                    log.warning("%s; publishing waits for room on the disk", exc)
+                disk_full = True
+                self._stop.wait(RETRY_AFTER_FULL_DISK)
+                continue
+            if disk_full:
+                log.warning("the outbox has room again; publishing resumes")
+                disk_full = False
             if not sent:
                 self._wake.wait(0.05 if self._inflight else 0.5)
                 self._wake.clear()

@@ -143,6 +143,7 @@ class CameraAnalytics:
         self._last_t: float | None = None  # time of the last analysed frame
         self._counted_until = float("-inf")  # observed time is summed up to here
         self._health_t = float("-inf")
+        self._clock_jump = 0.0  # seconds the wall clock jumped since the last health message
 
     def frame_errors(self, width: int, height: int) -> list[str]:
         """Rule points outside a width x height frame, one line each."""
@@ -229,6 +230,10 @@ class CameraAnalytics:
         for rule, line in self.lines.items():
             self._tally(rule, line.finish())
 
+    def clock_jumped(self, seconds: float) -> None:
+        """The wall clock jumped by `seconds` (negative: back); the next health says so."""
+        self._clock_jump += seconds
+
     def tick(self, t: float) -> list[AlertPayload]:
         """No new frame at `t`: lets the health monitor notice an offline camera."""
         return self._alerts(self.health.update(t, None))
@@ -314,6 +319,9 @@ class CameraAnalytics:
         details["frames_gated"] = self.gate.skipped
         if self.config_errors:
             details["config_errors"] = self.config_errors
+        if self._clock_jump:
+            details["clock_jump_seconds"] = round(self._clock_jump, 3)
+            self._clock_jump = 0.0
         return HealthPayload(
             state=self.health.state,
             fps_target=fps_target,

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -26,6 +26,14 @@ LIVE_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp:/
 
 class CaptureError(PantauError):
     """A source that cannot be opened or read."""
+
+
+class Clock(Protocol):
+    """Wall and monotonic time in seconds: the `time` module, or a test's clock that jumps."""
+
+    def time(self) -> float: ...
+
+    def monotonic(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -59,14 +67,16 @@ class FileReader:
     allows. Each frame's time is `base` + its PTS.
 
     With `realtime`, the file stands in for a live camera: frames are released no earlier
-    than their PTS after the first read, the file loops with timestamps going on, and a
-    reader that is read late skips to the frame due now, as a live camera's newest frame
-    would be. (Frame times that fell behind the wall clock made a slow box's file cameras
-    flap offline and back at every frame.)
+    than their PTS after the first read (by the monotonic clock), the file loops with
+    timestamps going on, and a reader that is read late skips to the frame due now, as a
+    live camera's newest frame would be. (Frame times that fell behind the wall clock made a
+    slow box's file cameras flap offline and back at every frame.) Its frame times follow the
+    wall clock, jumps included, as a live camera's do.
     """
 
     def __init__(
-        self, path: str | Path, fps: float, *, base: float = 0.0, realtime: bool = False
+        self, path: str | Path, fps: float, *, base: float = 0.0, realtime: bool = False,
+        clock: Clock = time,
     ) -> None:
         path = Path(path)
         if not path.is_file():
@@ -82,25 +92,32 @@ class FileReader:
         self.period = 1.0 / fps
         self.base = base
         self.realtime = realtime
+        self.clock = clock
         self.frames_read = 0
         self.ended = False
         self._due = 0.0  # stream time of the next frame to analyse
         self._offset = 0.0  # stream time added by earlier loops
         self._last_pts = 0.0
-        self._wall0: float | None = None
+        self._start: float | None = None  # monotonic time of the first realtime read
 
     def read(self) -> Frame | None:
         """The next frame to analyse; None at the end (then `ended`), or, with `realtime`,
         when the next one is not due yet."""
         if self.ended:
             return None
+        base = self.base
         if self.realtime:
-            if self._wall0 is None:
-                self._wall0 = time.time()
-            elapsed = time.time() - self._wall0
+            now = self.clock.monotonic()
+            if self._start is None:
+                self._start = now
+            elapsed = now - self._start
             if elapsed < self._due:
                 return None
             self._due = max(self._due, elapsed - 0.5 * self.period)
+            # Stream time 0 on the wall clock as it reads now, not as it read at the start:
+            # a jump of the wall clock moves the frames along, and pacing, on the monotonic
+            # clock, never decodes its way through the jump.
+            base = self.clock.time() - elapsed
         while True:
             if not self.cap.grab():
                 if self.realtime and self.frames_read:
@@ -121,7 +138,6 @@ class FileReader:
                 continue
             # Never fall behind the timeline: the next frame is due one period after this one.
             self._due = max(self._due + self.period, pts + 0.5 * self.period)
-            base = self._wall0 if self.realtime and self._wall0 is not None else self.base
             return Frame(image, base + pts)
 
     def close(self) -> None:
@@ -134,9 +150,11 @@ class LiveReader:
     the thread."""
 
     def __init__(
-        self, source: str, *, backoff_min: float = 0.5, backoff_max: float = 30.0
+        self, source: str, *, backoff_min: float = 0.5, backoff_max: float = 30.0,
+        clock: Clock = time,
     ) -> None:
         self.source = source
+        self.clock = clock
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
         self.frames_read = 0
@@ -196,7 +214,7 @@ class LiveReader:
                 self.frames_read += 1
                 self.size = (image.shape[1], image.shape[0])
                 with self._lock:
-                    self._latest = Frame(image, time.time())
+                    self._latest = Frame(image, self.clock.time())
             self.connected = False
             cap.release()
             if not self._stop.is_set():
