@@ -209,11 +209,20 @@ class AgentSettings(PantauSettings):
     _timezone = field_validator("timezone")(check_timezone)
 
     def timezone_source(self) -> str | None:
-        """Where `timezone` came from: 'the config', the box's TZ variable or file, or None
-        when the box names no zone and UTC is a fallback."""
+        """Where `timezone` came from: 'settings' (the file or PANTAU_TIMEZONE), the box's
+        TZ variable or file, or None when the box names no zone and UTC is a fallback."""
         if "timezone" in self.model_fields_set:
-            return "the config"
+            return "settings"
         return box_timezone()[1]
+
+    def describe_timezone(self) -> str:
+        """The zone in force and where it came from, for people."""
+        source = self.timezone_source()
+        if source == "settings":
+            return f"{self.timezone} (set in the settings)"
+        if source is None:
+            return f"{self.timezone} (the box names no time zone: a fallback)"
+        return f"{self.timezone} (the box's own, from {source})"
 
     def warnings(self) -> list[str]:
         """`field.path: value -> reason` lines for settings that work but are likely not
