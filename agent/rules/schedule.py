@@ -51,8 +51,17 @@ def _zone_of_copy(path: Path) -> str | None:
         data = path.read_bytes()
     except OSError:
         return None
-    # Prefer Area/City names to their aliases (Asia/Makassar over Singapore-style links).
-    for name in sorted(zoneinfo.available_timezones(), key=lambda n: ("/" not in n, n)):
+    # Prefer the canonical names (zone.tab's, and Etc/UTC) to their aliases: Asia/Makassar,
+    # not Asia/Ujung_Pandang.
+    canonical = {"Etc/UTC"}
+    for root in zoneinfo.TZPATH:
+        try:
+            table = (Path(root) / "zone.tab").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        canonical |= {f[2] for f in (r.split("\t") for r in table.splitlines()) if len(f) > 2}
+    names = sorted(zoneinfo.available_timezones(), key=lambda n: (n not in canonical, n))
+    for name in names:
         for root in zoneinfo.TZPATH:
             try:
                 if (Path(root) / name).read_bytes() == data:
