@@ -8,9 +8,10 @@ import signal
 import threading
 import time
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
 from pantau.agent.config.agent import AgentSettings, CameraConfig
@@ -21,7 +22,7 @@ from pantau.agent.runtime import (
     load_detectors,
     reference_path,
 )
-from pantau.agent.wire.console import ConfigOption, fail, load_or_exit, out
+from pantau.agent.wire.console import ConfigOption, err, fail, load_or_exit, out
 
 cameras_app = typer.Typer(no_args_is_help=True, help="Camera set-up helpers.")
 
@@ -32,6 +33,14 @@ def register(app: typer.Typer) -> None:
     app.command("run")(run)
     app.command("snapshot")(snapshot)
     app.add_typer(cameras_app, name="cameras")
+
+
+def load_agent(config: Path | None) -> AgentSettings:
+    """The agent's settings, or a clean exit for a bad file; warnings printed on stderr."""
+    settings = load_or_exit(AgentSettings, config)
+    for line in settings.warnings():
+        err.print(f"warning: {line}", markup=False)
+    return settings
 
 
 def _camera(settings: AgentSettings, name: str) -> CameraConfig:
@@ -48,14 +57,16 @@ def _detectors(settings: AgentSettings, models: set[str]) -> dict[str, Any]:
         fail(str(exc))
 
 
-def _parse_start(text: str | None, video: Path, frames: int, fps: float) -> float:
+def _parse_start(text: str | None, video: Path, frames: int, fps: float, zone: str) -> float:
+    """Epoch seconds of the first frame: `text` (a time without offset is in `zone`, the
+    agent's), else the file's modification time minus its duration."""
     if text is not None:
         try:
             when = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            fail(f"--start {text!r} is not an RFC 3339 time (e.g. 2024-05-01T18:00:00+07:00)")
+            fail(f"--start {text!r} is not an RFC 3339 time (e.g. 2024-05-01T18:00:00+08:00)")
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=ZoneInfo(zone))
         return when.timestamp()
     # A recorder closes its file when it stops: mtime minus the duration is about its start.
     return video.stat().st_mtime - frames / max(fps, 1e-6)
@@ -132,8 +143,9 @@ def analyze(
     ] = None,
     start: Annotated[
         str | None,
-        typer.Option(help="Wall time of the first frame (RFC 3339) for schedules and alert "
-                     "times; default the file's modification time minus its duration."),
+        typer.Option(help="Wall time of the first frame (RFC 3339; without an offset, in the "
+                     "agent's timezone) for schedules and alert times; default the file's "
+                     "modification time minus its duration."),
     ] = None,
 ) -> None:
     """Run the camera's pipeline on a recorded file as fast as the box allows; no broker."""
@@ -143,7 +155,7 @@ def analyze(
     from pantau.agent.vision.capture import CaptureError, FileReader
     from pantau.agent.vision.draw import draw_rules, draw_tracks
 
-    settings = load_or_exit(AgentSettings, config)
+    settings = load_agent(config)
     cam = _camera(settings, camera)
     if not video.is_file():
         fail(f"video file not found: {video}")
@@ -152,7 +164,8 @@ def analyze(
     except CaptureError as exc:
         fail(str(exc))
     reader.base = _parse_start(
-        start, video, int(reader.cap.get(cv2.CAP_PROP_FRAME_COUNT)), reader.source_fps
+        start, video, int(reader.cap.get(cv2.CAP_PROP_FRAME_COUNT)), reader.source_fps,
+        settings.timezone,
     )
     model = cam.model or settings.model
     detectors = _detectors(settings, {model})
@@ -201,7 +214,7 @@ def run(
     """The live agent: every camera of the config, counts and alerts through the outbox."""
     from rich.live import Live
 
-    settings = load_or_exit(AgentSettings, config)
+    settings = load_agent(config)
     agent = LiveAgent(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -254,12 +267,13 @@ def snapshot(
     out_file: Annotated[Path, typer.Option("--out", help="JPEG file to write.")],
     config: ConfigOption = None,
 ) -> None:
-    """Grab one frame with the camera's lines and zones drawn, to check their placement."""
+    """Grab one frame with the camera's lines and zones drawn (names, and arrows to each
+    line's in and out sides), to check their placement."""
     import cv2
     from pantau.agent.pipeline.camera import CameraAnalytics
     from pantau.agent.vision.draw import draw_rules
 
-    settings = load_or_exit(AgentSettings, config)
+    settings = load_agent(config)
     frame = _grab(settings, camera)
     cam = settings.cameras[camera]
     out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -268,8 +282,9 @@ def snapshot(
     height, width = frame.image.shape[:2]
     errors = CameraAnalytics(camera, cam).frame_errors(width, height)
     for line in errors:
-        out.print(f"warning: {line}")
-    out.print(f"wrote {out_file} ({width}x{height})")
+        out.print(f"warning: {line}", markup=False)
+    out.print(f"wrote {out_file} ({width}x{height}); rule points: {cam.describe_units()}",
+              markup=False)
 
 
 @cameras_app.command("reference")
@@ -280,7 +295,7 @@ def cameras_reference(
     """Save the camera's current view as the health reference (scene-shift alerts)."""
     import cv2
 
-    settings = load_or_exit(AgentSettings, config)
+    settings = load_agent(config)
     frame = _grab(settings, camera)
     path = reference_path(settings, camera)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,9 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from pantau.agent.config.detector import DETECTOR_FLOOR, DetectorSettings
-from pantau.agent.config.rules import LineConfig, ZoneConfig
+from pantau.agent.config.rules import (
+    LineConfig,
+    Units,
+    ZoneConfig,
+    read_units,
+    within_frame_fractions,
+)
 from pantau.agent.config.tuning import HealthConfig, MotionConfig, TrackerConfig
-from pantau.agent.rules.schedule import check_timezone
+from pantau.agent.rules.schedule import box_timezone, box_timezone_name, check_timezone
+from pantau.agent.vision.geometry import Point
 from pantau.agent.wire.paths import outbox_file
 from pantau.agent.wire.protocol import segment_validator
 from pantau.agent.wire.settings import BrokerSettings, PantauSettings, Section, redact_url
@@ -79,9 +86,22 @@ class CameraConfig(Section):
         default_factory=dict, description="Counting lines by rule name."
     )
     zones: dict[str, ZoneConfig] = Field(default_factory=dict, description="Zones by rule name.")
+    units: Units | None = Field(
+        None,
+        description="How the points of this camera's lines and zones are read: 'relative' as "
+        "fractions 0-1 of the frame's width and height (rules stay in place when the stream "
+        "changes resolution, e.g. main stream to substream), 'pixels' as frame pixels. "
+        "Default: relative when every point of the camera's rules lies within 0-1, else "
+        "pixels.",
+    )
     motion: MotionConfig = Field(default_factory=MotionConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+
+    @field_serializer("units")
+    def _units_in_force(self, units: Units | None) -> Units | None:
+        # Printed settings show how the points are read, not only whether `units` was set.
+        return self.units_in_force
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> CameraConfig:
@@ -91,6 +111,60 @@ class CameraConfig(Section):
         if shared:
             raise ValueError(f"duplicate rule names {shared}: a line and a zone share a name")
         return self
+
+    @model_validator(mode="after")
+    def _fractions_within_the_frame(self) -> CameraConfig:
+        if self.units != "relative":
+            return self
+        for where, points in self.rule_points():
+            outside = [p for p in points if not within_frame_fractions([p])]
+            if outside:
+                raise ValueError(f"units is relative (fractions of the frame) but {where} "
+                                 f"has {outside} outside 0-1, so outside every frame")
+        return self
+
+    def rule_points(self) -> list[tuple[str, list[Point]]]:
+        """(`lines.NAME.points` or `zones.NAME.polygon`, points) of every rule."""
+        return [(f"lines.{n}.points", c.points) for n, c in self.lines.items()] + [
+            (f"zones.{n}.polygon", c.polygon) for n, c in self.zones.items()
+        ]
+
+    @property
+    def units_in_force(self) -> Units | None:
+        """How the rule points are read (see `units`); None for a camera without rules."""
+        rules = self.rule_points()
+        if not rules:
+            return self.units
+        return read_units([p for _, points in rules for p in points], self.units)
+
+    @property
+    def relative(self) -> bool:
+        """Whether the rule points are fractions of the frame, scaled to it when known."""
+        return self.units_in_force == "relative"
+
+    def describe_units(self) -> str:
+        """The units in force and why, for people: 'relative (every point within 0-1)'."""
+        if self.units_in_force is None:
+            return "no rules"
+        if self.units is not None:
+            return f"{self.units} (set by units)"
+        if self.relative:
+            return "relative (every point within 0-1: fractions of the frame)"
+        return "pixels (points beyond 1)"
+
+    def rule_warnings(self, where: str) -> list[str]:
+        """`where.RULE: points -> reason` lines for rules that are degenerate as read: read
+        as pixels yet all within 0-1, they cover about one pixel."""
+        if self.relative:
+            return []
+        why = ("units is pixels" if self.units == "pixels"
+               else "another rule of this camera has points beyond 1")
+        return [
+            f"{where}.{name}: {points} -> read as pixels ({why}), so this rule covers about "
+            "one pixel; write every rule of the camera as fractions 0-1, or all in pixels"
+            for name, points in self.rule_points()
+            if within_frame_fractions(points)
+        ]
 
 
 class AgentDetectorSettings(DetectorSettings):
@@ -120,7 +194,10 @@ class AgentSettings(PantauSettings):
         "`model` above (or cameras.<name>.model).",
     )
     timezone: str = Field(
-        "UTC", description="IANA timezone of restricted-zone schedules that name none."
+        default_factory=box_timezone_name,
+        description="IANA time zone (e.g. Asia/Makassar) of the times of day in rules "
+        "(restricted-zone schedules) that name none. Default: the box's own, from the TZ "
+        "variable, /etc/timezone or /etc/localtime; UTC, with a warning, if none is set.",
     )
     cameras: dict[str, CameraConfig] = Field(
         default_factory=dict, description="Cameras by name; names become topic segments."
@@ -130,6 +207,34 @@ class AgentSettings(PantauSettings):
     _check_site = field_validator("site")(segment_validator("site"))
 
     _timezone = field_validator("timezone")(check_timezone)
+
+    def timezone_source(self) -> str | None:
+        """Where `timezone` came from: 'settings' (the file or PANTAU_TIMEZONE), the box's
+        TZ variable or file, or None when the box names no zone and UTC is a fallback."""
+        if "timezone" in self.model_fields_set:
+            return "settings"
+        return box_timezone()[1]
+
+    def describe_timezone(self) -> str:
+        """The zone in force and where it came from, for people."""
+        source = self.timezone_source()
+        if source == "settings":
+            return f"{self.timezone} (set in the settings)"
+        if source is None:
+            return f"{self.timezone} (the box names no time zone: a fallback)"
+        return f"{self.timezone} (the box's own, from {source})"
+
+    def warnings(self) -> list[str]:
+        """`field.path: value -> reason` lines for settings that work but are likely not
+        what was meant; commands print them, the live agent logs them."""
+        lines = []
+        if self.timezone_source() is None:
+            lines.append(f"timezone: {self.timezone!r} -> the box's time zone could not be "
+                         "read (TZ, /etc/timezone, /etc/localtime), so times of day in rules "
+                         "run in UTC; set `timezone` (e.g. Asia/Makassar)")
+        for name, cam in self.cameras.items():
+            lines += cam.rule_warnings(f"cameras.{name}")
+        return lines
 
     @field_validator("bucket_seconds")
     @classmethod

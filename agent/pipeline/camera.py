@@ -121,10 +121,12 @@ class CameraAnalytics:
         self.names = names
         self.tracker = tracker or ByteTracker.from_config(config.tracker)
         self.lines: dict[str, LineCounter] = {
-            n: LineCounter.from_config(c, names) for n, c in config.lines.items()
+            n: LineCounter.from_config(c, names, relative=config.relative)
+            for n, c in config.lines.items()
         }
         self.zones: dict[str, ZoneMonitor] = {
-            n: ZoneMonitor.from_config(c, names, rule=n, timezone=timezone_name)
+            n: ZoneMonitor.from_config(c, names, rule=n, timezone=timezone_name,
+                                       relative=config.relative)
             for n, c in config.zones.items()
         }
         self.line_classes = {n: _class_names(c.classes, names) for n, c in config.lines.items()}
@@ -211,6 +213,11 @@ class CameraAnalytics:
         # camera is reconfigured): rules outside it would never count, so say so, in the log
         # and in every health message, rather than count zero in silence.
         self.frame_size = (width, height)
+        # Rules in fractions of the frame move with its size.
+        for line in self.lines.values():
+            line.fit(width, height)
+        for zone in self.zones.values():
+            zone.fit(width, height)
         self.config_errors = self.frame_errors(width, height)
         for error in self.config_errors:
             log.error("camera %s: %s", self.name, error)
