@@ -144,6 +144,8 @@ class LiveAgent:
         missing = [n for n, c in settings.cameras.items() if not c.source]
         if missing:
             raise StartError(f"cameras without a source: {', '.join(missing)}")
+        for warning in settings.warnings():  # a service has no terminal to print them on
+            log.warning("%s", warning)
         from pantau.agent.pipeline.scheduler import Pipeline
 
         detectors = load_detectors(settings, {c.model or settings.model
