@@ -181,10 +181,10 @@ class LiveAgent:
                                             timezone_name=settings.timezone, reference=reference,
                                             alert_history=LIVE_ALERT_HISTORY)
                 try:
-                    reader = open_source(str(cam.source), cam.analysis_fps, realtime=True)
+                    reader = open_source(str(cam.source), analytics.rate.fps, realtime=True)
                 except CaptureError as exc:
                     raise StartError(f"camera {name}: {exc}") from None
-                runners.append(CameraRunner(analytics, reader, model, cam.analysis_fps,
+                runners.append(CameraRunner(analytics, reader, model, analytics.rate.fps,
                                             cam.input_size))
                 if isinstance(reader, FileReader):
                     check_frame(analytics, reader.size)

@@ -126,6 +126,8 @@ def summarize(analytics: Any, frames_read: int, wall: float) -> dict[str, Any]:
         "camera": analytics.name,
         "frames_read": frames_read,
         "frames_analyzed": analytics.frames_analyzed,
+        "analysis_fps": round(analytics.rate.fps, 2),
+        "analysis_fps_reason": analytics.rate.note,
         "wall_seconds": round(wall, 3),
         "lines": lines,
         "zones": zones,
@@ -160,7 +162,7 @@ def analyze(
     if not video.is_file():
         fail(f"video file not found: {video}")
     try:
-        reader = FileReader(video, cam.analysis_fps)
+        reader = FileReader(video, cam.fixed_fps or cam.min_fps)
     except CaptureError as exc:
         fail(str(exc))
     reader.base = _parse_start(
@@ -176,11 +178,11 @@ def analyze(
         check_frame(analytics, reader.size)
     except StartError as exc:
         fail(str(exc))
-    runner = CameraRunner(analytics, reader, model, cam.analysis_fps, cam.input_size)
+    runner = CameraRunner(analytics, reader, model, analytics.rate.fps, cam.input_size)
     writer = None
     if annotated is not None:
         annotated.parent.mkdir(parents=True, exist_ok=True)
-        fps = min(cam.analysis_fps, reader.source_fps)
+        fps = min(cam.fixed_fps or cam.max_fps, reader.source_fps)
         writer = cv2.VideoWriter(str(annotated), cv2.VideoWriter.fourcc(*"mp4v"), fps,
                                  reader.size)
         if not writer.isOpened():

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 from pantau.agent.config.agent import CameraConfig
+from pantau.agent.pipeline.rate import AnalysisRate
 from pantau.agent.rules.conditions import AlertEvent
 from pantau.agent.rules.health import HealthMonitor, HealthThresholds
 from pantau.agent.rules.lines import Crossing, LineCounter
@@ -134,6 +135,7 @@ class CameraAnalytics:
         thresholds = HealthThresholds.from_config(config.health)
         self.health = HealthMonitor(thresholds, reference=reference)
         self.gate = MotionGate(config.motion)
+        self.rate = AnalysisRate(config.fixed_fps, config.min_fps, config.max_fps)
         self.totals = Totals.zeroed(self.line_classes, self.zone_classes, alert_history)
         self.tracks = Tracks.empty(names)
         self.frame_size: tuple[int, int] | None = None  # (width, height) of the last frame
@@ -167,6 +169,8 @@ class CameraAnalytics:
         self.frames_analyzed += 1
         self._bucket_frames += 1
         self.tracks = tracks = self._track(t, detections)
+        if detections is not None:  # coasted tracks did not move: no measure of speed
+            self.rate.observe(tracks, t)
         removed = self.tracker.removed_ids
         self._count_lines(tracks, removed, t)
         events = self._watch_zones(tracks, removed, t)
@@ -324,6 +328,8 @@ class CameraAnalytics:
         details: dict[str, Any] = {k: round(v, 4) for k, v in self.health.metrics.items()}
         details["frames_detected"] = self.frames_detected
         details["frames_gated"] = self.gate.skipped
+        details["analysis_fps"] = round(self.rate.fps, 2)
+        details["analysis_fps_reason"] = self.rate.note
         if self.config_errors:
             details["config_errors"] = self.config_errors
         if self._clock_jump:

@@ -184,12 +184,24 @@ class Pipeline:
             items += [("alerts", runner.name, a) for a in
                       runner.analytics.process(frame.t, frame.image, detections.get(k))]
             runner.last_t = frame.t
+            self._follow_rate(runner)
             for callback in runner.on_frame:
                 callback(frame, runner.analytics.tracks)
         if self.live:
             items += self._tick_idle({id(r) for r, _ in taken})
         self._emit(items)
         return len(taken)
+
+    @staticmethod
+    def _follow_rate(runner: CameraRunner) -> None:
+        # The camera's analytics choose its rate (analysis_fps auto); live pacing reads
+        # runner.fps, a file reader is told.
+        fps = runner.analytics.rate.fps
+        if fps != runner.fps:
+            runner.fps = fps
+            set_fps = getattr(runner.reader, "set_fps", None)
+            if set_fps is not None:
+                set_fps(fps)
 
     def _tick_idle(self, fresh: set[int]) -> list[Item]:
         # Cameras without a frame still need their clock: offline alerts and zero buckets.

@@ -140,6 +140,10 @@ class FileReader:
             self._due = max(self._due + self.period, pts + 0.5 * self.period)
             return Frame(image, base + pts)
 
+    def set_fps(self, fps: float) -> None:
+        """Read at `fps` from the next frame on (an adaptive analysis rate)."""
+        self.period = 1.0 / fps
+
     def close(self) -> None:
         self.cap.release()
 
@@ -251,6 +255,10 @@ class Prefetcher:
             self._thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
             self._thread.start()
         return self
+
+    def set_fps(self, fps: float) -> None:
+        """The wrapped reader reads at `fps` once the frames already fetched are taken."""
+        self.reader.set_fps(fps)
 
     def __getattr__(self, name: str) -> Any:  # size, cap, path, source_fps, base...
         return getattr(self.reader, name)

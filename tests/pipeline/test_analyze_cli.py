@@ -57,8 +57,9 @@ def test_analyze_writes_counts_json_and_annotated_video(
             "--start", "2024-05-01T12:00:00Z")
     assert r.returncode == 0, r.stderr
     d = json.loads(out.read_text())
-    assert set(d) == {"camera", "frames_read", "frames_analyzed", "wall_seconds", "lines",
-                      "zones", "alerts"}
+    assert set(d) == {"camera", "frames_read", "frames_analyzed", "analysis_fps",
+                      "analysis_fps_reason", "wall_seconds", "lines", "zones", "alerts"}
+    assert d["analysis_fps"] == 25 and d["analysis_fps_reason"] == "fixed"
     assert d["camera"] == "campus" and d["frames_read"] == 71 and d["frames_analyzed"] == 71
     line = d["lines"]["middle"]
     assert set(line) == {"in", "out", "by_class"}
