@@ -10,7 +10,7 @@ from pantau.agent.vision.detections import Tracks
 
 # Association holds while an object moves at most this much of its own size between
 # analysed frames (boxes still overlap; the centre gate reaches it); above it the rate rises.
-TOO_FAST = 0.4
+TOO_FAST = 0.5
 # Below this the rate may fall again, with margin so that it does not flap.
 CALM = 0.15
 WINDOW_SECONDS = 3.0  # steps kept for the statistic
