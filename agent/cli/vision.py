@@ -18,6 +18,7 @@ from pantau.agent.runtime import (
     LiveAgent,
     StartError,
     check_frame,
+    decoder_limits,
     load_detectors,
     reference_path,
 )
@@ -142,25 +143,39 @@ def analyze(
     from pantau.agent.pipeline.scheduler import CameraRunner, Pipeline
     from pantau.agent.vision.capture import CaptureError, FileReader
     from pantau.agent.vision.draw import draw_rules, draw_tracks
+    from pantau.agent.vision.isolated import IsolatedReader
 
     settings = load_or_exit(AgentSettings, config)
     cam = _camera(settings, camera)
     if not video.is_file():
         fail(f"video file not found: {video}")
+    reader: FileReader | IsolatedReader
     try:
-        reader = FileReader(video, cam.analysis_fps)
+        # Decoded in a child process unless isolation is off: a file that aborts the
+        # decoder ends this command with an error instead of killing it.
+        limits = decoder_limits(settings)
+        if limits is None:
+            reader = FileReader(video, cam.analysis_fps)
+            size = reader.size
+        else:
+            reader = IsolatedReader(str(video), cam.analysis_fps, realtime=False,
+                                    limits=limits).start()
+            ready = reader.wait_ready(limits.hang_seconds)
+            if ready is None:
+                reader.close()
+                fail(f"cannot decode video {video}: no frame within "
+                     f"{limits.hang_seconds:.0f}s")
+            size = ready
     except CaptureError as exc:
-        fail(str(exc))
-    reader.base = _parse_start(
-        start, video, int(reader.cap.get(cv2.CAP_PROP_FRAME_COUNT)), reader.source_fps
-    )
+        fail(str(exc) if str(video) in str(exc) else f"{video}: {exc}")
+    reader.base = _parse_start(start, video, reader.frame_count, reader.source_fps)
     model = cam.model or settings.model
     detectors = _detectors(settings, {model})
     analytics = CameraAnalytics(
         camera, cam, detectors[model].names, timezone_name=settings.timezone
     )
     try:
-        check_frame(analytics, reader.size)
+        check_frame(analytics, size)
     except StartError as exc:
         fail(str(exc))
     runner = CameraRunner(analytics, reader, model, cam.analysis_fps, cam.input_size)
@@ -169,7 +184,7 @@ def analyze(
         annotated.parent.mkdir(parents=True, exist_ok=True)
         fps = min(cam.analysis_fps, reader.source_fps)
         writer = cv2.VideoWriter(str(annotated), cv2.VideoWriter.fourcc(*"mp4v"), fps,
-                                 reader.size)
+                                 size)
         if not writer.isOpened():
             fail(f"cannot write video {annotated}")
 
@@ -182,6 +197,8 @@ def analyze(
     began = time.perf_counter()
     try:
         pipeline.run()
+    except CaptureError as exc:  # the decoder died part way: no summary of half a file
+        fail(str(exc))
     finally:
         pipeline.close()
         if writer is not None:
