@@ -125,10 +125,13 @@ def child_main(fd: int, source: str, fps: float, loop: bool) -> int:
         live = src.live
         shape = item[0].shape
         conn.send(("ready", shape[1], shape[0], src.fps, src.count))
-        _, name, free_slots = conn.recv()
+        ring = conn.recv()
+        while not isinstance(ring, tuple):  # slots given back before the ring list them
+            ring = conn.recv()
+        _, name, free_slots = ring
         free = set(free_slots)
         buffer = _attach(name, SLOTS * int(np.prod(shape)))
-        ring = np.ndarray((SLOTS, *shape), np.uint8, buffer)
+        slots = np.ndarray((SLOTS, *shape), np.uint8, buffer)
         while item is not None:
             image, pts, read = item
             if image.shape != shape:
@@ -139,7 +142,7 @@ def child_main(fd: int, source: str, fps: float, loop: bool) -> int:
                 free.add(conn.recv())  # a file waits for the pipeline (backpressure)
             if free:  # a live stream's frame with no free slot is dropped, as newer ones come
                 slot = free.pop()
-                ring[slot] = image
+                slots[slot] = image
                 conn.send(("frame", slot, pts, read))
             item = src.next()
         conn.send(("end",))
