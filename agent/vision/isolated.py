@@ -288,10 +288,11 @@ class IsolatedReader:
             if elapsed < self._due:
                 return None
             self._due = max(self._due, elapsed - 0.5 * self.period)
-            while self._pending and self._pending[0].t < self._due - 0.25 * self.period:
+            # Read late, skip to the newest frame that is due; never past the decoded ones
+            # (dropping them all would leave the pipeline waiting for the decoder).
+            while (len(self._pending) > 1
+                   and self._pending[1].t <= elapsed + 0.25 * self.period):
                 self._give_back(self._pending.popleft().slot)
-            if not self._pending:
-                return None
             item = self._pending.popleft()
             self._due = max(self._due + self.period, item.t + 0.5 * self.period)
             return self._hand_out(item, self.clock.time() - elapsed + item.t)
