@@ -19,6 +19,7 @@ from pantau.agent.runtime import (
     LiveAgent,
     StartError,
     check_frame,
+    decoder_limits,
     load_detectors,
     reference_path,
 )
@@ -135,6 +136,36 @@ def summarize(analytics: Any, frames_read: int, wall: float) -> dict[str, Any]:
     }
 
 
+def _open_video(
+    settings: AgentSettings, cam: CameraConfig, video: Path
+) -> tuple[Any, tuple[int, int]]:
+    """`analyze`'s reader of `video` and its frame size. Decoded in a child process unless
+    isolation is off: a file that aborts the decoder ends the command with an error (exit
+    code 2) instead of killing it."""
+    from pantau.agent.vision.capture import CaptureError, FileReader
+    from pantau.agent.vision.isolated import IsolatedReader
+
+    limits = decoder_limits(settings)
+    fps = cam.fixed_fps or cam.max_fps  # the highest rate the camera may ask for
+    try:
+        if limits is None:
+            reader = FileReader(video, fps)
+            return reader, reader.size
+        isolated = IsolatedReader(str(video), fps, realtime=False,
+                                  limits=limits).start()
+        try:
+            size = isolated.wait_ready(limits.hang_seconds)
+        except CaptureError:
+            isolated.close()
+            raise
+        if size is None:
+            isolated.close()
+            fail(f"cannot decode video {video}: no frame within {limits.hang_seconds:.0f}s")
+        return isolated, size
+    except CaptureError as exc:
+        fail(str(exc) if str(video) in str(exc) else f"{video}: {exc}")
+
+
 def analyze(
     video: Annotated[Path, typer.Argument(help="Recorded video file.")],
     camera: Annotated[str, typer.Option(help="Camera of the config whose rules apply.")],
@@ -154,53 +185,56 @@ def analyze(
     import cv2
     from pantau.agent.pipeline.camera import CameraAnalytics
     from pantau.agent.pipeline.scheduler import CameraRunner, Pipeline
-    from pantau.agent.vision.capture import CaptureError, FileReader
+    from pantau.agent.vision.capture import CaptureError
     from pantau.agent.vision.draw import draw_rules, draw_tracks
 
     settings = load_agent(config)
     cam = _camera(settings, camera)
     if not video.is_file():
         fail(f"video file not found: {video}")
-    try:
-        reader = FileReader(video, cam.fixed_fps or cam.min_fps)
-    except CaptureError as exc:
-        fail(str(exc))
-    reader.base = _parse_start(
-        start, video, int(reader.cap.get(cv2.CAP_PROP_FRAME_COUNT)), reader.source_fps,
-        settings.timezone,
-    )
     model = cam.model or settings.model
     detectors = _detectors(settings, {model})
-    analytics = CameraAnalytics(
-        camera, cam, detectors[model].names, timezone_name=settings.timezone
-    )
+    reader, size = _open_video(settings, cam, video)
     try:
-        check_frame(analytics, reader.size)
-    except StartError as exc:
-        fail(str(exc))
-    runner = CameraRunner(analytics, reader, model, analytics.rate.fps, cam.input_size)
-    writer = None
-    if annotated is not None:
-        annotated.parent.mkdir(parents=True, exist_ok=True)
-        fps = min(cam.fixed_fps or cam.max_fps, reader.source_fps)
-        writer = cv2.VideoWriter(str(annotated), cv2.VideoWriter.fourcc(*"mp4v"), fps,
-                                 reader.size)
-        if not writer.isOpened():
-            fail(f"cannot write video {annotated}")
+        reader.base = _parse_start(
+            start, video, reader.frame_count, reader.source_fps, settings.timezone
+        )
+        analytics = CameraAnalytics(
+            camera, cam, detectors[model].names, timezone_name=settings.timezone
+        )
+        try:
+            check_frame(analytics, size)
+        except StartError as exc:
+            fail(str(exc))
+        reader.set_fps(analytics.rate.fps)
+        runner = CameraRunner(analytics, reader, model, analytics.rate.fps, cam.input_size)
+        writer = None
+        if annotated is not None:
+            annotated.parent.mkdir(parents=True, exist_ok=True)
+            fps = min(cam.fixed_fps or cam.max_fps, reader.source_fps)
+            writer = cv2.VideoWriter(str(annotated), cv2.VideoWriter.fourcc(*"mp4v"), fps,
+                                     size)
+            if not writer.isOpened():
+                fail(f"cannot write video {annotated}")
 
-        def write(frame: Any, tracks: Any) -> None:
-            image = draw_tracks(draw_rules(frame.image, cam, analytics.totals.lines), tracks)
-            writer.write(image)
+            def write(frame: Any, tracks: Any) -> None:
+                image = draw_tracks(draw_rules(frame.image, cam, analytics.totals.lines),
+                                    tracks)
+                writer.write(image)
 
-        runner.on_frame.append(write)
-    pipeline = Pipeline([runner], detectors, bucket_seconds=settings.bucket_seconds)
-    began = time.perf_counter()
-    try:
-        pipeline.run()
+            runner.on_frame.append(write)
+        pipeline = Pipeline([runner], detectors, bucket_seconds=settings.bucket_seconds)
+        began = time.perf_counter()
+        try:
+            pipeline.run()
+        except CaptureError as exc:  # the decoder died part way: no summary of half a file
+            fail(str(exc))
+        finally:
+            pipeline.close()
+            if writer is not None:
+                writer.release()
     finally:
-        pipeline.close()
-        if writer is not None:
-            writer.release()
+        reader.close()  # on every way out, so that no decoder process or ring is left
     summary = summarize(analytics, reader.frames_read, time.perf_counter() - began)
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(summary, indent=2) + "\n")

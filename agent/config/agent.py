@@ -54,6 +54,36 @@ class BufferSettings(Section):
     )
 
 
+class DecoderSettings(Section):
+    """How cameras are decoded: each in a supervised child process of its own (isolated, the
+    default), so that a stream that crashes or hangs its decoder takes down only its camera."""
+
+    isolate: bool = Field(
+        True,
+        description="Decode each camera (and `analyze`'s file) in a child process that is "
+        "restarted when it crashes, hangs or outgrows `memory_mb`; false decodes in threads "
+        "of the agent, where one aborting decoder stops every camera.",
+    )
+    hang_seconds: float = Field(
+        10.0, gt=0,
+        description="A decoder that delivers no frame this long (while the pipeline has room "
+        "for one) is hung: killed and restarted, its camera reported offline.",
+    )
+    memory_mb: float = Field(
+        1024.0, gt=0,
+        description="Resident memory (RSS) above which a decoder process is killed and "
+        "restarted.",
+    )
+    restart_min: float = Field(
+        0.5, gt=0, description="First delay before a failed decoder is restarted, in seconds."
+    )
+    restart_max: float = Field(
+        30.0, gt=0,
+        description="Longest restart delay: the delay doubles from `restart_min` up to this "
+        "while the decoder keeps failing.",
+    )
+
+
 class CameraConfig(Section):
     source: str | None = Field(
         None, description="rtsp:// or http(s):// URL, a file path, or a device index."
@@ -214,6 +244,10 @@ class AgentSettings(PantauSettings):
         description="Detector runtime of every camera: execution provider (cpu, cuda, "
         "tensorrt, openvino), threads, precision, NMS, class thresholds. The model is "
         "`model` above (or cameras.<name>.model).",
+    )
+    decoders: DecoderSettings = Field(
+        default_factory=DecoderSettings,
+        description="Decoder processes: isolation, hang timeout, memory limit, restart backoff.",
     )
     timezone: str = Field(
         default_factory=box_timezone_name,

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 from pantau.agent.config.detector import DETECTOR_FLOOR, DetectorSettings
 from pantau.agent.pipeline.camera import CameraAnalytics
-from pantau.agent.vision.capture import Clock, FileReader, Frame, Prefetcher, Reader
+from pantau.agent.vision.capture import Clock, FileReader, Frame, Prefetcher
 from pantau.agent.vision.detect.runtime import Detector
 from pantau.agent.vision.detect.store import ModelStore
 from pantau.agent.vision.detections import Tracks
+from pantau.agent.vision.isolated import IsolatedReader, Reader
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +120,12 @@ class Pipeline:
         if prefetch and not live:
             # Offline: decode and preprocess the next frames while the detector runs.
             for r in self.runners:
-                if isinstance(r.reader, FileReader) and not r.reader.realtime:
+                reader = r.reader
+                if isinstance(reader, FileReader | IsolatedReader) and not reader.realtime:
                     prepare = getattr(self.detectors.get(r.model), "prepare", None)
                     if prepare is not None and r.input_size is not None:
                         prepare = functools.partial(prepare, input_size=r.input_size)
-                    r.reader = Prefetcher(r.reader, prepare)
+                    r.reader = Prefetcher(reader, prepare)
 
     @property
     def finished(self) -> bool:
@@ -195,13 +197,11 @@ class Pipeline:
     @staticmethod
     def _follow_rate(runner: CameraRunner) -> None:
         # The camera's analytics choose its rate (analysis_fps auto); live pacing reads
-        # runner.fps, a file reader is told.
+        # runner.fps, the reader hands out frames at it.
         fps = runner.analytics.rate.fps
         if fps != runner.fps:
             runner.fps = fps
-            set_fps = getattr(runner.reader, "set_fps", None)
-            if set_fps is not None:
-                set_fps(fps)
+            runner.reader.set_fps(fps)
 
     def _tick_idle(self, fresh: set[int]) -> list[Item]:
         # Cameras without a frame still need their clock: offline alerts and zero buckets.
@@ -265,6 +265,14 @@ class Pipeline:
         counts = a.close_bucket(start, self.bucket_seconds, end)
         seconds = (self.bucket_seconds if end is None else end - start) or self.bucket_seconds
         health = a.health_payload(runner.fps, seconds, runner.reader.frames_read)
+        if isinstance(runner.reader, IsolatedReader):
+            # A decoder that died says why; while it is down, its camera is offline at once.
+            down, fault = runner.reader.take_fault()
+            if fault is not None:
+                health = health.model_copy(update={
+                    "state": "offline" if down else health.state,
+                    "details": {**health.details, **fault},
+                })
         return [("counts", runner.name, counts), ("health", runner.name, health)]
 
     def _emit(self, items: list[Item]) -> None:

@@ -71,12 +71,13 @@ class FileReader:
     timestamps going on, and a reader that is read late skips to the frame due now, as a
     live camera's newest frame would be. (Frame times that fell behind the wall clock made a
     slow box's file cameras flap offline and back at every frame.) Its frame times follow the
-    wall clock, jumps included, as a live camera's do.
+    wall clock, jumps included, as a live camera's do. `loop` (default: as `realtime`) loops
+    without the pacing, for a decoder process whose reader paces instead (vision.isolated).
     """
 
     def __init__(
         self, path: str | Path, fps: float, *, base: float = 0.0, realtime: bool = False,
-        clock: Clock = time,
+        loop: bool | None = None, clock: Clock = time,
     ) -> None:
         path = Path(path)
         if not path.is_file():
@@ -92,6 +93,7 @@ class FileReader:
         self.period = 1.0 / fps
         self.base = base
         self.realtime = realtime
+        self.loop = realtime if loop is None else loop
         self.clock = clock
         self.frames_read = 0
         self.ended = False
@@ -120,7 +122,7 @@ class FileReader:
             base = self.clock.time() - elapsed
         while True:
             if not self.cap.grab():
-                if self.realtime and self.frames_read:
+                if self.loop and self.frames_read:
                     self._offset = self._last_pts + self.period
                     self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
                     continue
@@ -143,6 +145,11 @@ class FileReader:
     def set_fps(self, fps: float) -> None:
         """Read at `fps` from the next frame on (an adaptive analysis rate)."""
         self.period = 1.0 / fps
+
+    @property
+    def frame_count(self) -> int:
+        """Frames in the file, as its container says."""
+        return int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
 
     def close(self) -> None:
         self.cap.release()
@@ -170,6 +177,10 @@ class LiveReader:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def set_fps(self, fps: float) -> None:
+        """Nothing to do: a live stream is always read at its own rate, keeping the newest
+        frame; the pipeline paces its analysis."""
 
     def start(self) -> LiveReader:
         """Start reading the stream (once); returns the reader."""
@@ -232,6 +243,19 @@ class LiveReader:
             self._thread.join(timeout=5)
 
 
+class FrameSource(Protocol):
+    """What a Prefetcher reads ahead: a FileReader, or a file decoded in a child process."""
+
+    ended: bool
+    frames_read: int
+
+    def read(self) -> Frame | None: ...
+
+    def set_fps(self, fps: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Prefetcher:
     """Reads a file ahead in its own thread, up to `depth` frames, and runs `prepare` (the
     detector's preprocessing) there too: decoding and resizing overlap with inference, which,
@@ -239,7 +263,7 @@ class Prefetcher:
     the next frame."""
 
     def __init__(
-        self, reader: FileReader, prepare: Callable[[np.ndarray], Any] | None = None,
+        self, reader: FrameSource, prepare: Callable[[np.ndarray], Any] | None = None,
         depth: int = 4,
     ) -> None:
         self.reader = reader
@@ -312,10 +336,9 @@ class Prefetcher:
         self.reader.close()
 
 
-Reader = FileReader | LiveReader | Prefetcher
-
-
-def open_source(source: str, fps: float, *, realtime: bool = True, base: float = 0.0) -> Reader:
+def open_source(
+    source: str, fps: float, *, realtime: bool = True, base: float = 0.0
+) -> FileReader | LiveReader:
     """A reader for a camera's `source`: live URLs and device indexes get a LiveReader, paths
     a FileReader (realtime and looping for the live agent, as fast as possible offline).
     A LiveReader comes started."""
