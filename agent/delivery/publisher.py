@@ -235,6 +235,8 @@ class Publisher:
         if newest is not None and (through is None or newest > through):
             self._confirmed_through = newest
             self._progress_at = now
+        if released:
+            log.warning("central's ack shows %d missing; sending them again", len(released))
         self._rewind(released)
 
     def _resend_stalled(self) -> None:
