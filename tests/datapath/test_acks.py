@@ -8,7 +8,9 @@ import json
 import time
 
 import pytest
+from pantau.agent.config.agent import AgentSettings
 from pantau.agent.delivery.outbox import LANE_DATA, Outbox
+from pantau.agent.delivery.publisher import Publisher
 from pantau.agent.wire.protocol import (
     AckMessage,
     CountsMessage,
@@ -195,3 +197,17 @@ def test_storage_keys_stale_epoch_messages_apart(tmp_path):
     assert st.acknowledgement("s1", "a1", "new") == (0, [])
     assert st.acknowledgement("s1", "a1", "") == (0, [])
     st.close()
+
+
+def test_switching_to_broker_delivery_settles_what_awaited_central(tmp_path):
+    settings = AgentSettings(
+        broker={"port": 1}, buffer={"path": tmp_path / "ob.db"}, delivery={"until": "broker"}
+    )
+    ob = Outbox(settings.buffer.path, agent="a1", site="s1")
+    ob.enqueue([outbox_counts(i) for i in range(3)])
+    ob.hold([r.seq for r in ob.take(LANE_DATA, -1, 2)])
+    publisher = Publisher(settings, ob)
+    publisher.start()
+    publisher.stop()
+    assert [m.seq for m in ob.messages()] == [2] and ob.awaiting() == 0
+    ob.close()
