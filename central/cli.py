@@ -42,7 +42,7 @@ def _storage(settings: CentralSettings, must_exist: bool = True):
     if must_exist and not path.exists():
         fail(f"no database at {path} (has `pantau-central run` ever stored anything here?)")
     try:
-        return Storage(settings.storage)
+        return Storage(settings.storage, settings)
     except PantauError as exc:  # says which file already
         fail(str(exc))
     except Exception as exc:

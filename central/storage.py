@@ -16,6 +16,7 @@ from typing import Any, Final
 import sqlite_utils
 from pantau.agent.wire.migrations import Migration, connect
 from pantau.agent.wire.protocol import (
+    MAX_ACK_RANGES,
     AlertMessage,
     CountsMessage,
     CountsPayload,
@@ -109,8 +110,41 @@ CREATE INDEX dead_letters_received ON dead_letters (received_at);
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO counters VALUES ('dead_letters_dropped', 0);
 """
+# v3: agent epochs (a reinstalled agent's seqs start again at 0): seq ranges and gaps are kept
+# per epoch, everything stored before under the legacy epoch ''; `epochs` holds each epoch's
+# highest stored seq and what its heartbeats said was sent (tail_seq, first said at tail_at), so
+# that a tail central never received shows as a gap; `agents.epoch` is the current one.
+_SCHEMA_V3 = """
+CREATE TABLE seq_ranges_v3 (
+    site TEXT NOT NULL, agent TEXT NOT NULL, epoch TEXT NOT NULL, seq_from INTEGER NOT NULL,
+    seq_to INTEGER NOT NULL,
+    PRIMARY KEY (site, agent, epoch, seq_from)
+) WITHOUT ROWID;
+INSERT INTO seq_ranges_v3 SELECT site, agent, '', seq_from, seq_to FROM seq_ranges;
+DROP TABLE seq_ranges;
+ALTER TABLE seq_ranges_v3 RENAME TO seq_ranges;
+CREATE TABLE gaps_v3 (
+    site TEXT NOT NULL, agent TEXT NOT NULL, epoch TEXT NOT NULL, seq_from INTEGER NOT NULL,
+    seq_to INTEGER NOT NULL, detected_at TEXT NOT NULL, closed_at TEXT,
+    missing INTEGER NOT NULL, lost INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (site, agent, epoch, seq_from)
+);
+INSERT INTO gaps_v3 SELECT site, agent, '', seq_from, seq_to, detected_at, closed_at, missing,
+    lost FROM gaps;
+DROP TABLE gaps;
+ALTER TABLE gaps_v3 RENAME TO gaps;
+CREATE TABLE epochs (
+    site TEXT NOT NULL, agent TEXT NOT NULL, epoch TEXT NOT NULL,
+    max_seq INTEGER NOT NULL DEFAULT -1, high_water_seq INTEGER NOT NULL DEFAULT -1,
+    tail_seq INTEGER, tail_at REAL,
+    PRIMARY KEY (site, agent, epoch)
+);
+INSERT INTO epochs (site, agent, epoch, max_seq, high_water_seq)
+    SELECT site, agent, '', max_seq, high_water_seq FROM agents;
+ALTER TABLE agents ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
+"""
 # The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
-MIGRATIONS = (Migration(1, _SCHEMA_V1), Migration(2, _SCHEMA_V2))
+MIGRATIONS = (Migration(1, _SCHEMA_V1), Migration(2, _SCHEMA_V2), Migration(3, _SCHEMA_V3))
 
 
 _SEQUENCED = (CountsMessage, AlertMessage, HealthMessage)
@@ -438,6 +472,25 @@ class Storage:
             "WHERE site = ? AND agent = ?",
             (msg.seq, msg.site, msg.agent),
         )
+        key = (msg.site, msg.agent, msg.epoch)
+        c.execute(
+            "INSERT INTO epochs (site, agent, epoch, high_water_seq) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT DO UPDATE SET "
+            "high_water_seq = MAX(high_water_seq, excluded.high_water_seq)",
+            (*key, msg.seq),
+        )
+        # A new tail checkpoint once the last one is stored: what the agent says it has sent
+        # by now must be here within tail_gap_after, or the rest shows as an open gap.
+        c.execute(
+            "UPDATE epochs SET tail_seq = ?, tail_at = ? WHERE site = ? AND agent = ? AND "
+            "epoch = ? AND (tail_seq IS NULL OR tail_seq <= max_seq) AND ? > max_seq",
+            (msg.seq, now, *key, msg.seq),
+        )
+        if isinstance(msg, HeartbeatMessage):
+            c.execute(
+                "UPDATE agents SET epoch = ? WHERE site = ? AND agent = ?",
+                (msg.epoch, msg.site, msg.agent),
+            )
 
     def _seen(self, cameras: set[tuple[str, str, str]], now: float) -> None:
         c = self.db.conn
@@ -514,16 +567,20 @@ class Storage:
     def _track_seqs(self, messages: list[Any], received_at: str) -> None:
         """Account per agent for the seqs of stored messages: their own, those merged into
         them, and those a buffer_overflow alert declares lost."""
-        by_agent: dict[tuple[str, str], tuple[list[int], list[Range]]] = {}
+        by_agent: dict[tuple[str, str, str], tuple[list[int], list[Range]]] = {}
         for m in messages:
-            seen, lost = by_agent.setdefault((m.site, m.agent), ([], []))
+            seen, lost = by_agent.setdefault((m.site, m.agent, m.epoch), ([], []))
             seen.append(m.seq)
             if isinstance(m, CountsMessage):
                 seen.extend(m.payload.merged_seqs)
             elif isinstance(m, AlertMessage) and m.payload.type == "buffer_overflow":
                 lost.extend((a, b) for a, b in m.payload.details.get("lost_seqs", []))
-        for (site, agent), (seen, lost) in by_agent.items():
-            self.seqs.account(site, agent, seen, lost, received_at)
+        for (site, agent, epoch), (seen, lost) in by_agent.items():
+            self.seqs.account(site, agent, epoch, seen, lost, received_at)
+
+    def acknowledgement(self, site: str, agent: str, epoch: str) -> tuple[int, list[Range]]:
+        """What central has durably accounted for of one agent epoch (see SeqTracker)."""
+        return self.seqs.received_ranges(site, agent, epoch, MAX_ACK_RANGES)
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -599,9 +656,29 @@ class Storage:
             for r in self.db.query("SELECT * FROM cameras ORDER BY site, agent, camera")
         ]
 
-    def gaps(self, include_closed: bool = True) -> list[dict[str, Any]]:
+    def gaps(self, include_closed: bool = True, now: float | None = None) -> list[dict[str, Any]]:
+        """Stored gaps, and each epoch's tail: seqs its heartbeats said were sent more than
+        tail_gap_after ago that never arrived (open, missing; they are not in `gaps` because
+        nothing above them arrived either)."""
         where = "" if include_closed else "WHERE closed_at IS NULL"
-        return list(self.db.query(f"SELECT * FROM gaps {where} ORDER BY site, agent, seq_from"))
+        rows = list(self.db.query(f"SELECT * FROM gaps {where}"))
+        rows += self._tails(now)
+        return sorted(rows, key=lambda g: (g["site"], g["agent"], g["epoch"], g["seq_from"]))
+
+    def _tails(self, now: float | None) -> list[dict[str, Any]]:
+        now = time.time() if now is None else now
+        return [
+            {
+                "site": site, "agent": agent, "epoch": epoch, "seq_from": top + 1,
+                "seq_to": tail, "detected_at": _iso(at + self.settings.tail_gap_after),
+                "closed_at": None, "missing": tail - top, "lost": 0,
+            }
+            for site, agent, epoch, top, tail, at in self.db.execute(
+                "SELECT site, agent, epoch, max_seq, tail_seq, tail_at FROM epochs "
+                "WHERE tail_seq > max_seq AND tail_at <= ?",
+                (now - self.settings.tail_gap_after,),
+            )
+        ]  # fmt: skip
 
     def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:
         return list(
@@ -627,7 +704,8 @@ class Storage:
             "alerts": one("SELECT COUNT(*) FROM alerts"),
             "agents": one("SELECT COUNT(*) FROM agents"),
             "cameras": one("SELECT COUNT(*) FROM cameras"),
-            "open_gaps": one("SELECT COUNT(*) FROM gaps WHERE closed_at IS NULL"),
+            "open_gaps": one("SELECT COUNT(*) FROM gaps WHERE closed_at IS NULL")
+            + len(self._tails(None)),
             "dead_letters": one("SELECT COUNT(*) FROM dead_letters"),
             "dead_letters_dropped": one(
                 "SELECT value FROM counters WHERE name = 'dead_letters_dropped'"

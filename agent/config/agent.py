@@ -84,6 +84,22 @@ class DecoderSettings(Section):
     )
 
 
+class DeliverySettings(Section):
+    until: Literal["central", "broker"] = Field(
+        "central",
+        description="When a message leaves the outbox: `central`, once central's ack says it is "
+        "stored (nothing lost even if the broker dies with messages queued); `broker`, on the "
+        "broker's PUBACK (for a central that sends no acks).",
+    )
+    resend_after: float = Field(
+        300,
+        gt=0,
+        description="Seconds after the broker's PUBACK at which a message central has not "
+        "confirmed is sent again, while central is heard from but makes no progress (a hole "
+        "central's ack shows is sent again at once).",
+    )
+
+
 class CameraConfig(Section):
     source: str | None = Field(
         None, description="rtsp:// or http(s):// URL, a file path, or a device index."
@@ -234,6 +250,7 @@ class AgentSettings(PantauSettings):
     site: str = Field("site-1", description="The site (e.g. a Polres area) the agent belongs to.")
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     buffer: BufferSettings = Field(default_factory=BufferSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     bucket_seconds: int = Field(
         60, ge=1, le=3600, description="Length of a counts bucket; 3600 must be a multiple of it."
     )

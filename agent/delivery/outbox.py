@@ -1,6 +1,8 @@
 """The agent's durable outbox: every message is committed to SQLite before it is published and
-deleted only after the broker's PUBACK. Under size or age pressure, old count buckets are merged
-into coarser ones (sums kept exact) before anything is dropped, and a drop raises an alert.
+deleted only once it is delivered: on central's ack that covers its seq (delivery `central`: the
+broker's PUBACK only marks it as awaiting central), or on the broker's PUBACK (delivery
+`broker`). Under size or age pressure, old count buckets are merged into coarser ones (sums kept
+exact) before anything is dropped, and a drop raises an alert.
 """
 
 from __future__ import annotations
@@ -80,8 +82,16 @@ CREATE INDEX IF NOT EXISTS outbox_lane_seq ON outbox (lane, seq);
 CREATE INDEX IF NOT EXISTS outbox_kind_bucket ON outbox (kind, bucket_start);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# v2: `delivered`, when the broker acknowledged a row that now awaits central's ack (NULL: not
+# acknowledged); and the epoch of an outbox that already has a seq history is the legacy empty
+# one, under which central already tracks those seqs (a new outbox gets a random epoch).
+_SCHEMA_V2 = """
+ALTER TABLE outbox ADD COLUMN delivered REAL;
+INSERT OR IGNORE INTO meta (key, value)
+    SELECT 'epoch', '' WHERE EXISTS (SELECT 1 FROM meta WHERE key = 'next_seq');
+"""
 # The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
-MIGRATIONS = (Migration(1, _SCHEMA_V1),)
+MIGRATIONS = (Migration(1, _SCHEMA_V1), Migration(2, _SCHEMA_V2))
 
 
 class OutboxFullError(PantauError):
@@ -102,6 +112,7 @@ class Row(NamedTuple):
     bucket_seconds: int | None
     created: float
     attempted: int
+    delivered: float | None
 
     @property
     def span(self) -> tuple[float, float]:
@@ -202,6 +213,11 @@ class Outbox:
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox"
         ).fetchone()
         self._count, self._body_bytes = int(row[0]), int(row[1])
+        if self._meta("epoch") is None:
+            self._set_meta("epoch", uuid.uuid4().hex[:16])
+        self.epoch: str = self._meta("epoch") or ""
+        # Acknowledged by the broker, not yet marked as awaiting central (the disk refused).
+        self._held: dict[int, float] = {}
         self._keep_ballast()
 
     # --- bookkeeping ---------------------------------------------------------------------
@@ -355,6 +371,7 @@ class Outbox:
                     seq=next_seq + i,
                     agent=self.agent,
                     site=self.site,
+                    epoch=self.epoch,
                     camera=camera,
                     created_at=created,
                     payload=payload,
@@ -402,19 +419,26 @@ class Outbox:
             bucket_seconds=seconds,
             created=msg.created_at.timestamp(),
             attempted=0,
+            delivered=None,
         )
 
     # --- publisher side ------------------------------------------------------------------
 
     def take(self, lane: int, after_seq: int, limit: int) -> list[Row]:
-        """The next `limit` messages of a lane after `after_seq`, marked as attempted.
+        """The next `limit` messages of a lane after `after_seq` that do not await central,
+        marked as attempted.
 
         Marking comes first and durably: a message that may have reached the broker is never
         merged afterwards, so central can never see both a bucket and a merge containing it.
         OutboxFullError (and nothing taken) when the disk cannot take the mark.
         """
         with self._lock:
-            rows = self._rows("lane = ? AND seq > ? ORDER BY seq LIMIT ?", lane, after_seq, limit)
+            rows = self._rows(
+                "lane = ? AND seq > ? AND delivered IS NULL ORDER BY seq LIMIT ?",
+                lane,
+                after_seq,
+                limit,
+            )
             if rows:
                 with self._disk(), self._transaction():
                     self._db.executemany(
@@ -436,6 +460,104 @@ class Outbox:
                     return self._forget_delivered()
             except OutboxFullError:
                 return 0
+
+    def hold(self, seqs: Iterable[int], now: float | None = None) -> None:
+        """Mark messages the broker acknowledged as awaiting central's ack: kept (and counted
+        in the outbox's size) but not taken again until `resend` releases them. On a full disk
+        the mark is made by a later write; until then they are simply not taken again."""
+        now = time.time() if now is None else now
+        with self._lock:
+            self._held.update(dict.fromkeys(seqs, now))
+            try:
+                with self._disk():
+                    self._mark_held()
+            except OutboxFullError:
+                pass
+
+    def _mark_held(self) -> None:
+        if not self._held:
+            return
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE outbox SET delivered = ? WHERE seq = ?",
+                [(t, seq) for seq, t in self._held.items()],
+            )
+        self._held.clear()
+
+    def confirm(
+        self, covered: Sequence[tuple[int, int]], hole_before: float | None = None
+    ) -> tuple[int, float | None, list[int]]:
+        """Delete the messages whose seqs central's ack covers (`covered`: sorted ranges).
+
+        Returns how many were deleted, when the newest of them was acknowledged by the broker
+        (None if none was), and the lanes' seqs released for a resend because they are
+        holes: awaiting central, below the ack's highest seq, and acknowledged by the broker
+        before `hole_before` (the broker passed them on before messages central did store).
+        """
+        if not covered:
+            return 0, None, []
+        with self._lock, self._disk():
+            self._mark_held()
+            gone = freed = 0
+            newest: float | None = None
+            with self._transaction():
+                for a, b in covered:
+                    for size, delivered in self._db.execute(
+                        "DELETE FROM outbox WHERE seq BETWEEN ? AND ? "
+                        "RETURNING LENGTH(body), delivered",
+                        (a, b),
+                    ).fetchall():
+                        gone += 1
+                        freed += size
+                        if delivered is not None and (newest is None or delivered > newest):
+                            newest = delivered
+            self._count -= gone
+            self._body_bytes -= freed
+            released: list[int] = []
+            if hole_before is not None:
+                released = self._release("delivered < ? AND seq < ?", hole_before, covered[-1][1])
+            return gone, newest, released
+
+    def resend(self, older_than: float) -> list[int]:
+        """Release for a resend the messages awaiting central that the broker acknowledged
+        before `older_than` (epoch seconds); returns their seqs."""
+        with self._lock, self._disk():
+            self._mark_held()
+            return self._release("delivered < ? AND seq >= ?", older_than, 0)
+
+    def _release(self, where: str, *args: Any) -> list[int]:
+        seqs = [
+            r[0]
+            for r in self._db.execute(
+                f"SELECT seq FROM outbox WHERE delivered IS NOT NULL AND {where} ORDER BY seq",
+                args,
+            )
+        ]
+        if seqs:
+            with self._transaction():
+                self._db.executemany(
+                    "UPDATE outbox SET delivered = NULL WHERE seq = ?", [(s,) for s in seqs]
+                )
+        return seqs
+
+    def lowest(self, seqs: Iterable[int]) -> dict[int, int]:
+        """The lowest of `seqs` in each lane (where to rewind a lane's publishing cursor)."""
+        out: dict[int, int] = {}
+        with self._lock:
+            for lane, seq in self._db.execute(
+                "SELECT lane, MIN(seq) FROM outbox WHERE seq IN (SELECT value FROM json_each(?)) "
+                "GROUP BY lane",
+                (json.dumps(list(seqs)),),
+            ):
+                out[lane] = seq
+        return out
+
+    def awaiting(self) -> int:
+        """Messages the broker acknowledged that central has not yet confirmed."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE delivered IS NOT NULL"
+            ).fetchone()[0] + len(self._held)
 
     def _forget_delivered(self) -> int:
         """Delete the acknowledged messages; returns how many were still stored."""
@@ -474,6 +596,7 @@ class Outbox:
         its losses are reported by the next relief that can write the alert.
         """
         self._forget_delivered()  # delivered messages go first, and are no loss
+        self._mark_held()
         report = ReliefReport()
         try:
             cutoff = time.time() - self.max_age_seconds
@@ -645,6 +768,10 @@ class Outbox:
                 "file_bytes": self.path.stat().st_size if self.path.exists() else 0,
                 "max_bytes": self.max_bytes,
                 "last_seq": self._next_seq() - 1,
+                "epoch": self.epoch,
+                "awaiting_central": self._db.execute(
+                    "SELECT COUNT(*) FROM outbox WHERE delivered IS NOT NULL"
+                ).fetchone()[0],
                 "merged_buckets": merged,
                 "by_kind": per_kind,
             }

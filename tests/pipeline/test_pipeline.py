@@ -72,6 +72,9 @@ class ScriptedReader:
             image[150:190, int(x) : int(x) + 20] = 255
         return Frame(image, t)
 
+    def set_fps(self, fps: float) -> None:
+        """The script, not the analysis rate, decides which frames come."""
+
     def close(self) -> None:
         pass
 
@@ -221,6 +224,9 @@ class LiveCamera:
         image[::8, :] = 90
         return Frame(image, self.t0 + n / self.fps)
 
+    def set_fps(self, fps: float) -> None:
+        """The script, not the analysis rate, decides which frames come."""
+
     def close(self) -> None:
         pass
 
@@ -285,6 +291,9 @@ class ClockedCamera:
         image = np.full((H, W, 3), 60, np.uint8)
         image[::8, :] = 90
         return Frame(image, self.clock.time())
+
+    def set_fps(self, fps: float) -> None:
+        """The script, not the analysis rate, decides which frames come."""
 
     def close(self) -> None:
         pass
