@@ -104,13 +104,6 @@ class CameraConfig(Section):
     source: str | None = Field(
         None, description="rtsp:// or http(s):// URL, a file path, or a device index."
     )
-
-    @field_serializer("source")
-    def _hide_credentials(self, source: str | None, info: SerializationInfo) -> str | None:
-        # Printed settings (`pantau-agent config`) pass context={"redact": True}.
-        if source is None or not (info.context or {}).get("redact"):
-            return source
-        return redact_url(source)
     analysis_fps: Annotated[float, Field(gt=0, le=60)] | Literal["auto"] = Field(
         "auto",
         description="Frames analysed per second (of the file's own timeline): 'auto' chooses "
@@ -154,6 +147,13 @@ class CameraConfig(Section):
     motion: MotionConfig = Field(default_factory=MotionConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+
+    @field_serializer("source")
+    def _hide_credentials(self, source: str | None, info: SerializationInfo) -> str | None:
+        # Printed settings (`pantau-agent config`) pass context={"redact": True}.
+        if source is None or not (info.context or {}).get("redact"):
+            return source
+        return redact_url(source)
 
     @field_serializer("units")
     def _units_in_force(self, units: Units | None) -> Units | None:
