@@ -15,17 +15,17 @@ from typing import Annotated
 import typer
 from pantau.agent.wire.console import (
     ConfigOption,
-    VerboseOption,
     fail,
     load_or_exit,
+    logging_option,
     out,
-    setup_logging,
     table,
 )
 from pantau.agent.wire.errors import PantauError
 from pantau.central.config import CentralSettings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app.callback()(logging_option)
 export_app = typer.Typer(no_args_is_help=True, help="Export stored data.")
 app.add_typer(export_app, name="export")
 
@@ -47,13 +47,6 @@ def _storage(settings: CentralSettings, must_exist: bool = True):
         fail(str(exc))
     except Exception as exc:
         fail(f"cannot open storage {settings.storage}: {exc}")
-
-
-@app.callback()
-def main(
-    verbose: VerboseOption = False,
-) -> None:
-    setup_logging(verbose)
 
 
 @app.command()

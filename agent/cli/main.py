@@ -13,16 +13,16 @@ from pantau.agent.cli.vision import load_agent, register
 from pantau.agent.config.agent import AgentSettings
 from pantau.agent.wire.console import (
     ConfigOption,
-    VerboseOption,
     err,
     fail,
     load_or_exit,
+    logging_option,
     out,
-    setup_logging,
     table,
 )
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app.callback()(logging_option)
 buffer_app = typer.Typer(
     no_args_is_help=True, help="Inspect the local outbox (the offline buffer)."
 )
@@ -31,13 +31,6 @@ app.add_typer(buffer_app, name="buffer")
 app.add_typer(protocol_app, name="protocol")
 app.add_typer(models_app, name="models")
 register(app)
-
-
-@app.callback()
-def main(
-    verbose: VerboseOption = False,
-) -> None:
-    setup_logging(verbose)
 
 
 @app.command()

@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from pantau.agent.config.agent import AgentSettings
@@ -127,25 +128,25 @@ class Publisher:
 
     # --- messages that bypass the outbox ------------------------------------------------
 
+    def _envelope(self) -> dict[str, Any]:
+        """Status and heartbeat carry the agent's latest assigned seq (its high-water mark)."""
+        return {
+            "msg_id": new_msg_id(),
+            "seq": max(0, self.outbox.last_seq),
+            "agent": self.settings.id,
+            "site": self.settings.site,
+            "epoch": self.outbox.epoch,
+            "created_at": utcnow(),
+        }
+
     def _status(self, state: str) -> StatusMessage:
         return StatusMessage(
-            msg_id=new_msg_id(),
-            seq=max(0, self.outbox.last_seq),
-            agent=self.settings.id,
-            site=self.settings.site,
-            epoch=self.outbox.epoch,
-            created_at=utcnow(),
-            payload=StatusPayload(state=state, software=SOFTWARE),
+            **self._envelope(), payload=StatusPayload(state=state, software=SOFTWARE)
         )
 
     def _heartbeat(self) -> HeartbeatMessage:
         return HeartbeatMessage(
-            msg_id=new_msg_id(),
-            seq=max(0, self.outbox.last_seq),
-            agent=self.settings.id,
-            site=self.settings.site,
-            epoch=self.outbox.epoch,
-            created_at=utcnow(),
+            **self._envelope(),
             payload=HeartbeatPayload(
                 uptime_seconds=time.monotonic() - self.started,
                 outbox_messages=len(self.outbox),

@@ -37,6 +37,11 @@ def setup_logging(verbose: bool) -> None:
     )
 
 
+def logging_option(verbose: VerboseOption = False) -> None:
+    """The root callback of both command lines: `-v` logs progress."""
+    setup_logging(verbose)
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print `error: message` on stderr and exit with `code` (2: the input was wrong)."""
     err.print(f"[bold red]error:[/] {escape(message)}", markup=True)
