@@ -15,6 +15,7 @@ from pantau.agent.pipeline.rate import AnalysisRate
 from pantau.agent.rules.conditions import AlertEvent
 from pantau.agent.rules.health import HealthMonitor, HealthThresholds
 from pantau.agent.rules.lines import Crossing, LineCounter
+from pantau.agent.rules.riders import RiderMatcher, Riders
 from pantau.agent.rules.zones import ZoneMonitor
 from pantau.agent.vision.detections import DEFAULT_CLASSES, Detections, Tracks
 from pantau.agent.vision.motion import MotionGate
@@ -121,6 +122,7 @@ class CameraAnalytics:
         self.config = config
         self.names = names
         self.tracker = tracker or ByteTracker.from_config(config.tracker)
+        self.riders = RiderMatcher(names)
         self.lines: dict[str, LineCounter] = {
             n: LineCounter.from_config(c, names, relative=config.relative)
             for n, c in config.lines.items()
@@ -172,7 +174,8 @@ class CameraAnalytics:
         if detections is not None:  # coasted tracks did not move: no measure of speed
             self.rate.observe(tracks, t)
         removed = self.tracker.removed_ids
-        self._count_lines(tracks, removed, t)
+        riders = self._riders(tracks, removed)
+        self._count_lines(tracks, riders, removed, t)
         events = self._watch_zones(tracks, removed, t)
         events += self._check_health(t, frame)
         return self._alerts(events)
@@ -185,10 +188,20 @@ class CameraAnalytics:
         self.frames_detected += 1
         return self.tracker.update(detections, t)
 
-    def _count_lines(self, tracks: Tracks, removed: np.ndarray, t: float) -> None:
-        """Feed every line the tracks (and the ended ones) and tally its crossings."""
+    def _riders(self, tracks: Tracks, removed: np.ndarray) -> Riders:
+        """The persons riding two-wheelers in this frame (see pantau.agent.rules.riders)."""
+        self.riders.forget(removed)
+        return self.riders.update(tracks)
+
+    def _count_lines(
+        self, tracks: Tracks, riders: Riders, removed: np.ndarray, t: float
+    ) -> None:
+        """Feed every line the tracks (and the ended ones) and tally its crossings. A line
+        that counts a two-wheeler's class does not see its rider: the vehicle is counted once,
+        and the rider as a person only on lines that count persons but not that vehicle."""
         for rule, line in self.lines.items():
-            self._tally(rule, line.forget(removed) + line.update(tracks, t))
+            seen = riders.visible(tracks, line.classes)
+            self._tally(rule, line.forget(removed) + line.update(seen, t))
 
     def _watch_zones(self, tracks: Tracks, removed: np.ndarray, t: float) -> list[AlertEvent]:
         """Feed every zone the tracks (and the ended ones); note its peaks; return its alert
