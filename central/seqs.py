@@ -4,8 +4,8 @@ time and rows in proportion to its ranges, never to the number of seqs they span
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 Range = tuple[int, int]  # [first, last], both included
 
@@ -61,6 +61,14 @@ def overlaps(ranges: list[Range], windows: list[Range]) -> list[int]:
     return out
 
 
+class Executes(Protocol):
+    """What the tracker needs of a database: `?`-parameter statements (either backend)."""
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Any: ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+
 class SeqTracker:
     """Reads and writes the `seq_ranges`, `gaps` and `agents.max_seq` of one database.
 
@@ -68,7 +76,7 @@ class SeqTracker:
     max_seq that no range covers lies in one of its open gaps; gaps are disjoint.
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Executes) -> None:
         self.c = conn
 
     def account(self, site: str, agent: str, seen: list[int], lost: list[Range], now: str) -> None:
@@ -92,8 +100,8 @@ class SeqTracker:
         top = claimed[-1][1]
         holes = subtract([(expected, top)], claimed) if top >= expected else []
         self.c.executemany(
-            "INSERT OR IGNORE INTO gaps (site, agent, seq_from, seq_to, detected_at, missing) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO gaps (site, agent, seq_from, seq_to, detected_at, missing) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [(site, agent, a, b, now, b - a + 1) for a, b in holes],
         )
         if top > prev_max:
@@ -107,7 +115,8 @@ class SeqTracker:
         """The highest seq the agent has sent so far, of any kind (-1 if none), and when the
         agent was last heard from (None if never)."""
         row = self.c.execute(
-            "SELECT MAX(max_seq, high_water_seq), last_seen FROM agents "
+            "SELECT CASE WHEN max_seq > high_water_seq THEN max_seq ELSE high_water_seq END, "
+            "last_seen FROM agents "
             "WHERE site = ? AND agent = ?",
             (site, agent),
         ).fetchone()
