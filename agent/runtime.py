@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,9 +21,14 @@ if TYPE_CHECKING:
     from pantau.agent.pipeline.camera import CameraAnalytics
     from pantau.agent.pipeline.scheduler import CameraRunner, Item, Pipeline
     from pantau.agent.vision.detect.runtime import Detector
+    from pantau.agent.vision.isolated import DecoderLimits
 
 log = logging.getLogger(__name__)
 
+# How long start-up waits for the first frame of the file cameras (to check their rules
+# against it); a decoder that crashes or hangs meanwhile leaves its camera offline, not the
+# agent unstarted.
+FIRST_FRAME_SECONDS = 15.0
 LIVE_ALERT_HISTORY = 100  # alerts a live agent keeps in memory per camera (all go out on MQTT)
 # Messages held in memory while the outbox refuses writes (a full disk): 40 cameras' counts and
 # health for an hour of 60 s buckets would be 4,800.
@@ -48,6 +54,17 @@ def load_detectors(settings: AgentSettings, models: set[str]) -> dict[str, Detec
         return scheduler.load_detectors(models, settings=settings.detector)
     except (DetectorError, StoreError) as exc:
         raise StartError(f"{exc} (build it with: pantau-agent models build NAME)") from None
+
+
+def decoder_limits(settings: AgentSettings) -> DecoderLimits | None:
+    """The decoder processes' limits of the `decoders` section; None when isolation is off."""
+    from pantau.agent.vision.isolated import DecoderLimits
+
+    d = settings.decoders
+    if not d.isolate:
+        return None
+    return DecoderLimits(hang_seconds=d.hang_seconds, memory_mb=d.memory_mb,
+                         restart_min=d.restart_min, restart_max=d.restart_max)
 
 
 def check_frame(analytics: CameraAnalytics, size: tuple[int, int] | None) -> None:
@@ -144,6 +161,8 @@ class LiveAgent:
         missing = [n for n, c in settings.cameras.items() if not c.source]
         if missing:
             raise StartError(f"cameras without a source: {', '.join(missing)}")
+        for warning in settings.warnings():  # a service has no terminal to print them on
+            log.warning("%s", warning)
         from pantau.agent.pipeline.scheduler import Pipeline
 
         detectors = load_detectors(settings, {c.model or settings.model
@@ -166,9 +185,11 @@ class LiveAgent:
         import cv2
         from pantau.agent.pipeline.camera import CameraAnalytics
         from pantau.agent.pipeline.scheduler import CameraRunner
-        from pantau.agent.vision.capture import CaptureError, FileReader, open_source
+        from pantau.agent.vision.capture import CaptureError, FileReader
+        from pantau.agent.vision.isolated import IsolatedReader, open_camera
 
         settings = self.settings
+        limits = decoder_limits(settings)
         runners: list[CameraRunner] = []
         try:
             for name, cam in settings.cameras.items():
@@ -179,13 +200,28 @@ class LiveAgent:
                                             timezone_name=settings.timezone, reference=reference,
                                             alert_history=LIVE_ALERT_HISTORY)
                 try:
-                    reader = open_source(str(cam.source), cam.analysis_fps, realtime=True)
+                    # Opened at the highest rate the camera may ask for; an adaptive rate
+                    # hands out fewer (see Pipeline and the readers' set_fps).
+                    reader = open_camera(str(cam.source), cam.fixed_fps or cam.max_fps,
+                                         limits=limits, name=name)
+                    reader.set_fps(analytics.rate.fps)
                 except CaptureError as exc:
                     raise StartError(f"camera {name}: {exc}") from None
-                runners.append(CameraRunner(analytics, reader, model, cam.analysis_fps,
+                runners.append(CameraRunner(analytics, reader, model, analytics.rate.fps,
                                             cam.input_size))
                 if isinstance(reader, FileReader):
                     check_frame(analytics, reader.size)
+            # Isolated file cameras decode their first frames in parallel; then each is
+            # checked like a FileReader above.
+            deadline = time.monotonic() + FIRST_FRAME_SECONDS
+            for runner in runners:
+                reader = runner.reader
+                if isinstance(reader, IsolatedReader) and not reader.live:
+                    try:
+                        size = reader.wait_ready(max(0.0, deadline - time.monotonic()))
+                    except CaptureError as exc:
+                        raise StartError(f"camera {runner.name}: {exc}") from None
+                    check_frame(runner.analytics, size)
         except StartError:
             for runner in runners:
                 runner.reader.close()

@@ -54,8 +54,18 @@ class SiteSettings(Section):
     _zone = field_validator("timezone")(_check_timezone)
 
 
+class CentralBrokerSettings(BrokerSettings):
+    session_expiry: int = Field(
+        600,
+        ge=0,
+        description="Seconds the broker keeps a worker's session (and its share of the queue) "
+        "while the worker is away. Short, so a worker that never returns stops holding its "
+        "share: agents send again what no live worker stored (end-to-end acks).",
+    )
+
+
 class CentralSettings(PantauSettings):
-    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    broker: CentralBrokerSettings = Field(default_factory=CentralBrokerSettings)
     storage: str = Field(
         default_factory=lambda: f"sqlite:///{central_database()}",
         description="Where messages are stored: sqlite:////abs/path (or sqlite:///relative/path), "
@@ -108,6 +118,12 @@ class CentralSettings(PantauSettings):
     )
     sites: dict[str, SiteSettings] = Field(
         default_factory=dict, description="Per-site settings, by site name."
+    )
+    tail_gap_after: float = Field(
+        600,
+        gt=0,
+        description="Seconds after an agent's heartbeat said it had sent a seq at which the "
+        "seqs up to it that never arrived show as an open gap (a loss at the tail of its seqs).",
     )
 
     _check_names = field_validator("group", "worker")(segment_validator("name"))

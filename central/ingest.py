@@ -1,5 +1,6 @@
 """Central's ingest worker: a shared MQTT v5 subscription whose messages are validated, stored
-in batches, and acknowledged to the broker only after their batch is committed.
+in batches, and acknowledged to the broker only after their batch is committed; then each agent
+the batch touched is told, throttled, which of its seqs are stored (its retained ack topic).
 
 The MQTT client runs in this process and validation plus storage in a child process: sharing
 one GIL, the two stalled each other on every SQLite call and ingest topped out near 3,300
@@ -19,7 +20,15 @@ from multiprocessing.connection import Connection
 
 import paho.mqtt.client as mqtt
 from pantau.agent.wire.mqtt import MqttConnection
-from pantau.agent.wire.protocol import MAX_PAYLOAD_BYTES, TOPIC_ROOT, ProtocolError, decode
+from pantau.agent.wire.protocol import (
+    ACK_KIND,
+    MAX_PAYLOAD_BYTES,
+    TOPIC_ROOT,
+    AckMessage,
+    ProtocolError,
+    decode,
+    utcnow,
+)
 from pantau.central.config import CentralSettings
 from pantau.central.storage import Received, Storage, open_storage
 
@@ -31,6 +40,16 @@ PIPELINE_DEPTH = 2
 # valid data.
 ENVIRONMENTAL = (OSError, MemoryError)
 DEAD_LETTER_LOG_INTERVAL = 60.0
+# An agent's ack goes out at most this often (seconds) while what it says changes, and at once
+# when it changes after a quiet spell.
+ACK_INTERVAL = 1.0
+# An unchanged ack is repeated this often while the agent is heard from: the agent takes it as
+# the sign that central is alive (it resends what stays unconfirmed only then).
+ACK_REFRESH = 10.0
+_ACK_SUFFIX = f"/{ACK_KIND}"
+
+AckKey = tuple[str, str, str]  # site, agent, epoch
+AckState = tuple[int, list[tuple[int, int]]]  # upto, ranges above it
 
 
 @dataclass
@@ -104,11 +123,39 @@ class DeadLetterLog:
             self._held[key] += 1
 
 
+class AckThrottle:
+    """Which agents' acks to publish now: a changed one at most every ACK_INTERVAL (the first
+    change after a quiet spell at once, the last one of a burst when the interval is over), an
+    unchanged one again after ACK_REFRESH if the agent was heard from meanwhile."""
+
+    def __init__(self) -> None:
+        self._pending: dict[AckKey, AckState] = {}
+        self._sent: dict[AckKey, tuple[AckState, float]] = {}
+
+    def update(self, key: AckKey, state: AckState) -> None:
+        self._pending[key] = state
+
+    def due(self, now: float) -> list[tuple[AckKey, AckState]]:
+        out = []
+        for key, state in list(self._pending.items()):
+            last = self._sent.get(key)
+            if (
+                last is None
+                or (state != last[0] and now - last[1] >= ACK_INTERVAL)
+                or now - last[1] >= ACK_REFRESH
+            ):
+                out.append((key, state))
+                self._sent[key] = (state, now)
+                del self._pending[key]
+        return out
+
+
 def _store_batches(settings: CentralSettings, pipe: Connection) -> None:
     """The child process: validate and store each batch sent down the pipe, reply with counts.
 
-    A reply of ("ok", counts, dead letters) means the batch is committed; anything else means
-    nothing of it was.
+    A reply of ("ok", counts, dead letters, acks) means the batch is committed; `acks` holds
+    what is now stored of each agent epoch the batch touched. Anything else means nothing of
+    it was committed.
     """
     storage = open_storage(settings.storage, settings)
     pipe.send(("ready",))
@@ -116,10 +163,14 @@ def _store_batches(settings: CentralSettings, pipe: Connection) -> None:
         items = [validate(topic, payload) for topic, payload in batch]
         try:
             counts, dead = store_isolating_poison(storage, items)
+            touched = {
+                (m.site, m.agent, m.epoch) for i in items if (m := i.message) is not None
+            }
+            acks = [(key, storage.acknowledgement(*key)) for key in sorted(touched)]
         except Exception as exc:
             pipe.send(("error", f"{type(exc).__name__}: {exc}"))
             return
-        pipe.send(("ok", counts, [(i.topic[:200], i.error) for i in dead]))
+        pipe.send(("ok", counts, [(i.topic[:200], i.error) for i in dead], acks))
     storage.close()
 
 
@@ -136,6 +187,7 @@ class Ingest:
         self._thread: threading.Thread | None = None
         self._worker: multiprocessing.process.BaseProcess | None = None
         self._dead_log = DeadLetterLog()
+        self._acks = AckThrottle()
         self.conn = MqttConnection(
             settings.broker,
             client_id=f"pantau-central-{settings.group}-{settings.worker}",
@@ -172,6 +224,12 @@ class Ingest:
 
     def _receive(self, msg: mqtt.MQTTMessage) -> None:
         # paho's thread: append and wake the worker; no lock handoff per message.
+        if msg.topic.endswith(_ACK_SUFFIX):
+            # Our own acks to agents match the subscription too (a shared subscription cannot
+            # ask for No Local): they are not data.
+            if msg.qos > 0:
+                self.conn.ack(msg.mid, msg.qos)
+            return
         self._inbox.append(msg)
         if not self._arrived.is_set():
             self._arrived.set()
@@ -203,7 +261,17 @@ class Ingest:
                     continue
             if outstanding and self._pipe.poll(0.05):
                 self._settle(outstanding.popleft())
+            self._publish_acks()
         return None
+
+    def _publish_acks(self) -> None:
+        for (site, agent, epoch), (upto, ranges) in self._acks.due(time.monotonic()):
+            ack = AckMessage(
+                site=site, agent=agent, epoch=epoch, upto=upto, ranges=ranges,
+                created_at=utcnow(),
+            )  # fmt: skip
+            # Retained: an agent that (re)connects learns at once where central stands.
+            self.conn.publish(ack.topic, ack.encode(), qos=1, retain=True)
 
     def _send(self, batch: list[tuple[str, bytes]]) -> bool:
         try:
@@ -221,12 +289,14 @@ class Ingest:
         if reply[0] != "ok":
             self._fail(f"storing a batch of {len(batch)} failed: {reply[-1]}")
             return
-        _, result, dead = reply
+        _, result, dead, acks = reply
         for topic, reason in dead:
             self._dead_log.add(topic, reason)
         for m in batch:
             if m.qos > 0:
                 self.conn.ack(m.mid, m.qos)
+        for key, state in acks:
+            self._acks.update(key, state)
         s = self.stats
         s.received += len(batch)
         s.stored += result["stored"]

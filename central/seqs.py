@@ -1,6 +1,7 @@
 """Per-agent seq bookkeeping in ranges: which seqs central has accounted for (received, merged
 or declared lost) and the gaps below the highest one, so that what a message claims costs
-time and rows in proportion to its ranges, never to the number of seqs they span."""
+time and rows in proportion to its ranges, never to the number of seqs they span. Each agent
+epoch (a reinstalled agent's seqs start again at 0) has a bookkeeping of its own."""
 
 from __future__ import annotations
 
@@ -70,16 +71,19 @@ class Executes(Protocol):
 
 
 class SeqTracker:
-    """Reads and writes the `seq_ranges`, `gaps` and `agents.max_seq` of one database.
+    """Reads and writes the `seq_ranges`, `gaps`, `epochs.max_seq` and `agents.max_seq` of one
+    database.
 
-    Invariants: an agent's seq_ranges are disjoint and non-adjacent; every seq at or below its
-    max_seq that no range covers lies in one of its open gaps; gaps are disjoint.
+    Invariants, per agent epoch: its seq_ranges are disjoint and non-adjacent; every seq at or
+    below its max_seq that no range covers lies in one of its open gaps; gaps are disjoint.
     """
 
     def __init__(self, conn: Executes) -> None:
         self.c = conn
 
-    def account(self, site: str, agent: str, seen: list[int], lost: list[Range], now: str) -> None:
+    def account(
+        self, site: str, agent: str, epoch: str, seen: list[int], lost: list[Range], now: str
+    ) -> None:
         """Account for the seqs that arrived (`seen`: own and merged seqs) and the ranges the
         agent declared lost: fill or close the gaps they fall in, open a gap for each hole above
         the highest seq so far. A seq already accounted for keeps its first account; within one
@@ -89,25 +93,32 @@ class SeqTracker:
         claimed = coalesce(seen_ranges + lost_ranges)
         if not claimed:
             return
-        prev_max = self.max_seq(site, agent)
+        prev_max = self.max_seq(site, agent, epoch)
         fresh: list[Range] = []
         for a, b in claimed:
-            fresh += self._cover(site, agent, a, b)
+            fresh += self._cover(site, agent, epoch, a, b)
         below = subtract(fresh, [(prev_max + 1, claimed[-1][1])])  # only these can be in gaps
         if below:
-            self._fill_gaps(site, agent, below, intersect(lost_ranges, below), now)
+            self._fill_gaps(site, agent, epoch, below, intersect(lost_ranges, below), now)
         expected = prev_max + 1
         top = claimed[-1][1]
         holes = subtract([(expected, top)], claimed) if top >= expected else []
         self.c.executemany(
-            "INSERT INTO gaps (site, agent, seq_from, seq_to, detected_at, missing) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [(site, agent, a, b, now, b - a + 1) for a, b in holes],
+            "INSERT INTO gaps (site, agent, epoch, seq_from, seq_to, detected_at, missing) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [(site, agent, epoch, a, b, now, b - a + 1) for a, b in holes],
         )
         if top > prev_max:
             self.c.execute(
+                "INSERT INTO epochs (site, agent, epoch, max_seq) VALUES (?, ?, ?, ?) ON "
+                "CONFLICT(site, agent, epoch) DO UPDATE SET max_seq = excluded.max_seq",
+                (site, agent, epoch, top),
+            )
+            # The agent's own max_seq is over all its epochs: the base of the seq window.
+            self.c.execute(
                 "INSERT INTO agents (site, agent, max_seq) VALUES (?, ?, ?) ON CONFLICT(site, "
-                "agent) DO UPDATE SET max_seq = excluded.max_seq",
+                "agent) DO UPDATE SET max_seq = CASE WHEN agents.max_seq > excluded.max_seq THEN "
+                "agents.max_seq ELSE excluded.max_seq END",
                 (site, agent, top),
             )
 
@@ -122,22 +133,25 @@ class SeqTracker:
         ).fetchone()
         return (-1, None) if row is None else (int(row[0]), row[1])
 
-    def max_seq(self, site: str, agent: str) -> int:
+    def max_seq(self, site: str, agent: str, epoch: str) -> int:
         row = self.c.execute(
-            "SELECT max_seq FROM agents WHERE site = ? AND agent = ?", (site, agent)
+            "SELECT max_seq FROM epochs WHERE site = ? AND agent = ? AND epoch = ?",
+            (site, agent, epoch),
         ).fetchone()
         return -1 if row is None else int(row[0])
 
-    def _cover(self, site: str, agent: str, a: int, b: int) -> list[Range]:
-        """Add [a, b] to the agent's ranges (merging what it touches); return its seqs that
+    def _cover(self, site: str, agent: str, epoch: str, a: int, b: int) -> list[Range]:
+        """Add [a, b] to the epoch's ranges (merging what it touches); return its seqs that
         were not covered before."""
+        key = (site, agent, epoch)
         touching = [
             (f, t)
             for f, t in self.c.execute(
                 "SELECT seq_from, seq_to FROM seq_ranges WHERE site = ? AND agent = ? AND "
-                "seq_from <= ? AND seq_from >= COALESCE((SELECT MAX(seq_from) FROM seq_ranges "
-                "WHERE site = ? AND agent = ? AND seq_from <= ?), ?) ORDER BY seq_from",
-                (site, agent, b + 1, site, agent, a - 1, a - 1),
+                "epoch = ? AND seq_from <= ? AND seq_from >= COALESCE((SELECT MAX(seq_from) "
+                "FROM seq_ranges WHERE site = ? AND agent = ? AND epoch = ? AND seq_from <= ?), "
+                "?) ORDER BY seq_from",
+                (*key, b + 1, *key, a - 1, a - 1),
             )
             if t >= a - 1
         ]
@@ -145,29 +159,30 @@ class SeqTracker:
         if not fresh:
             return []
         self.c.executemany(
-            "DELETE FROM seq_ranges WHERE site = ? AND agent = ? AND seq_from = ?",
-            [(site, agent, f) for f, _ in touching],
+            "DELETE FROM seq_ranges WHERE site = ? AND agent = ? AND epoch = ? AND seq_from = ?",
+            [(*key, f) for f, _ in touching],
         )
         merged = coalesce([(a, b), *touching])
         self.c.execute(
-            "INSERT INTO seq_ranges (site, agent, seq_from, seq_to) VALUES (?, ?, ?, ?)",
-            (site, agent, *merged[0]),
+            "INSERT INTO seq_ranges (site, agent, epoch, seq_from, seq_to) VALUES (?, ?, ?, ?, ?)",
+            (*key, *merged[0]),
         )
         return fresh
 
     def _fill_gaps(
-        self, site: str, agent: str, fresh: list[Range], lost: list[Range], now: str
+        self, site: str, agent: str, epoch: str, fresh: list[Range], lost: list[Range], now: str
     ) -> None:
         """Shrink the open gaps that newly accounted seqs below the old maximum fall in (each
         such seq lies in exactly one), closing those left with nothing missing."""
+        key = (site, agent, epoch)
         windows: list[tuple[int, int, int]] = []  # (lo, hi, seq_from of the gap)
         for a, b in fresh:
             for seq_from, seq_to in self.c.execute(
-                "SELECT seq_from, seq_to FROM gaps WHERE site = ? AND agent = ? AND "
-                "closed_at IS NULL AND seq_from <= ? AND seq_to >= ? AND seq_from >= "
+                "SELECT seq_from, seq_to FROM gaps WHERE site = ? AND agent = ? AND epoch = ? "
+                "AND closed_at IS NULL AND seq_from <= ? AND seq_to >= ? AND seq_from >= "
                 "COALESCE((SELECT MAX(seq_from) FROM gaps WHERE site = ? AND agent = ? AND "
-                "seq_from <= ?), ?) ORDER BY seq_from",
-                (site, agent, b, a, site, agent, a, a),
+                "epoch = ? AND seq_from <= ?), ?) ORDER BY seq_from",
+                (*key, b, a, *key, a, a),
             ).fetchall():
                 windows.append((max(a, seq_from), min(b, seq_to), seq_from))
         lost_in = overlaps(lost, [(lo, hi) for lo, hi, _ in windows])
@@ -175,6 +190,22 @@ class SeqTracker:
             filled = hi - lo + 1
             self.c.execute(
                 "UPDATE gaps SET missing = missing - ?, lost = lost + ?, closed_at = CASE WHEN "
-                "missing - ? <= 0 THEN ? END WHERE site = ? AND agent = ? AND seq_from = ?",
-                (filled, lost_n, filled, now, site, agent, seq_from),
+                "missing - ? <= 0 THEN ? END WHERE site = ? AND agent = ? AND epoch = ? AND "
+                "seq_from = ?",
+                (filled, lost_n, filled, now, *key, seq_from),
             )
+
+    def received_ranges(
+        self, site: str, agent: str, epoch: str, limit: int
+    ) -> tuple[int, list[Range]]:
+        """What an ack tells the agent: the highest seq up to which every seq of the epoch is
+        accounted for (-1 if seq 0 is not), and at most `limit` accounted ranges above it."""
+        rows = self.c.execute(
+            "SELECT seq_from, seq_to FROM seq_ranges WHERE site = ? AND agent = ? AND epoch = ? "
+            "ORDER BY seq_from LIMIT ?",
+            (site, agent, epoch, limit + 1),
+        ).fetchall()
+        ranges = [(int(a), int(b)) for a, b in rows]
+        if ranges and ranges[0][0] == 0:
+            return ranges[0][1], ranges[1:]
+        return -1, ranges[:limit]

@@ -9,11 +9,12 @@ from typing import Annotated
 import typer
 from pantau.agent.cli.common import open_outbox_or_exit
 from pantau.agent.cli.models import models_app
-from pantau.agent.cli.vision import register
+from pantau.agent.cli.vision import load_agent, register
 from pantau.agent.config.agent import AgentSettings
 from pantau.agent.wire.console import (
     ConfigOption,
     VerboseOption,
+    err,
     fail,
     load_or_exit,
     out,
@@ -141,6 +142,24 @@ def protocol_schema() -> None:
 
 @app.command("config")
 def check_config(config: ConfigOption = None) -> None:
-    """Validate a config file and print the effective settings (secrets hidden)."""
-    settings = load_or_exit(AgentSettings, config)
-    out.print_json(settings.model_dump_json(context={"redact": True}))
+    """Validate a config file and print the effective settings (secrets hidden) as JSON; on
+    stderr, the time zone and rule units in force and each schedule with its zone."""
+    settings = load_agent(config)
+    context = {"redact": True, "timezone": settings.timezone}
+    out.print_json(settings.model_dump_json(context=context))
+    for line in in_force(settings):
+        err.print(line, markup=False)
+
+
+def in_force(settings: AgentSettings) -> list[str]:
+    """What the settings mean where defaults decide: the time zone and where it came from,
+    how each camera's rule points are read, and every schedule with the zone it runs in."""
+    lines = [f"timezone: {settings.describe_timezone()}"]
+    for name, cam in settings.cameras.items():
+        lines.append(f"cameras.{name}: rule points {cam.describe_units()}")
+        for rule, zone in cam.zones.items():
+            if zone.restricted is not None:
+                zone_name = zone.restricted.timezone or settings.timezone
+                lines.append(f"cameras.{name}.zones.{rule}: restricted "
+                             f"{zone.restricted.schedule} {zone_name}")
+    return lines

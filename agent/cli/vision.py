@@ -8,9 +8,10 @@ import signal
 import threading
 import time
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
 from pantau.agent.config.agent import AgentSettings, CameraConfig
@@ -18,10 +19,11 @@ from pantau.agent.runtime import (
     LiveAgent,
     StartError,
     check_frame,
+    decoder_limits,
     load_detectors,
     reference_path,
 )
-from pantau.agent.wire.console import ConfigOption, fail, load_or_exit, out
+from pantau.agent.wire.console import ConfigOption, err, fail, load_or_exit, out
 
 cameras_app = typer.Typer(no_args_is_help=True, help="Camera set-up helpers.")
 
@@ -32,6 +34,14 @@ def register(app: typer.Typer) -> None:
     app.command("run")(run)
     app.command("snapshot")(snapshot)
     app.add_typer(cameras_app, name="cameras")
+
+
+def load_agent(config: Path | None) -> AgentSettings:
+    """The agent's settings, or a clean exit for a bad file; warnings printed on stderr."""
+    settings = load_or_exit(AgentSettings, config)
+    for line in settings.warnings():
+        err.print(f"warning: {line}", markup=False)
+    return settings
 
 
 def _camera(settings: AgentSettings, name: str) -> CameraConfig:
@@ -48,14 +58,16 @@ def _detectors(settings: AgentSettings, models: set[str]) -> dict[str, Any]:
         fail(str(exc))
 
 
-def _parse_start(text: str | None, video: Path, frames: int, fps: float) -> float:
+def _parse_start(text: str | None, video: Path, frames: int, fps: float, zone: str) -> float:
+    """Epoch seconds of the first frame: `text` (a time without offset is in `zone`, the
+    agent's), else the file's modification time minus its duration."""
     if text is not None:
         try:
             when = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            fail(f"--start {text!r} is not an RFC 3339 time (e.g. 2024-05-01T18:00:00+07:00)")
+            fail(f"--start {text!r} is not an RFC 3339 time (e.g. 2024-05-01T18:00:00+08:00)")
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=ZoneInfo(zone))
         return when.timestamp()
     # A recorder closes its file when it stops: mtime minus the duration is about its start.
     return video.stat().st_mtime - frames / max(fps, 1e-6)
@@ -115,11 +127,43 @@ def summarize(analytics: Any, frames_read: int, wall: float) -> dict[str, Any]:
         "camera": analytics.name,
         "frames_read": frames_read,
         "frames_analyzed": analytics.frames_analyzed,
+        "analysis_fps": round(analytics.rate.fps, 2),
+        "analysis_fps_reason": analytics.rate.note,
         "wall_seconds": round(wall, 3),
         "lines": lines,
         "zones": zones,
         "alerts": list(episodes.values()),
     }
+
+
+def _open_video(
+    settings: AgentSettings, cam: CameraConfig, video: Path
+) -> tuple[Any, tuple[int, int]]:
+    """`analyze`'s reader of `video` and its frame size. Decoded in a child process unless
+    isolation is off: a file that aborts the decoder ends the command with an error (exit
+    code 2) instead of killing it."""
+    from pantau.agent.vision.capture import CaptureError, FileReader
+    from pantau.agent.vision.isolated import IsolatedReader
+
+    limits = decoder_limits(settings)
+    fps = cam.fixed_fps or cam.max_fps  # the highest rate the camera may ask for
+    try:
+        if limits is None:
+            reader = FileReader(video, fps)
+            return reader, reader.size
+        isolated = IsolatedReader(str(video), fps, realtime=False,
+                                  limits=limits).start()
+        try:
+            size = isolated.wait_ready(limits.hang_seconds)
+        except CaptureError:
+            isolated.close()
+            raise
+        if size is None:
+            isolated.close()
+            fail(f"cannot decode video {video}: no frame within {limits.hang_seconds:.0f}s")
+        return isolated, size
+    except CaptureError as exc:
+        fail(str(exc) if str(video) in str(exc) else f"{video}: {exc}")
 
 
 def analyze(
@@ -132,60 +176,65 @@ def analyze(
     ] = None,
     start: Annotated[
         str | None,
-        typer.Option(help="Wall time of the first frame (RFC 3339) for schedules and alert "
-                     "times; default the file's modification time minus its duration."),
+        typer.Option(help="Wall time of the first frame (RFC 3339; without an offset, in the "
+                     "agent's timezone) for schedules and alert times; default the file's "
+                     "modification time minus its duration."),
     ] = None,
 ) -> None:
     """Run the camera's pipeline on a recorded file as fast as the box allows; no broker."""
     import cv2
     from pantau.agent.pipeline.camera import CameraAnalytics
     from pantau.agent.pipeline.scheduler import CameraRunner, Pipeline
-    from pantau.agent.vision.capture import CaptureError, FileReader
+    from pantau.agent.vision.capture import CaptureError
     from pantau.agent.vision.draw import draw_rules, draw_tracks
 
-    settings = load_or_exit(AgentSettings, config)
+    settings = load_agent(config)
     cam = _camera(settings, camera)
     if not video.is_file():
         fail(f"video file not found: {video}")
-    try:
-        reader = FileReader(video, cam.analysis_fps)
-    except CaptureError as exc:
-        fail(str(exc))
-    reader.base = _parse_start(
-        start, video, int(reader.cap.get(cv2.CAP_PROP_FRAME_COUNT)), reader.source_fps
-    )
     model = cam.model or settings.model
     detectors = _detectors(settings, {model})
-    analytics = CameraAnalytics(
-        camera, cam, detectors[model].names, timezone_name=settings.timezone
-    )
+    reader, size = _open_video(settings, cam, video)
     try:
-        check_frame(analytics, reader.size)
-    except StartError as exc:
-        fail(str(exc))
-    runner = CameraRunner(analytics, reader, model, cam.analysis_fps, cam.input_size)
-    writer = None
-    if annotated is not None:
-        annotated.parent.mkdir(parents=True, exist_ok=True)
-        fps = min(cam.analysis_fps, reader.source_fps)
-        writer = cv2.VideoWriter(str(annotated), cv2.VideoWriter.fourcc(*"mp4v"), fps,
-                                 reader.size)
-        if not writer.isOpened():
-            fail(f"cannot write video {annotated}")
+        reader.base = _parse_start(
+            start, video, reader.frame_count, reader.source_fps, settings.timezone
+        )
+        analytics = CameraAnalytics(
+            camera, cam, detectors[model].names, timezone_name=settings.timezone
+        )
+        try:
+            check_frame(analytics, size)
+        except StartError as exc:
+            fail(str(exc))
+        reader.set_fps(analytics.rate.fps)
+        runner = CameraRunner(analytics, reader, model, analytics.rate.fps, cam.input_size)
+        writer = None
+        if annotated is not None:
+            annotated.parent.mkdir(parents=True, exist_ok=True)
+            fps = min(cam.fixed_fps or cam.max_fps, reader.source_fps)
+            writer = cv2.VideoWriter(str(annotated), cv2.VideoWriter.fourcc(*"mp4v"), fps,
+                                     size)
+            if not writer.isOpened():
+                fail(f"cannot write video {annotated}")
 
-        def write(frame: Any, tracks: Any) -> None:
-            image = draw_tracks(draw_rules(frame.image, cam, analytics.totals.lines), tracks)
-            writer.write(image)
+            def write(frame: Any, tracks: Any) -> None:
+                image = draw_tracks(draw_rules(frame.image, cam, analytics.totals.lines),
+                                    tracks)
+                writer.write(image)
 
-        runner.on_frame.append(write)
-    pipeline = Pipeline([runner], detectors, bucket_seconds=settings.bucket_seconds)
-    began = time.perf_counter()
-    try:
-        pipeline.run()
+            runner.on_frame.append(write)
+        pipeline = Pipeline([runner], detectors, bucket_seconds=settings.bucket_seconds)
+        began = time.perf_counter()
+        try:
+            pipeline.run()
+        except CaptureError as exc:  # the decoder died part way: no summary of half a file
+            fail(str(exc))
+        finally:
+            pipeline.close()
+            if writer is not None:
+                writer.release()
     finally:
-        pipeline.close()
-        if writer is not None:
-            writer.release()
+        reader.close()  # on every way out, so that no decoder process or ring is left
     summary = summarize(analytics, reader.frames_read, time.perf_counter() - began)
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(summary, indent=2) + "\n")
@@ -201,7 +250,7 @@ def run(
     """The live agent: every camera of the config, counts and alerts through the outbox."""
     from rich.live import Live
 
-    settings = load_or_exit(AgentSettings, config)
+    settings = load_agent(config)
     agent = LiveAgent(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -254,12 +303,13 @@ def snapshot(
     out_file: Annotated[Path, typer.Option("--out", help="JPEG file to write.")],
     config: ConfigOption = None,
 ) -> None:
-    """Grab one frame with the camera's lines and zones drawn, to check their placement."""
+    """Grab one frame with the camera's lines and zones drawn (names, and arrows to each
+    line's in and out sides), to check their placement."""
     import cv2
     from pantau.agent.pipeline.camera import CameraAnalytics
     from pantau.agent.vision.draw import draw_rules
 
-    settings = load_or_exit(AgentSettings, config)
+    settings = load_agent(config)
     frame = _grab(settings, camera)
     cam = settings.cameras[camera]
     out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -268,8 +318,9 @@ def snapshot(
     height, width = frame.image.shape[:2]
     errors = CameraAnalytics(camera, cam).frame_errors(width, height)
     for line in errors:
-        out.print(f"warning: {line}")
-    out.print(f"wrote {out_file} ({width}x{height})")
+        out.print(f"warning: {line}", markup=False)
+    out.print(f"wrote {out_file} ({width}x{height}); rule points: {cam.describe_units()}",
+              markup=False)
 
 
 @cameras_app.command("reference")
@@ -280,7 +331,7 @@ def cameras_reference(
     """Save the camera's current view as the health reference (scene-shift alerts)."""
     import cv2
 
-    settings = load_or_exit(AgentSettings, config)
+    settings = load_agent(config)
     frame = _grab(settings, camera)
     path = reference_path(settings, camera)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pantau.agent.config.detector import DETECTOR_FLOOR, DetectorSettings
-from pantau.agent.config.rules import LineConfig, ZoneConfig
+from pantau.agent.config.rules import (
+    LineConfig,
+    Units,
+    ZoneConfig,
+    read_units,
+    within_frame_fractions,
+)
 from pantau.agent.config.tuning import HealthConfig, MotionConfig, TrackerConfig
-from pantau.agent.rules.schedule import check_timezone
+from pantau.agent.rules.schedule import box_timezone, box_timezone_name, check_timezone
+from pantau.agent.vision.geometry import Point
 from pantau.agent.wire.paths import outbox_file
 from pantau.agent.wire.protocol import segment_validator
 from pantau.agent.wire.settings import BrokerSettings, PantauSettings, Section, redact_url
@@ -46,6 +54,52 @@ class BufferSettings(Section):
     )
 
 
+class DecoderSettings(Section):
+    """How cameras are decoded: each in a supervised child process of its own (isolated, the
+    default), so that a stream that crashes or hangs its decoder takes down only its camera."""
+
+    isolate: bool = Field(
+        True,
+        description="Decode each camera (and `analyze`'s file) in a child process that is "
+        "restarted when it crashes, hangs or outgrows `memory_mb`; false decodes in threads "
+        "of the agent, where one aborting decoder stops every camera.",
+    )
+    hang_seconds: float = Field(
+        10.0, gt=0,
+        description="A decoder that delivers no frame this long (while the pipeline has room "
+        "for one) is hung: killed and restarted, its camera reported offline.",
+    )
+    memory_mb: float = Field(
+        1024.0, gt=0,
+        description="Resident memory (RSS) above which a decoder process is killed and "
+        "restarted.",
+    )
+    restart_min: float = Field(
+        0.5, gt=0, description="First delay before a failed decoder is restarted, in seconds."
+    )
+    restart_max: float = Field(
+        30.0, gt=0,
+        description="Longest restart delay: the delay doubles from `restart_min` up to this "
+        "while the decoder keeps failing.",
+    )
+
+
+class DeliverySettings(Section):
+    until: Literal["central", "broker"] = Field(
+        "central",
+        description="When a message leaves the outbox: `central`, once central's ack says it is "
+        "stored (nothing lost even if the broker dies with messages queued); `broker`, on the "
+        "broker's PUBACK (for a central that sends no acks).",
+    )
+    resend_after: float = Field(
+        300,
+        gt=0,
+        description="Seconds after the broker's PUBACK at which a message central has not "
+        "confirmed is sent again, while central is heard from but makes no progress (a hole "
+        "central's ack shows is sent again at once).",
+    )
+
+
 class CameraConfig(Section):
     source: str | None = Field(
         None, description="rtsp:// or http(s):// URL, a file path, or a device index."
@@ -57,11 +111,21 @@ class CameraConfig(Section):
         if source is None or not (info.context or {}).get("redact"):
             return source
         return redact_url(source)
-    analysis_fps: float = Field(
-        5, gt=0, le=60,
-        description="Frames analysed per second (of the file's own timeline). 5 counts people "
-        "and cars well; 2 still counts people at walking pace (measured: 8 % counting error "
-        "against 3 % at 5 fps) at 40 % of the detector load; below 2, tracks break up.",
+    analysis_fps: Annotated[float, Field(gt=0, le=60)] | Literal["auto"] = Field(
+        "auto",
+        description="Frames analysed per second (of the file's own timeline): 'auto' chooses "
+        "it between min_fps and max_fps from how far this camera's tracked objects move "
+        "between analysed frames relative to their own size (cars close to the camera need "
+        "10-15, walking people 5), or a fixed number. 5 counts people well; 2 still counts "
+        "people at walking pace (measured: 8 % counting error against 3 % at 5 fps) at 40 % "
+        "of the detector load; below 2, tracks break up.",
+    )
+    min_fps: float = Field(
+        5, gt=0, le=60, description="With analysis_fps auto: the rate of a calm scene."
+    )
+    max_fps: float = Field(
+        15, gt=0, le=60,
+        description="With analysis_fps auto: the highest rate fast objects may raise it to.",
     )
     model: str | None = Field(
         None, description="Detector model of this camera; default the agent's `model`."
@@ -79,9 +143,33 @@ class CameraConfig(Section):
         default_factory=dict, description="Counting lines by rule name."
     )
     zones: dict[str, ZoneConfig] = Field(default_factory=dict, description="Zones by rule name.")
+    units: Units | None = Field(
+        None,
+        description="How the points of this camera's lines and zones are read: 'relative' as "
+        "fractions 0-1 of the frame's width and height (rules stay in place when the stream "
+        "changes resolution, e.g. main stream to substream), 'pixels' as frame pixels. "
+        "Default: relative when every point of the camera's rules lies within 0-1, else "
+        "pixels.",
+    )
     motion: MotionConfig = Field(default_factory=MotionConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+
+    @field_serializer("units")
+    def _units_in_force(self, units: Units | None) -> Units | None:
+        # Printed settings show how the points are read, not only whether `units` was set.
+        return self.units_in_force
+
+    @property
+    def fixed_fps(self) -> float | None:
+        """The fixed analysis rate; None with analysis_fps auto."""
+        return None if self.analysis_fps == "auto" else float(self.analysis_fps)
+
+    @model_validator(mode="after")
+    def _fps_bounds(self) -> CameraConfig:
+        if self.min_fps > self.max_fps:
+            raise ValueError(f"min_fps {self.min_fps} is above max_fps {self.max_fps}")
+        return self
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> CameraConfig:
@@ -91,6 +179,60 @@ class CameraConfig(Section):
         if shared:
             raise ValueError(f"duplicate rule names {shared}: a line and a zone share a name")
         return self
+
+    @model_validator(mode="after")
+    def _fractions_within_the_frame(self) -> CameraConfig:
+        if self.units != "relative":
+            return self
+        for where, points in self.rule_points():
+            outside = [p for p in points if not within_frame_fractions([p])]
+            if outside:
+                raise ValueError(f"units is relative (fractions of the frame) but {where} "
+                                 f"has {outside} outside 0-1, so outside every frame")
+        return self
+
+    def rule_points(self) -> list[tuple[str, list[Point]]]:
+        """(`lines.NAME.points` or `zones.NAME.polygon`, points) of every rule."""
+        return [(f"lines.{n}.points", c.points) for n, c in self.lines.items()] + [
+            (f"zones.{n}.polygon", c.polygon) for n, c in self.zones.items()
+        ]
+
+    @property
+    def units_in_force(self) -> Units | None:
+        """How the rule points are read (see `units`); None for a camera without rules."""
+        rules = self.rule_points()
+        if not rules:
+            return self.units
+        return read_units([p for _, points in rules for p in points], self.units)
+
+    @property
+    def relative(self) -> bool:
+        """Whether the rule points are fractions of the frame, scaled to it when known."""
+        return self.units_in_force == "relative"
+
+    def describe_units(self) -> str:
+        """The units in force and why, for people: 'relative (every point within 0-1)'."""
+        if self.units_in_force is None:
+            return "no rules"
+        if self.units is not None:
+            return f"{self.units} (set by units)"
+        if self.relative:
+            return "relative (every point within 0-1: fractions of the frame)"
+        return "pixels (points beyond 1)"
+
+    def rule_warnings(self, where: str) -> list[str]:
+        """`where.RULE: points -> reason` lines for rules that are degenerate as read: read
+        as pixels yet all within 0-1, they cover about one pixel."""
+        if self.relative:
+            return []
+        why = ("units is pixels" if self.units == "pixels"
+               else "another rule of this camera has points beyond 1")
+        return [
+            f"{where}.{name}: {points} -> read as pixels ({why}), so this rule covers about "
+            "one pixel; write every rule of the camera as fractions 0-1, or all in pixels"
+            for name, points in self.rule_points()
+            if within_frame_fractions(points)
+        ]
 
 
 class AgentDetectorSettings(DetectorSettings):
@@ -108,6 +250,7 @@ class AgentSettings(PantauSettings):
     site: str = Field("site-1", description="The site (e.g. a Polres area) the agent belongs to.")
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     buffer: BufferSettings = Field(default_factory=BufferSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     bucket_seconds: int = Field(
         60, ge=1, le=3600, description="Length of a counts bucket; 3600 must be a multiple of it."
     )
@@ -119,8 +262,15 @@ class AgentSettings(PantauSettings):
         "tensorrt, openvino), threads, precision, NMS, class thresholds. The model is "
         "`model` above (or cameras.<name>.model).",
     )
+    decoders: DecoderSettings = Field(
+        default_factory=DecoderSettings,
+        description="Decoder processes: isolation, hang timeout, memory limit, restart backoff.",
+    )
     timezone: str = Field(
-        "UTC", description="IANA timezone of restricted-zone schedules that name none."
+        default_factory=box_timezone_name,
+        description="IANA time zone (e.g. Asia/Makassar) of the times of day in rules "
+        "(restricted-zone schedules) that name none. Default: the box's own, from the TZ "
+        "variable, /etc/timezone or /etc/localtime; UTC, with a warning, if none is set.",
     )
     cameras: dict[str, CameraConfig] = Field(
         default_factory=dict, description="Cameras by name; names become topic segments."
@@ -130,6 +280,34 @@ class AgentSettings(PantauSettings):
     _check_site = field_validator("site")(segment_validator("site"))
 
     _timezone = field_validator("timezone")(check_timezone)
+
+    def timezone_source(self) -> str | None:
+        """Where `timezone` came from: 'settings' (the file or PANTAU_TIMEZONE), the box's
+        TZ variable or file, or None when the box names no zone and UTC is a fallback."""
+        if "timezone" in self.model_fields_set:
+            return "settings"
+        return box_timezone()[1]
+
+    def describe_timezone(self) -> str:
+        """The zone in force and where it came from, for people."""
+        source = self.timezone_source()
+        if source == "settings":
+            return f"{self.timezone} (set in the settings)"
+        if source is None:
+            return f"{self.timezone} (the box names no time zone: a fallback)"
+        return f"{self.timezone} (the box's own, from {source})"
+
+    def warnings(self) -> list[str]:
+        """`field.path: value -> reason` lines for settings that work but are likely not
+        what was meant; commands print them, the live agent logs them."""
+        lines = []
+        if self.timezone_source() is None:
+            lines.append(f"timezone: {self.timezone!r} -> the box's time zone could not be "
+                         "read (TZ, /etc/timezone, /etc/localtime), so times of day in rules "
+                         "run in UTC; set `timezone` (e.g. Asia/Makassar)")
+        for name, cam in self.cameras.items():
+            lines += cam.rule_warnings(f"cameras.{name}")
+        return lines
 
     @field_validator("bucket_seconds")
     @classmethod

@@ -1,5 +1,6 @@
 """Configuration of a camera's counting lines and zones (pydantic), validated; the rules
-build their LineCounter and ZoneMonitor objects from it (`from_config`)."""
+build their LineCounter and ZoneMonitor objects from it (`from_config`). Points are frame
+pixels or fractions 0-1 of the frame (`Units`), read per camera (`read_units`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from pantau.agent.rules.schedule import check_timezone, parse_daily_window
 from pantau.agent.vision.detections import DEFAULT_CLASSES
 from pantau.agent.vision.geometry import Point, crossing_edges, points_outside, polygon_area2
 from pantau.agent.wire.settings import Section
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    Field,
+    SerializationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+
+Units = Literal["relative", "pixels"]
 
 AnchorName = Literal[
     "bottom_center",
@@ -38,6 +47,24 @@ def _check_classes(value: list[str] | None) -> list[str] | None:
     return value
 
 
+def within_frame_fractions(points: Sequence[Point]) -> bool:
+    """Whether every point lies within 0-1 on both axes (reads as fractions of the frame)."""
+    return all(0 <= x <= 1 and 0 <= y <= 1 for x, y in points)
+
+
+def read_units(points: Sequence[Point], units: Units | None) -> Units:
+    """How a camera's rule `points` are read: `units` when set, else relative when every
+    point lies within 0-1 and pixels otherwise (a camera without rules reads as relative)."""
+    if units is not None:
+        return units
+    return "relative" if within_frame_fractions(points) else "pixels"
+
+
+def to_pixels(points: Sequence[Point], width: int, height: int) -> list[Point]:
+    """Fractions of a width x height frame as pixels: (1, 1) is its bottom-right corner."""
+    return [(x * width, y * height) for x, y in points]
+
+
 def class_ids(classes: Sequence[str] | None, names: Sequence[str] = ()) -> list[int]:
     """Class ids of `classes` (None = every DEFAULT_CLASSES name) in the model's `names`;
     with no names, the COCO ids of DEFAULT_CLASSES. KeyError for a name the model lacks."""
@@ -56,7 +83,8 @@ class LineConfig(Section):
     seen on screen (cross(B-A, P-A) < 0 in image coordinates)."""
 
     points: list[Point] = Field(
-        description="Two points [[xA, yA], [xB, yB]] in frame pixels, from A to B."
+        description="Two points [[xA, yA], [xB, yB]] from A to B: frame pixels, or fractions "
+        "0-1 of the frame's width and height (see the camera's `units`)."
     )
     classes: list[str] | None = Field(
         None, description="Classes counted; default: person and every vehicle class."
@@ -84,7 +112,8 @@ class LineConfig(Section):
         return value
 
     def frame_errors(self, width: int, height: int, where: str = "line") -> list[str]:
-        """`where.points: value -> reason` lines for points outside a width x height frame."""
+        """`where.points: value -> reason` lines for points outside a width x height frame
+        (fractions 0-1 are inside every frame)."""
         outside = points_outside(self.points, width, height)
         if not outside:
             return []
@@ -97,8 +126,15 @@ class RestrictedConfig(Section):
         "wrap midnight ('18:00-06:00'); '00:00-24:00' is always."
     )
     timezone: str | None = Field(
-        None, description="IANA timezone of the schedule (e.g. Asia/Jakarta); default UTC."
+        None, description="IANA timezone of the schedule (e.g. Asia/Makassar); default the "
+        "agent's `timezone`."
     )
+
+    @field_serializer("timezone")
+    def _zone_in_force(self, value: str | None, info: SerializationInfo) -> str | None:
+        # Printed settings (`pantau-agent config`) pass the agent's zone in context, so a
+        # schedule is never shown without the zone it runs in.
+        return value or (info.context or {}).get("timezone")
     hold_seconds: float = Field(
         2.0, ge=0, description="Seconds something must be inside before the alert is raised."
     )
@@ -119,7 +155,8 @@ class ZoneConfig(Section):
     """A zone: a polygon in which occupancy and dwell are measured and alerts raised."""
 
     polygon: list[Point] = Field(
-        description="At least 3 points [[x, y], ...] in frame pixels; must not cross itself."
+        description="At least 3 points [[x, y], ...]: frame pixels, or fractions 0-1 of the "
+        "frame's width and height (see the camera's `units`); must not cross itself."
     )
     classes: list[str] | None = Field(
         None, description="Classes measured; default: person and every vehicle class."
@@ -168,7 +205,8 @@ class ZoneConfig(Section):
         return self
 
     def frame_errors(self, width: int, height: int, where: str = "zone") -> list[str]:
-        """`where.polygon: value -> reason` lines for points outside a width x height frame."""
+        """`where.polygon: value -> reason` lines for points outside a width x height frame
+        (fractions 0-1 are inside every frame)."""
         outside = points_outside(self.polygon, width, height)
         if not outside:
             return []

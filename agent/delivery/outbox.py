@@ -1,11 +1,14 @@
 """The agent's durable outbox: every message is committed to SQLite before it is published and
-deleted only after the broker's PUBACK. Under size or age pressure, old count buckets are merged
-into coarser ones (sums kept exact) before anything is dropped, and a drop raises an alert.
+deleted only once it is delivered: on central's ack that covers its seq (delivery `central`: the
+broker's PUBACK only marks it as awaiting central), or on the broker's PUBACK (delivery
+`broker`). Under size or age pressure, old count buckets are merged into coarser ones (sums kept
+exact) before anything is dropped, and a drop raises an alert.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import threading
@@ -40,8 +43,15 @@ _LANE = {"alerts": LANE_ALERT, "counts": LANE_DATA, "health": LANE_DATA}
 MERGE_LEVELS = (300, 900, 3600, 6 * 3600, 86400)
 # Bytes of SQLite overhead per row, on top of the message body, in the size estimate.
 ROW_OVERHEAD = 96
-# Disk space left free for SQLite's journal and the rest of the box.
+# Disk space left free for SQLite's journal and the rest of the box: this much, or on a small
+# filesystem this share of it (a fixed 32 MiB would leave an 8 MiB disk no room at all).
 DISK_RESERVE_BYTES = 32 * 1024 * 1024
+DISK_RESERVE_SHARE = 0.125
+# A file of this size (at most this share of the filesystem) kept beside the database and
+# deleted when the disk is full: SQLite needs room in its journal even to delete, so without
+# it a disk another process filled would leave nothing to merge or drop with.
+BALLAST_BYTES = 4 * 1024 * 1024
+BALLAST_SHARE = 1 / 16
 # Relief stops at this share of the cap, so it does not run again on the next enqueue.
 RELIEF_TARGET = 0.9
 
@@ -72,8 +82,16 @@ CREATE INDEX IF NOT EXISTS outbox_lane_seq ON outbox (lane, seq);
 CREATE INDEX IF NOT EXISTS outbox_kind_bucket ON outbox (kind, bucket_start);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# v2: `delivered`, when the broker acknowledged a row that now awaits central's ack (NULL: not
+# acknowledged); and the epoch of an outbox that already has a seq history is the legacy empty
+# one, under which central already tracks those seqs (a new outbox gets a random epoch).
+_SCHEMA_V2 = """
+ALTER TABLE outbox ADD COLUMN delivered REAL;
+INSERT OR IGNORE INTO meta (key, value)
+    SELECT 'epoch', '' WHERE EXISTS (SELECT 1 FROM meta WHERE key = 'next_seq');
+"""
 # The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
-MIGRATIONS = (Migration(1, _SCHEMA_V1),)
+MIGRATIONS = (Migration(1, _SCHEMA_V1), Migration(2, _SCHEMA_V2))
 
 
 class OutboxFullError(PantauError):
@@ -94,6 +112,7 @@ class Row(NamedTuple):
     bucket_seconds: int | None
     created: float
     attempted: int
+    delivered: float | None
 
     @property
     def span(self) -> tuple[float, float]:
@@ -124,6 +143,22 @@ class ReliefReport:
         return bool(
             self.merged_rows or self.dropped_health or self.dropped_counts or self.dropped_alerts
         )
+
+    @property
+    def lossy(self) -> bool:
+        """Whether counts or alerts went, which a buffer_overflow alert must report."""
+        return bool(self.lost or self.lost_seqs)
+
+    def add(self, other: ReliefReport) -> None:
+        """Fold another relief's work into this one."""
+        self.merged_rows += other.merged_rows
+        self.dropped_health += other.dropped_health
+        self.dropped_counts += other.dropped_counts
+        self.dropped_alerts += other.dropped_alerts
+        for camera, spans in other.lost.items():
+            self.lost.setdefault(camera, []).extend(spans)
+        for camera, seqs in other.lost_seqs.items():
+            self.lost_seqs.setdefault(camera, []).extend(seqs)
 
 
 def _ranges(values: Iterable[int]) -> list[list[int]]:
@@ -159,6 +194,14 @@ class Outbox:
         self.max_bytes = int(max_bytes)
         self.max_age_seconds = max_age_seconds
         self.last_relief = ReliefReport()
+        # Losses not yet reported by a buffer_overflow alert (the disk refused the alert too).
+        self._unreported = ReliefReport()
+        # Acknowledged by the broker but not deleted yet (the disk refused the delete).
+        self._delivered: set[int] = set()
+        self.ballast = self.path.with_name(self.path.name + "-ballast")
+        # Set while the disk is short: every commit is checkpointed, so that the next write
+        # reuses the journal's space instead of growing it.
+        self._tight = False
         self._lock = threading.RLock()
         self._db = connect(self.path, MIGRATIONS)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -170,6 +213,12 @@ class Outbox:
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox"
         ).fetchone()
         self._count, self._body_bytes = int(row[0]), int(row[1])
+        if self._meta("epoch") is None:
+            self._set_meta("epoch", uuid.uuid4().hex[:16])
+        self.epoch: str = self._meta("epoch") or ""
+        # Acknowledged by the broker, not yet marked as awaiting central (the disk refused).
+        self._held: dict[int, float] = {}
+        self._keep_ballast()
 
     # --- bookkeeping ---------------------------------------------------------------------
 
@@ -178,12 +227,61 @@ class Outbox:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            # Inside the try: a COMMIT refused by a full disk may leave the transaction open.
+            self._db.execute("COMMIT")
         except BaseException:
             # SQLite has already rolled back on some errors (SQLITE_FULL among them).
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        if self._tight:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Copy the journal into the database, so the next write starts it over in place."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.OperationalError as exc:
+            if not _disk_full(exc):
+                raise
+            # The database file could not grow: the journal keeps the pages, nothing is lost.
+
+    def _keep_ballast(self) -> None:
+        """Create the ballast file where it is missing and the disk has room for it."""
+        if self.ballast.exists():
+            return
+        try:
+            disk = shutil.disk_usage(self.path.parent)
+            size = int(min(BALLAST_BYTES, disk.total * BALLAST_SHARE))
+            if disk.free < 2 * size:
+                return
+            fd = os.open(self.ballast, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, size)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            self.ballast.unlink(missing_ok=True)
+            return
+        self._tight = False
+
+    def _release_ballast(self) -> None:
+        """The disk is full: give the ballast's room to the journal, and keep the journal
+        from growing until the disk has room again."""
+        self._tight = True
+        self.ballast.unlink(missing_ok=True)
+        self._checkpoint()
+
+    @contextmanager
+    def _disk(self) -> Iterator[None]:
+        """Writes in here raise OutboxFullError, not SQLite's error, when the disk is full."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if not _disk_full(exc):
+                raise
+            raise OutboxFullError(f"outbox {self.path}: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:
@@ -224,10 +322,11 @@ class Outbox:
 
     def _effective_cap(self) -> int:
         try:
-            free = shutil.disk_usage(self.path.parent).free
+            disk = shutil.disk_usage(self.path.parent)
         except OSError:
             return self.max_bytes
-        return max(0, min(self.max_bytes, self.size_bytes + free - DISK_RESERVE_BYTES))
+        reserve = min(DISK_RESERVE_BYTES, int(disk.total * DISK_RESERVE_SHARE))
+        return max(0, min(self.max_bytes, self.size_bytes + disk.free - reserve))
 
     # --- producer side -------------------------------------------------------------------
 
@@ -243,25 +342,24 @@ class Outbox:
         `items` are (kind, camera, payload) with kind counts|alerts|health. All of them, and
         the optional `meta` keys (e.g. a producer's progress marker), are committed in one
         transaction: either everything is on disk when this returns, or nothing is.
+        A full disk is met by merging and dropping old data (reported by a buffer_overflow
+        alert); OutboxFullError when even that cannot make room, and nothing was stored.
         """
         created = now or utcnow()
         with self._lock:
             rows = self._build(items, created)
             incoming = sum(len(r.body) + ROW_OVERHEAD for r in rows)
-            self._relieve(incoming)
             try:
-                return self._insert(rows, items, created, meta or {})
-            except sqlite3.OperationalError as exc:
-                if not _disk_full(exc):
-                    raise
+                with self._disk():
+                    self._keep_ballast()
+                    self._relieve(incoming)
+                    return self._insert(rows, items, created, meta or {})
+            except OutboxFullError:
+                self._release_ballast()
             # The disk filled before our estimate said so: make room harder and try once more.
-            self._relieve(incoming, cap=int(self.size_bytes * 0.8))
-            try:
+            with self._disk():
+                self._relieve(incoming, cap=int(self.size_bytes * 0.8))
                 return self._insert(rows, items, created, meta or {})
-            except sqlite3.OperationalError as exc:
-                if not _disk_full(exc):
-                    raise
-                raise OutboxFullError(f"outbox {self.path}: {exc}") from exc
 
     def _build(self, items: Sequence[tuple[str, str, Any]], created: datetime) -> list[Row]:
         """Envelope and encode items as outbox rows, numbered from the next free seq."""
@@ -273,6 +371,7 @@ class Outbox:
                     seq=next_seq + i,
                     agent=self.agent,
                     site=self.site,
+                    epoch=self.epoch,
                     camera=camera,
                     created_at=created,
                     payload=payload,
@@ -320,20 +419,28 @@ class Outbox:
             bucket_seconds=seconds,
             created=msg.created_at.timestamp(),
             attempted=0,
+            delivered=None,
         )
 
     # --- publisher side ------------------------------------------------------------------
 
     def take(self, lane: int, after_seq: int, limit: int) -> list[Row]:
-        """The next `limit` messages of a lane after `after_seq`, marked as attempted.
+        """The next `limit` messages of a lane after `after_seq` that do not await central,
+        marked as attempted.
 
         Marking comes first and durably: a message that may have reached the broker is never
         merged afterwards, so central can never see both a bucket and a merge containing it.
+        OutboxFullError (and nothing taken) when the disk cannot take the mark.
         """
         with self._lock:
-            rows = self._rows("lane = ? AND seq > ? ORDER BY seq LIMIT ?", lane, after_seq, limit)
+            rows = self._rows(
+                "lane = ? AND seq > ? AND delivered IS NULL ORDER BY seq LIMIT ?",
+                lane,
+                after_seq,
+                limit,
+            )
             if rows:
-                with self._transaction():
+                with self._disk(), self._transaction():
                     self._db.executemany(
                         "UPDATE outbox SET attempted = 1 WHERE seq = ? AND attempted = 0",
                         [(r.seq,) for r in rows],
@@ -341,22 +448,133 @@ class Outbox:
         return [r._replace(attempted=1) for r in rows]
 
     def ack(self, seqs: Iterable[int]) -> int:
-        """Delete messages the broker acknowledged; returns how many were deleted."""
-        keys = [(s,) for s in seqs]
-        if not keys:
-            return 0
+        """Delete messages the broker acknowledged; returns how many were deleted.
+
+        On a full disk (where even a delete needs room in the journal) they are deleted by a
+        later write instead, before anything else is dropped, and never reported lost.
+        """
         with self._lock:
+            self._delivered.update(seqs)
+            try:
+                with self._disk():
+                    return self._forget_delivered()
+            except OutboxFullError:
+                return 0
+
+    def hold(self, seqs: Iterable[int], now: float | None = None) -> None:
+        """Mark messages the broker acknowledged as awaiting central's ack: kept (and counted
+        in the outbox's size) but not taken again until `resend` releases them. On a full disk
+        the mark is made by a later write; until then they are simply not taken again."""
+        now = time.time() if now is None else now
+        with self._lock:
+            self._held.update(dict.fromkeys(seqs, now))
+            try:
+                with self._disk():
+                    self._mark_held()
+            except OutboxFullError:
+                pass
+
+    def _mark_held(self) -> None:
+        if not self._held:
+            return
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE outbox SET delivered = ? WHERE seq = ?",
+                [(t, seq) for seq, t in self._held.items()],
+            )
+        self._held.clear()
+
+    def confirm(
+        self, covered: Sequence[tuple[int, int]], hole_before: float | None = None
+    ) -> tuple[int, float | None, list[int]]:
+        """Delete the messages whose seqs central's ack covers (`covered`: sorted ranges).
+
+        Returns how many were deleted, when the newest of them was acknowledged by the broker
+        (None if none was), and the lanes' seqs released for a resend because they are
+        holes: awaiting central, below the ack's highest seq, and acknowledged by the broker
+        before `hole_before` (the broker passed them on before messages central did store).
+        """
+        if not covered:
+            return 0, None, []
+        with self._lock, self._disk():
+            self._mark_held()
             gone = freed = 0
+            newest: float | None = None
             with self._transaction():
-                for (seq,) in keys:
-                    row = self._db.execute(
-                        "DELETE FROM outbox WHERE seq = ? RETURNING LENGTH(body)", (seq,)
-                    ).fetchone()
-                    if row:
+                for a, b in covered:
+                    for size, delivered in self._db.execute(
+                        "DELETE FROM outbox WHERE seq BETWEEN ? AND ? "
+                        "RETURNING LENGTH(body), delivered",
+                        (a, b),
+                    ).fetchall():
                         gone += 1
-                        freed += row[0]
+                        freed += size
+                        if delivered is not None and (newest is None or delivered > newest):
+                            newest = delivered
             self._count -= gone
             self._body_bytes -= freed
+            released: list[int] = []
+            if hole_before is not None:
+                released = self._release("delivered < ? AND seq < ?", hole_before, covered[-1][1])
+            return gone, newest, released
+
+    def resend(self, older_than: float) -> list[int]:
+        """Release for a resend the messages awaiting central that the broker acknowledged
+        before `older_than` (epoch seconds); returns their seqs."""
+        with self._lock, self._disk():
+            self._mark_held()
+            return self._release("delivered < ? AND seq >= ?", older_than, 0)
+
+    def _release(self, where: str, *args: Any) -> list[int]:
+        seqs = [
+            r[0]
+            for r in self._db.execute(
+                f"SELECT seq FROM outbox WHERE delivered IS NOT NULL AND {where} ORDER BY seq",
+                args,
+            )
+        ]
+        if seqs:
+            with self._transaction():
+                self._db.executemany(
+                    "UPDATE outbox SET delivered = NULL WHERE seq = ?", [(s,) for s in seqs]
+                )
+        return seqs
+
+    def lowest(self, seqs: Iterable[int]) -> dict[int, int]:
+        """The lowest of `seqs` in each lane (where to rewind a lane's publishing cursor)."""
+        out: dict[int, int] = {}
+        with self._lock:
+            for lane, seq in self._db.execute(
+                "SELECT lane, MIN(seq) FROM outbox WHERE seq IN (SELECT value FROM json_each(?)) "
+                "GROUP BY lane",
+                (json.dumps(list(seqs)),),
+            ):
+                out[lane] = seq
+        return out
+
+    def awaiting(self) -> int:
+        """Messages the broker acknowledged that central has not yet confirmed."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE delivered IS NOT NULL"
+            ).fetchone()[0] + len(self._held)
+
+    def _forget_delivered(self) -> int:
+        """Delete the acknowledged messages; returns how many were still stored."""
+        if not self._delivered:
+            return 0
+        gone = freed = 0
+        with self._transaction():
+            for seq in sorted(self._delivered):
+                row = self._db.execute(
+                    "DELETE FROM outbox WHERE seq = ? RETURNING LENGTH(body)", (seq,)
+                ).fetchone()
+                if row:
+                    gone += 1
+                    freed += row[0]
+        self._count -= gone
+        self._body_bytes -= freed
+        self._delivered.clear()
         return gone
 
     def _rows(self, where: str, *args: Any) -> list[Row]:
@@ -372,24 +590,35 @@ class Outbox:
     # --- pressure relief -----------------------------------------------------------------
 
     def _relieve(self, incoming: int, cap: int | None = None) -> None:
-        """Bring the outbox under its age and size bounds; report losses as alerts."""
+        """Bring the outbox under its age and size bounds; report losses as alerts.
+
+        Any step may meet a full disk (sqlite3 error): what was done before it stays done and
+        its losses are reported by the next relief that can write the alert.
+        """
+        self._forget_delivered()  # delivered messages go first, and are no loss
+        self._mark_held()
         report = ReliefReport()
-        cutoff = time.time() - self.max_age_seconds
-        self._drop(report, "counts", "bucket_start < ?", (cutoff,), None)
-        self._drop(report, "health", "created < ?", (cutoff,), None)
-        cap = self._effective_cap() if cap is None else cap
-        if self.size_bytes + incoming > cap:
-            target = int(cap * RELIEF_TARGET) - incoming
-            self._drop(report, "health", "1", (), target)
-            for level in MERGE_LEVELS:
-                if self.size_bytes <= target:
-                    break
-                self._merge_level(report, level, target)
-            self._drop(report, "counts", "1", (), target)
-            self._drop(report, "alerts", "1", (), target)
-        if report.changed:
-            self.last_relief = report
-            self._record_loss(report)
+        try:
+            cutoff = time.time() - self.max_age_seconds
+            self._drop(report, "counts", "bucket_start < ?", (cutoff,), None)
+            self._drop(report, "health", "created < ?", (cutoff,), None)
+            cap = self._effective_cap() if cap is None else cap
+            if self.size_bytes + incoming > cap:
+                target = int(cap * RELIEF_TARGET) - incoming
+                self._drop(report, "health", "1", (), target)
+                for level in MERGE_LEVELS:
+                    if self.size_bytes <= target:
+                        break
+                    self._merge_level(report, level, target)
+                self._drop(report, "counts", "1", (), target)
+                self._drop(report, "alerts", "1", (), target)
+        finally:
+            if report.changed:
+                self.last_relief = report
+                self._unreported.add(report)
+        if self._unreported.lossy:
+            self._record_loss(self._unreported)
+        self._unreported = ReliefReport()
 
     def _drop(
         self,
@@ -539,6 +768,10 @@ class Outbox:
                 "file_bytes": self.path.stat().st_size if self.path.exists() else 0,
                 "max_bytes": self.max_bytes,
                 "last_seq": self._next_seq() - 1,
+                "epoch": self.epoch,
+                "awaiting_central": self._db.execute(
+                    "SELECT COUNT(*) FROM outbox WHERE delivered IS NOT NULL"
+                ).fetchone()[0],
                 "merged_buckets": merged,
                 "by_kind": per_kind,
             }

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 from pantau.agent.config.agent import CameraConfig
+from pantau.agent.pipeline.rate import AnalysisRate
 from pantau.agent.rules.conditions import AlertEvent
 from pantau.agent.rules.health import HealthMonitor, HealthThresholds
 from pantau.agent.rules.lines import Crossing, LineCounter
@@ -121,10 +122,12 @@ class CameraAnalytics:
         self.names = names
         self.tracker = tracker or ByteTracker.from_config(config.tracker)
         self.lines: dict[str, LineCounter] = {
-            n: LineCounter.from_config(c, names) for n, c in config.lines.items()
+            n: LineCounter.from_config(c, names, relative=config.relative)
+            for n, c in config.lines.items()
         }
         self.zones: dict[str, ZoneMonitor] = {
-            n: ZoneMonitor.from_config(c, names, rule=n, timezone=timezone_name)
+            n: ZoneMonitor.from_config(c, names, rule=n, timezone=timezone_name,
+                                       relative=config.relative)
             for n, c in config.zones.items()
         }
         self.line_classes = {n: _class_names(c.classes, names) for n, c in config.lines.items()}
@@ -132,6 +135,7 @@ class CameraAnalytics:
         thresholds = HealthThresholds.from_config(config.health)
         self.health = HealthMonitor(thresholds, reference=reference)
         self.gate = MotionGate(config.motion)
+        self.rate = AnalysisRate(config.fixed_fps, config.min_fps, config.max_fps)
         self.totals = Totals.zeroed(self.line_classes, self.zone_classes, alert_history)
         self.tracks = Tracks.empty(names)
         self.frame_size: tuple[int, int] | None = None  # (width, height) of the last frame
@@ -143,6 +147,7 @@ class CameraAnalytics:
         self._last_t: float | None = None  # time of the last analysed frame
         self._counted_until = float("-inf")  # observed time is summed up to here
         self._health_t = float("-inf")
+        self._clock_jump = 0.0  # seconds the wall clock jumped since the last health message
 
     def frame_errors(self, width: int, height: int) -> list[str]:
         """Rule points outside a width x height frame, one line each."""
@@ -164,6 +169,8 @@ class CameraAnalytics:
         self.frames_analyzed += 1
         self._bucket_frames += 1
         self.tracks = tracks = self._track(t, detections)
+        if detections is not None:  # coasted tracks did not move: no measure of speed
+            self.rate.observe(tracks, t)
         removed = self.tracker.removed_ids
         self._count_lines(tracks, removed, t)
         events = self._watch_zones(tracks, removed, t)
@@ -210,6 +217,11 @@ class CameraAnalytics:
         # camera is reconfigured): rules outside it would never count, so say so, in the log
         # and in every health message, rather than count zero in silence.
         self.frame_size = (width, height)
+        # Rules in fractions of the frame move with its size.
+        for line in self.lines.values():
+            line.fit(width, height)
+        for zone in self.zones.values():
+            zone.fit(width, height)
         self.config_errors = self.frame_errors(width, height)
         for error in self.config_errors:
             log.error("camera %s: %s", self.name, error)
@@ -228,6 +240,10 @@ class CameraAnalytics:
         LineCounter), so they reach the last bucket."""
         for rule, line in self.lines.items():
             self._tally(rule, line.finish())
+
+    def clock_jumped(self, seconds: float) -> None:
+        """The wall clock jumped by `seconds` (negative: back); the next health says so."""
+        self._clock_jump += seconds
 
     def tick(self, t: float) -> list[AlertPayload]:
         """No new frame at `t`: lets the health monitor notice an offline camera."""
@@ -312,8 +328,13 @@ class CameraAnalytics:
         details: dict[str, Any] = {k: round(v, 4) for k, v in self.health.metrics.items()}
         details["frames_detected"] = self.frames_detected
         details["frames_gated"] = self.gate.skipped
+        details["analysis_fps"] = round(self.rate.fps, 2)
+        details["analysis_fps_reason"] = self.rate.note
         if self.config_errors:
             details["config_errors"] = self.config_errors
+        if self._clock_jump:
+            details["clock_jump_seconds"] = round(self._clock_jump, 3)
+            self._clock_jump = 0.0
         return HealthPayload(
             state=self.health.state,
             fps_target=fps_target,

@@ -3,6 +3,7 @@ cameras in fair round-robin; closed buckets, alerts and health go to the outbox.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -15,14 +16,20 @@ from typing import Any
 import numpy as np
 from pantau.agent.config.detector import DETECTOR_FLOOR, DetectorSettings
 from pantau.agent.pipeline.camera import CameraAnalytics
-from pantau.agent.vision.capture import FileReader, Frame, Prefetcher, Reader
+from pantau.agent.vision.capture import Clock, FileReader, Frame, Prefetcher
 from pantau.agent.vision.detect.runtime import Detector
 from pantau.agent.vision.detect.store import ModelStore
 from pantau.agent.vision.detections import Tracks
+from pantau.agent.vision.isolated import IsolatedReader, Reader
 
 log = logging.getLogger(__name__)
 
 Item = tuple[str, str, Any]  # (kind, camera, payload), as Outbox.enqueue takes them
+
+# A live camera's wall clock that moves this many buckets (and at least CLOCK_JUMP_SECONDS)
+# more or less than the monotonic clock did has jumped; less is latency and drift.
+CLOCK_JUMP_BUCKETS = 3
+CLOCK_JUMP_SECONDS = 10.0
 
 
 def load_detectors(
@@ -51,7 +58,9 @@ class CameraRunner:
     bucket_start: float | None = None
     next_due: float = 0.0  # monotonic time of the next analysis (live pacing)
     last_t: float | None = None  # time of the last analysed frame
-    last_tick: float = 0.0
+    last_tick: float = float("-inf")  # monotonic time of the last idle tick
+    clock_ref: tuple[float, float] | None = None  # (wall, monotonic) when last seen (live)
+    floor: float = float("-inf")  # live time never goes below this (see Pipeline._timeline)
     frames_at_tick: int = 0  # reader.frames_read at the last idle tick
     done: bool = False
     on_frame: list[Callable[[Frame, Tracks], None]] = field(default_factory=list)
@@ -74,6 +83,15 @@ class Pipeline:
     Buckets are aligned to multiples of `bucket_seconds` of frame time; every bucket is closed,
     empty ones too, with a `counts` and a `health` message; alerts leave at once. Items go to
     `sink` (e.g. an outbox's enqueue) when given.
+
+    Live cameras run on the wall clock (`clock`), checked against the monotonic one, so that
+    buckets cover only time that was observed. A forward jump closes the open bucket and
+    goes on at the new time, the gap left without buckets. A backward jump closes the open
+    bucket too, then holds: the next bucket is the one after it, and the camera's time stays
+    at its start until the wall clock has passed it, so no bucket is ever sent twice and the
+    tracker's time never goes back (what is seen meanwhile counts in that next bucket, and a
+    camera cannot be called offline). Either jump is logged and reported in the health of the
+    bucket it closed (`details.clock_jump_seconds`).
     """
 
     def __init__(
@@ -86,8 +104,10 @@ class Pipeline:
         live: bool = False,
         max_batch: int | None = None,
         prefetch: bool = True,
+        clock: Clock = time,
     ) -> None:
         self.runners = list(runners)
+        self.clock = clock
         self.detectors = detectors
         self.bucket_seconds = bucket_seconds
         self.sink = sink
@@ -100,11 +120,12 @@ class Pipeline:
         if prefetch and not live:
             # Offline: decode and preprocess the next frames while the detector runs.
             for r in self.runners:
-                if isinstance(r.reader, FileReader) and not r.reader.realtime:
+                reader = r.reader
+                if isinstance(reader, FileReader | IsolatedReader) and not reader.realtime:
                     prepare = getattr(self.detectors.get(r.model), "prepare", None)
                     if prepare is not None and r.input_size is not None:
                         prepare = functools.partial(prepare, input_size=r.input_size)
-                    r.reader = Prefetcher(r.reader, prepare)
+                    r.reader = Prefetcher(reader, prepare)
 
     @property
     def finished(self) -> bool:
@@ -135,11 +156,16 @@ class Pipeline:
 
     def step(self) -> int:
         """Analyse one round of frames; return how many were analysed."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         taken = self._collect(now)
         items: list[Item] = []
-        for runner, frame in taken:
-            items += self._roll(runner, frame.t)
+        for k, (runner, frame) in enumerate(taken):
+            t, jumped = self._timeline(runner, frame.t, now)
+            if t != frame.t:
+                frame = dataclasses.replace(frame, t=t)
+                taken[k] = (runner, frame)
+            runner.floor = t
+            items += jumped + self._roll(runner, t)
         by_model: dict[tuple[str, int | None], list[int]] = {}
         for k, (runner, frame) in enumerate(taken):
             if runner.analytics.gate.changed(frame.image, frame.t):
@@ -160,6 +186,7 @@ class Pipeline:
             items += [("alerts", runner.name, a) for a in
                       runner.analytics.process(frame.t, frame.image, detections.get(k))]
             runner.last_t = frame.t
+            self._follow_rate(runner)
             for callback in runner.on_frame:
                 callback(frame, runner.analytics.tracks)
         if self.live:
@@ -167,23 +194,60 @@ class Pipeline:
         self._emit(items)
         return len(taken)
 
+    @staticmethod
+    def _follow_rate(runner: CameraRunner) -> None:
+        # The camera's analytics choose its rate (analysis_fps auto); live pacing reads
+        # runner.fps, the reader hands out frames at it.
+        fps = runner.analytics.rate.fps
+        if fps != runner.fps:
+            runner.fps = fps
+            runner.reader.set_fps(fps)
+
     def _tick_idle(self, fresh: set[int]) -> list[Item]:
         # Cameras without a frame still need their clock: offline alerts and zero buckets.
-        wall = time.time()
+        wall, now = self.clock.time(), self.clock.monotonic()
         items: list[Item] = []
         for runner in self.runners:
-            if id(runner) in fresh or wall - runner.last_tick < 1.0:
+            if id(runner) in fresh or now - runner.last_tick < 1.0:
                 continue
-            runner.last_tick = wall
+            runner.last_tick = now
+            t, jumped = self._timeline(runner, wall, now)
+            items += jumped
             # A reader that received frames since the last tick is a live camera waiting
             # its turn on an overloaded box, not an offline one.
             read = runner.reader.frames_read
             delivering = read != runner.frames_at_tick
             runner.frames_at_tick = read
-            if not delivering and (runner.last_t is None or wall - runner.last_t > 1.0):
-                items += [("alerts", runner.name, a) for a in runner.analytics.tick(wall)]
-            items += self._roll(runner, wall)
+            if not delivering and (runner.last_t is None or t - runner.last_t > 1.0):
+                items += [("alerts", runner.name, a) for a in runner.analytics.tick(t)]
+            items += self._roll(runner, t)
         return items
+
+    def _timeline(self, runner: CameraRunner, t: float, now: float) -> tuple[float, list[Item]]:
+        """A live camera's time for wall time `t` seen at monotonic `now`, and the bucket a
+        jump of the wall clock closed (see the class); a file's time is its own."""
+        if not self.live:
+            return t, []
+        ref, runner.clock_ref = runner.clock_ref, (t, now)
+        items: list[Item] = []
+        if ref is not None and runner.bucket_start is not None:
+            jump = (t - ref[0]) - (now - ref[1])
+            if abs(jump) > max(CLOCK_JUMP_BUCKETS * self.bucket_seconds, CLOCK_JUMP_SECONDS):
+                items = self._clock_jumped(runner, runner.bucket_start, t, jump)
+        return max(t, runner.floor), items
+
+    def _clock_jumped(
+        self, runner: CameraRunner, start: float, t: float, jump: float
+    ) -> list[Item]:
+        """Close the bucket open at `start`; the next one starts at wall time `t`'s bucket,
+        or after `start`'s, whichever is later (never a bucket twice)."""
+        bs = self.bucket_seconds
+        runner.bucket_start = max(math.floor(t / bs) * bs, start + bs)
+        runner.floor = max(runner.floor, runner.bucket_start)
+        log.warning("camera %s: the wall clock jumped %+.0f s; bucket %s closed, the next "
+                    "starts at %s", runner.name, jump, _iso(start), _iso(runner.bucket_start))
+        runner.analytics.clock_jumped(jump)
+        return self._close(runner, start, None)
 
     def _roll(self, runner: CameraRunner, t: float) -> list[Item]:
         """Close every bucket that ends at or before `t`."""
@@ -201,6 +265,14 @@ class Pipeline:
         counts = a.close_bucket(start, self.bucket_seconds, end)
         seconds = (self.bucket_seconds if end is None else end - start) or self.bucket_seconds
         health = a.health_payload(runner.fps, seconds, runner.reader.frames_read)
+        if isinstance(runner.reader, IsolatedReader):
+            # A decoder that died says why; while it is down, its camera is offline at once.
+            down, fault = runner.reader.take_fault()
+            if fault is not None:
+                health = health.model_copy(update={
+                    "state": "offline" if down else health.state,
+                    "details": {**health.details, **fault},
+                })
         return [("counts", runner.name, counts), ("health", runner.name, health)]
 
     def _emit(self, items: list[Item]) -> None:
@@ -235,10 +307,10 @@ class Pipeline:
         close the open buckets."""
         self.start()
         stop = stop or threading.Event()
-        deadline = None if duration is None else time.monotonic() + duration
+        deadline = None if duration is None else self.clock.monotonic() + duration
         try:
             while not stop.is_set() and not self.finished:
-                if deadline is not None and time.monotonic() >= deadline:
+                if deadline is not None and self.clock.monotonic() >= deadline:
                     break
                 if self.step() == 0 and self.live:
                     stop.wait(self._idle_wait())
@@ -246,10 +318,14 @@ class Pipeline:
             self.finish()
 
     def _idle_wait(self) -> float:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         due = [r.next_due - now for r in self.runners if not r.done]
         return float(np.clip(min(due, default=0.05), 0.005, 0.05))
 
     def close(self) -> None:
         for runner in self.runners:
             runner.reader.close()
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))

@@ -7,9 +7,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from pantau.agent.config.rules import LineConfig, class_ids
+from pantau.agent.config.rules import LineConfig, class_ids, to_pixels
 from pantau.agent.vision.detections import Tracks
-from pantau.agent.vision.geometry import Position, path_crosses
+from pantau.agent.vision.geometry import Point, Position, path_crosses
 
 IN = "in"
 OUT = "out"
@@ -68,6 +68,10 @@ class LineCounter:
     with the time it was last seen. Without this, a line near the frame edge, which people
     cross in the last frames before they leave, would never count.
 
+    `start` and `end` are frame pixels, or with `relative` fractions 0-1 of the frame: such a
+    line is placed by `fit` once the frame size is known, and moved when it changes (a
+    stream switched to another resolution), keeping its tracks' state.
+
     Per-track state is dropped by `forget(ids)` (feed it the tracker's removed ids) and, as a
     safety net, for tracks not seen for `max_idle_seconds`.
     """
@@ -81,14 +85,14 @@ class LineCounter:
         anchor: Position | str = Position.BOTTOM_CENTER,
         min_frames: int = 2,
         max_idle_seconds: float = 60.0,
+        relative: bool = False,
     ) -> None:
-        self.start = np.asarray(start, np.float64)
-        self.end = np.asarray(end, np.float64)
-        self._a = (float(self.start[0]), float(self.start[1]))
-        self._b = (float(self.end[0]), float(self.end[1]))
-        self._d = (self._b[0] - self._a[0], self._b[1] - self._a[1])
-        if np.allclose(self.start, self.end):
+        if np.allclose(start, end):
             raise ValueError("a line needs two distinct points")
+        self.relative = relative
+        self._given = ((float(start[0]), float(start[1])), (float(end[0]), float(end[1])))
+        self._place(*self._given)
+        self._placed = not relative
         if min_frames < 1:
             raise ValueError("min_frames must be at least 1")
         self.classes = None if classes is None else frozenset(int(c) for c in classes)
@@ -102,15 +106,32 @@ class LineCounter:
         self.out_count = 0
 
     @classmethod
-    def from_config(cls, config: LineConfig, names: Sequence[str] = ()) -> LineCounter:
-        """The counter a line's configuration describes, for a model with class `names`."""
+    def from_config(
+        cls, config: LineConfig, names: Sequence[str] = (), *, relative: bool = False
+    ) -> LineCounter:
+        """The counter a line's configuration describes, for a model with class `names`;
+        `relative`: its points are fractions of the frame (see `fit`)."""
         return cls(
             config.points[0],
             config.points[1],
             classes=class_ids(config.classes, names),
             anchor=config.anchor,
             min_frames=config.min_frames,
+            relative=relative,
         )
+
+    def _place(self, start: Point, end: Point) -> None:
+        self.start = np.asarray(start, np.float64)
+        self.end = np.asarray(end, np.float64)
+        self._a, self._b = start, end
+        self._d = (end[0] - start[0], end[1] - start[1])
+
+    def fit(self, width: int, height: int) -> None:
+        """The frame is width x height (its first frame, or a new size after the stream
+        changed): a relative line moves to the same place in it; a line in pixels stays."""
+        if self.relative:
+            self._place(*to_pixels(self._given, width, height))
+            self._placed = True
 
     def __len__(self) -> int:
         """Tracks with state held."""
@@ -125,6 +146,8 @@ class LineCounter:
     def update(self, tracks: Tracks, t: float) -> list[Crossing]:
         """Observe one analysed frame's tracks at time `t`; return the crossings it counted."""
         crossings: list[Crossing] = []
+        if not self._placed:
+            raise RuntimeError("a line in fractions of the frame needs `fit` before `update`")
         if len(tracks):
             ids, points, classes, confirmed = tracks.rows(self.anchor)
             ax, ay = self._a

@@ -9,11 +9,11 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
-from pantau.agent.config.rules import ZoneConfig, class_ids
+from pantau.agent.config.rules import ZoneConfig, class_ids, to_pixels
 from pantau.agent.rules.conditions import CLEARED, RAISED, AlertEvent, HeldAlert
 from pantau.agent.rules.schedule import DailyWindow
 from pantau.agent.vision.detections import Tracks
-from pantau.agent.vision.geometry import Polygon, Position
+from pantau.agent.vision.geometry import Point, Polygon, Position
 
 
 @dataclass
@@ -141,7 +141,7 @@ class IntrusionRule:
         self._alert = HeldAlert("intrusion", rule, hold_seconds, clear_seconds, "critical")
 
     def update(self, frame: ZoneFrame) -> list[AlertEvent]:
-        details = {"schedule": self.window.schedule}
+        details = {"schedule": self.window.schedule, "timezone": self.window.zone_name}
         if not self.window.contains(frame.wall):
             return self._alert.force_clear(frame.t, {**details, "reason": "window ended"})
         return self._alert.update(frame.count > 0, frame.count == 0, frame.t, details)
@@ -149,7 +149,9 @@ class IntrusionRule:
 
 class ZoneMonitor:
     """Watches one polygon: which confirmed tracks of `classes` (None = all) have their anchor
-    inside, per analysed frame.
+    inside, per analysed frame. The polygon is in frame pixels, or with `relative` in
+    fractions 0-1 of the frame: such a zone is placed by `fit` once the frame size is known,
+    and moved when it changes.
 
     - Occupancy: objects inside at each frame per class; a bucket's mean weights each frame's
       occupancy by the time until the next frame (or the bucket end), skipping gaps longer
@@ -175,9 +177,13 @@ class ZoneMonitor:
         exit_seconds: float = 1.0,
         max_gap_seconds: float = 5.0,
         rules: Sequence[ZoneRule] = (),
+        relative: bool = False,
     ) -> None:
         self.shape = Polygon(polygon)
         self.polygon = self.shape.vertices
+        self.relative = relative
+        self._given: list[Point] = [(float(x), float(y)) for x, y in self.polygon]
+        self._placed = not relative
         self.classes = None if classes is None else frozenset(int(c) for c in classes)
         self.anchor = Position(anchor)
         self.exit_seconds = exit_seconds
@@ -199,10 +205,12 @@ class ZoneMonitor:
         *,
         rule: str | None = None,
         timezone: str | None = None,
+        relative: bool = False,
     ) -> ZoneMonitor:
         """The monitor and alert rules a zone's configuration describes, for a model with
         class `names`; `rule` names its alerts, `timezone` is the schedule's when the zone
-        names none (None: UTC)."""
+        names none (None: UTC); `relative`: its polygon is in fractions of the frame (see
+        `fit`)."""
         rules: list[ZoneRule] = []
         if config.max_occupancy is not None:
             rules.append(
@@ -231,7 +239,16 @@ class ZoneMonitor:
             anchor=config.anchor,
             exit_seconds=config.exit_seconds,
             rules=rules,
+            relative=relative,
         )
+
+    def fit(self, width: int, height: int) -> None:
+        """The frame is width x height (its first frame, or a new size after the stream
+        changed): a relative zone moves to the same place in it; a zone in pixels stays."""
+        if self.relative:
+            self.shape = Polygon(to_pixels(self._given, width, height))
+            self.polygon = self.shape.vertices
+            self._placed = True
 
     def _reset_bucket(self) -> None:
         self._area: dict[int, float] = {}
@@ -244,6 +261,8 @@ class ZoneMonitor:
         return np.array(self._inside_rows(tracks), bool).reshape(-1)
 
     def _inside_rows(self, tracks: Tracks) -> list[bool]:
+        if not self._placed:
+            raise RuntimeError("a zone in fractions of the frame needs `fit` before use")
         _, points, classes, confirmed = tracks.rows(self.anchor)
         wanted, contains = self.classes, self.shape.contains
         return [

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -26,6 +26,14 @@ LIVE_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp:/
 
 class CaptureError(PantauError):
     """A source that cannot be opened or read."""
+
+
+class Clock(Protocol):
+    """Wall and monotonic time in seconds: the `time` module, or a test's clock that jumps."""
+
+    def time(self) -> float: ...
+
+    def monotonic(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -59,14 +67,17 @@ class FileReader:
     allows. Each frame's time is `base` + its PTS.
 
     With `realtime`, the file stands in for a live camera: frames are released no earlier
-    than their PTS after the first read, the file loops with timestamps going on, and a
-    reader that is read late skips to the frame due now, as a live camera's newest frame
-    would be. (Frame times that fell behind the wall clock made a slow box's file cameras
-    flap offline and back at every frame.)
+    than their PTS after the first read (by the monotonic clock), the file loops with
+    timestamps going on, and a reader that is read late skips to the frame due now, as a
+    live camera's newest frame would be. (Frame times that fell behind the wall clock made a
+    slow box's file cameras flap offline and back at every frame.) Its frame times follow the
+    wall clock, jumps included, as a live camera's do. `loop` (default: as `realtime`) loops
+    without the pacing, for a decoder process whose reader paces instead (vision.isolated).
     """
 
     def __init__(
-        self, path: str | Path, fps: float, *, base: float = 0.0, realtime: bool = False
+        self, path: str | Path, fps: float, *, base: float = 0.0, realtime: bool = False,
+        loop: bool | None = None, clock: Clock = time,
     ) -> None:
         path = Path(path)
         if not path.is_file():
@@ -82,28 +93,36 @@ class FileReader:
         self.period = 1.0 / fps
         self.base = base
         self.realtime = realtime
+        self.loop = realtime if loop is None else loop
+        self.clock = clock
         self.frames_read = 0
         self.ended = False
         self._due = 0.0  # stream time of the next frame to analyse
         self._offset = 0.0  # stream time added by earlier loops
         self._last_pts = 0.0
-        self._wall0: float | None = None
+        self._start: float | None = None  # monotonic time of the first realtime read
 
     def read(self) -> Frame | None:
         """The next frame to analyse; None at the end (then `ended`), or, with `realtime`,
         when the next one is not due yet."""
         if self.ended:
             return None
+        base = self.base
         if self.realtime:
-            if self._wall0 is None:
-                self._wall0 = time.time()
-            elapsed = time.time() - self._wall0
+            now = self.clock.monotonic()
+            if self._start is None:
+                self._start = now
+            elapsed = now - self._start
             if elapsed < self._due:
                 return None
             self._due = max(self._due, elapsed - 0.5 * self.period)
+            # Stream time 0 on the wall clock as it reads now, not as it read at the start:
+            # a jump of the wall clock moves the frames along, and pacing, on the monotonic
+            # clock, never decodes its way through the jump.
+            base = self.clock.time() - elapsed
         while True:
             if not self.cap.grab():
-                if self.realtime and self.frames_read:
+                if self.loop and self.frames_read:
                     self._offset = self._last_pts + self.period
                     self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
                     continue
@@ -121,8 +140,16 @@ class FileReader:
                 continue
             # Never fall behind the timeline: the next frame is due one period after this one.
             self._due = max(self._due + self.period, pts + 0.5 * self.period)
-            base = self._wall0 if self.realtime and self._wall0 is not None else self.base
             return Frame(image, base + pts)
+
+    def set_fps(self, fps: float) -> None:
+        """Read at `fps` from the next frame on (an adaptive analysis rate)."""
+        self.period = 1.0 / fps
+
+    @property
+    def frame_count(self) -> int:
+        """Frames in the file, as its container says."""
+        return int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
 
     def close(self) -> None:
         self.cap.release()
@@ -134,9 +161,11 @@ class LiveReader:
     the thread."""
 
     def __init__(
-        self, source: str, *, backoff_min: float = 0.5, backoff_max: float = 30.0
+        self, source: str, *, backoff_min: float = 0.5, backoff_max: float = 30.0,
+        clock: Clock = time,
     ) -> None:
         self.source = source
+        self.clock = clock
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
         self.frames_read = 0
@@ -148,6 +177,10 @@ class LiveReader:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def set_fps(self, fps: float) -> None:
+        """Nothing to do: a live stream is always read at its own rate, keeping the newest
+        frame; the pipeline paces its analysis."""
 
     def start(self) -> LiveReader:
         """Start reading the stream (once); returns the reader."""
@@ -196,7 +229,7 @@ class LiveReader:
                 self.frames_read += 1
                 self.size = (image.shape[1], image.shape[0])
                 with self._lock:
-                    self._latest = Frame(image, time.time())
+                    self._latest = Frame(image, self.clock.time())
             self.connected = False
             cap.release()
             if not self._stop.is_set():
@@ -210,6 +243,19 @@ class LiveReader:
             self._thread.join(timeout=5)
 
 
+class FrameSource(Protocol):
+    """What a Prefetcher reads ahead: a FileReader, or a file decoded in a child process."""
+
+    ended: bool
+    frames_read: int
+
+    def read(self) -> Frame | None: ...
+
+    def set_fps(self, fps: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Prefetcher:
     """Reads a file ahead in its own thread, up to `depth` frames, and runs `prepare` (the
     detector's preprocessing) there too: decoding and resizing overlap with inference, which,
@@ -217,7 +263,7 @@ class Prefetcher:
     the next frame."""
 
     def __init__(
-        self, reader: FileReader, prepare: Callable[[np.ndarray], Any] | None = None,
+        self, reader: FrameSource, prepare: Callable[[np.ndarray], Any] | None = None,
         depth: int = 4,
     ) -> None:
         self.reader = reader
@@ -233,6 +279,10 @@ class Prefetcher:
             self._thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
             self._thread.start()
         return self
+
+    def set_fps(self, fps: float) -> None:
+        """The wrapped reader reads at `fps` once the frames already fetched are taken."""
+        self.reader.set_fps(fps)
 
     def __getattr__(self, name: str) -> Any:  # size, cap, path, source_fps, base...
         return getattr(self.reader, name)
@@ -286,10 +336,9 @@ class Prefetcher:
         self.reader.close()
 
 
-Reader = FileReader | LiveReader | Prefetcher
-
-
-def open_source(source: str, fps: float, *, realtime: bool = True, base: float = 0.0) -> Reader:
+def open_source(
+    source: str, fps: float, *, realtime: bool = True, base: float = 0.0
+) -> FileReader | LiveReader:
     """A reader for a camera's `source`: live URLs and device indexes get a LiveReader, paths
     a FileReader (realtime and looping for the live agent, as fast as possible offline).
     A LiveReader comes started."""

@@ -35,10 +35,17 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_SEQ = 2**63 - 1
 MAX_COUNT = 10**9
 MAX_LOST_RANGES = 10_000
+# Most stored ranges above the contiguous prefix that one ack reports: enough for the holes a
+# broker restart can leave, bounded so an ack stays one small message whatever the history.
+MAX_ACK_RANGES = 64
 CAMERA_KINDS = ("counts", "alerts", "health")
 AGENT_KINDS = ("status", "heartbeat")
+ACK_KIND = "ack"
 
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# An agent epoch: empty (a message from before epochs, or an outbox upgraded with its history)
+# or up to 32 letters and digits.
+Epoch = Annotated[str, Field(max_length=32, pattern=r"^[A-Za-z0-9]*$")]
 
 ALERT_TYPES = (
     "intrusion",
@@ -250,6 +257,12 @@ class _Envelope(_Model):
     )
     agent: str
     site: str
+    epoch: Epoch = Field(
+        "",
+        description="The agent's epoch: a random id created with its outbox, so that a "
+        "reinstalled agent whose seq starts again at 0 begins a new seq history at central. "
+        "Empty (or absent) in messages from before epochs.",
+    )
     created_at: UtcTime
 
     _check_agent = field_validator("agent")(segment_validator("agent"))
@@ -310,6 +323,59 @@ MESSAGE_TYPES: dict[str, type[AnyMessage]] = {
     "heartbeat": HeartbeatMessage,
 }
 _message_adapter: TypeAdapter[Message] = TypeAdapter(Message)
+
+
+class AckMessage(_Model):
+    """Central to one agent, on pantau/v1/{site}/{agent}/ack (retained, QoS 1): the seqs of
+    one epoch that central has durably accounted for (stored, merged into a stored bucket, or
+    declared lost by the agent). A snapshot, not a delta: only the latest one matters."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    site: str
+    agent: str
+    epoch: Epoch = ""
+    upto: int = Field(
+        ge=-1, le=MAX_SEQ, description="Every seq from 0 to this one is accounted for (-1: not 0)."
+    )
+    ranges: list[tuple[Seq, Seq]] = Field(
+        default_factory=list,
+        max_length=MAX_ACK_RANGES,
+        description="Accounted ranges [first, last] above `upto`, lowest first; at most "
+        f"{MAX_ACK_RANGES}, so seqs above the last one may be accounted for too.",
+    )
+    created_at: UtcTime
+
+    _check_agent = field_validator("agent")(segment_validator("agent"))
+    _check_site = field_validator("site")(segment_validator("site"))
+
+    @property
+    def topic(self) -> str:
+        return ack_topic(self.site, self.agent)
+
+    def covered(self) -> list[tuple[int, int]]:
+        """Every range this ack covers, the contiguous prefix included."""
+        return ([(0, self.upto)] if self.upto >= 0 else []) + [(a, b) for a, b in self.ranges]
+
+    def encode(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+def ack_topic(site: str, agent: str) -> str:
+    """Where central acknowledges to one agent what it has stored."""
+    return f"{TOPIC_ROOT}/{check_segment(site, 'site')}/{check_segment(agent, 'agent')}/{ACK_KIND}"
+
+
+def decode_ack(topic: str, payload: bytes) -> AckMessage:
+    """Validate an ack received on `topic`; ProtocolError if it is bad or not for that topic."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError(f"ack of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        ack = AckMessage.model_validate_json(payload)
+    except ValidationError as exc:
+        raise ProtocolError(f"ack on {topic!r}: {_describe(exc)}") from None
+    if ack.topic != topic:
+        raise ProtocolError(f"ack for {ack.site}/{ack.agent} arrived on {topic!r}")
+    return ack
 
 
 def new_msg_id() -> str:

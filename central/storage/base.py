@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Final
 
 from pantau.agent.wire.protocol import (
+    MAX_ACK_RANGES,
     AlertMessage,
     CountsMessage,
     CountsPayload,
@@ -556,6 +557,26 @@ class Storage(ABC):
             "high_water_seq < ?",
             (msg.seq, msg.site, msg.agent, msg.seq),
         )
+        key = (msg.site, msg.agent, msg.epoch)
+        self.execute(
+            "INSERT INTO epochs (site, agent, epoch, high_water_seq) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (site, agent, epoch) DO UPDATE SET high_water_seq = CASE WHEN "
+            "epochs.high_water_seq > excluded.high_water_seq THEN epochs.high_water_seq ELSE "
+            "excluded.high_water_seq END",
+            (*key, msg.seq),
+        )
+        # A new tail checkpoint once the last one is stored: what the agent says it has sent
+        # by now must be here within tail_gap_after, or the rest shows as an open gap.
+        self.execute(
+            "UPDATE epochs SET tail_seq = ?, tail_at = ? WHERE site = ? AND agent = ? AND "
+            "epoch = ? AND (tail_seq IS NULL OR tail_seq <= max_seq) AND ? > max_seq",
+            (msg.seq, now, *key, msg.seq),
+        )
+        if isinstance(msg, HeartbeatMessage):
+            self.execute(
+                "UPDATE agents SET epoch = ? WHERE site = ? AND agent = ?",
+                (msg.epoch, msg.site, msg.agent),
+            )
 
     def _seen(self, cameras: set[tuple[str, str, str]], now: float) -> None:
         self._touch_agents({(s, a) for s, a, _ in cameras}, now)
@@ -629,18 +650,22 @@ class Storage(ABC):
         )
 
     def _track_seqs(self, messages: list[Any], received_at: str) -> None:
-        """Account per agent for the seqs of stored messages: their own, those merged into
-        them, and those a buffer_overflow alert declares lost."""
-        by_agent: dict[tuple[str, str], tuple[list[int], list[Range]]] = {}
+        """Account per agent epoch for the seqs of stored messages: their own, those merged
+        into them, and those a buffer_overflow alert declares lost."""
+        by_agent: dict[tuple[str, str, str], tuple[list[int], list[Range]]] = {}
         for m in messages:
-            seen, lost = by_agent.setdefault((m.site, m.agent), ([], []))
+            seen, lost = by_agent.setdefault((m.site, m.agent, m.epoch), ([], []))
             seen.append(m.seq)
             if isinstance(m, CountsMessage):
                 seen.extend(m.payload.merged_seqs)
             elif isinstance(m, AlertMessage) and m.payload.type == "buffer_overflow":
                 lost.extend((a, b) for a, b in m.payload.details.get("lost_seqs", []))
-        for (site, agent), (seen, lost) in sorted(by_agent.items()):
-            self.seqs.account(site, agent, seen, lost, received_at)
+        for (site, agent, epoch), (seen, lost) in sorted(by_agent.items()):
+            self.seqs.account(site, agent, epoch, seen, lost, received_at)
+
+    def acknowledgement(self, site: str, agent: str, epoch: str) -> tuple[int, list[Range]]:
+        """What central has durably accounted for of one agent epoch (see SeqTracker)."""
+        return self.seqs.received_ranges(site, agent, epoch, MAX_ACK_RANGES)
 
     # --- upkeep ---------------------------------------------------------------------------
 
@@ -863,12 +888,32 @@ class Storage(ABC):
             for r in self.rows("SELECT * FROM cameras ORDER BY site, agent, camera")
         ]
 
-    def gaps(self, include_closed: bool = True) -> list[dict[str, Any]]:
+    def gaps(self, include_closed: bool = True, now: float | None = None) -> list[dict[str, Any]]:
+        """Stored gaps, and each epoch's tail: seqs its heartbeats said were sent more than
+        tail_gap_after ago that never arrived (open, missing; they are not in `gaps` because
+        nothing above them arrived either)."""
         where = "" if include_closed else "WHERE closed_at IS NULL"
-        return self.rows(
-            "SELECT site, agent, seq_from, seq_to, detected_at, closed_at, missing, lost "
-            f"FROM gaps {where} ORDER BY site, agent, seq_from"
+        rows = self.rows(
+            "SELECT site, agent, epoch, seq_from, seq_to, detected_at, closed_at, missing, lost "
+            f"FROM gaps {where}"
         )
+        rows += self._tails(now)
+        return sorted(rows, key=lambda g: (g["site"], g["agent"], g["epoch"], g["seq_from"]))
+
+    def _tails(self, now: float | None) -> list[dict[str, Any]]:
+        now = time.time() if now is None else now
+        return [
+            {
+                "site": site, "agent": agent, "epoch": epoch, "seq_from": top + 1,
+                "seq_to": tail, "detected_at": _iso(at + self.settings.tail_gap_after),
+                "closed_at": None, "missing": tail - top, "lost": 0,
+            }
+            for site, agent, epoch, top, tail, at in self.fetch(
+                "SELECT site, agent, epoch, max_seq, tail_seq, tail_at FROM epochs "
+                "WHERE tail_seq > max_seq AND tail_at <= ?",
+                (now - self.settings.tail_gap_after,),
+            )
+        ]  # fmt: skip
 
     def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:
         return self.rows(
@@ -889,7 +934,8 @@ class Storage(ABC):
             "alerts": self.one("SELECT COUNT(*) FROM alerts"),
             "agents": self.one("SELECT COUNT(*) FROM agents"),
             "cameras": self.one("SELECT COUNT(*) FROM cameras"),
-            "open_gaps": self.one("SELECT COUNT(*) FROM gaps WHERE closed_at IS NULL"),
+            "open_gaps": self.one("SELECT COUNT(*) FROM gaps WHERE closed_at IS NULL")
+            + len(self._tails(None)),
             "dead_letters": self.one("SELECT COUNT(*) FROM dead_letters"),
             "dead_letters_dropped": self.counter("dead_letters_dropped") or 0,
             "first_bucket": None if first is None else _iso(first),

@@ -99,5 +99,26 @@ CREATE TABLE counters (
 INSERT INTO counters VALUES ('dead_letters_dropped', 0, 0), ('messages', 0, 0),
     ('count_rows', 0, 0), ('buckets', 0, 0);
 """
+# v2: agent epochs (a reinstalled agent's seqs start again at 0): seq ranges and gaps are kept
+# per epoch, everything stored before under the legacy epoch ''; `epochs` holds each epoch's
+# highest stored seq and what its heartbeats said was sent (tail_seq, first said at tail_at), so
+# that a tail central never received shows as a gap; `agents.epoch` is the current one.
+_SCHEMA_V2 = """
+ALTER TABLE seq_ranges ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
+ALTER TABLE seq_ranges ALTER COLUMN epoch DROP DEFAULT, DROP CONSTRAINT seq_ranges_pkey,
+    ADD PRIMARY KEY (site, agent, epoch, seq_from);
+ALTER TABLE gaps ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
+ALTER TABLE gaps ALTER COLUMN epoch DROP DEFAULT, DROP CONSTRAINT gaps_pkey,
+    ADD PRIMARY KEY (site, agent, epoch, seq_from);
+CREATE TABLE epochs (
+    site TEXT NOT NULL, agent TEXT NOT NULL, epoch TEXT NOT NULL,
+    max_seq BIGINT NOT NULL DEFAULT -1, high_water_seq BIGINT NOT NULL DEFAULT -1,
+    tail_seq BIGINT, tail_at DOUBLE PRECISION,
+    PRIMARY KEY (site, agent, epoch)
+);
+INSERT INTO epochs (site, agent, epoch, max_seq, high_water_seq)
+    SELECT site, agent, '', max_seq, high_water_seq FROM agents;
+ALTER TABLE agents ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
+"""
 # The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
-MIGRATIONS = (Migration(1, _SCHEMA_V1),)
+MIGRATIONS = (Migration(1, _SCHEMA_V1), Migration(2, _SCHEMA_V2))

@@ -153,5 +153,43 @@ INSERT INTO counters VALUES ('messages', 0, (SELECT COUNT(*) FROM messages)),
 INSERT INTO counters SELECT 'first_bucket', 0, MIN(start_s) FROM buckets HAVING COUNT(*) > 0;
 INSERT INTO counters SELECT 'last_bucket', 0, MAX(start_s) FROM buckets HAVING COUNT(*) > 0;
 """
+# v4: agent epochs (a reinstalled agent's seqs start again at 0): seq ranges and gaps are kept
+# per epoch, everything stored before under the legacy epoch ''; `epochs` holds each epoch's
+# highest stored seq and what its heartbeats said was sent (tail_seq, first said at tail_at), so
+# that a tail central never received shows as a gap; `agents.epoch` is the current one.
+_SCHEMA_V4 = """
+CREATE TABLE seq_ranges_v4 (
+    site TEXT NOT NULL, agent TEXT NOT NULL, epoch TEXT NOT NULL, seq_from INTEGER NOT NULL,
+    seq_to INTEGER NOT NULL,
+    PRIMARY KEY (site, agent, epoch, seq_from)
+) WITHOUT ROWID;
+INSERT INTO seq_ranges_v4 SELECT site, agent, '', seq_from, seq_to FROM seq_ranges;
+DROP TABLE seq_ranges;
+ALTER TABLE seq_ranges_v4 RENAME TO seq_ranges;
+CREATE TABLE gaps_v4 (
+    site TEXT NOT NULL, agent TEXT NOT NULL, epoch TEXT NOT NULL, seq_from INTEGER NOT NULL,
+    seq_to INTEGER NOT NULL, detected_at TEXT NOT NULL, closed_at TEXT,
+    missing INTEGER NOT NULL, lost INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (site, agent, epoch, seq_from)
+);
+INSERT INTO gaps_v4 SELECT site, agent, '', seq_from, seq_to, detected_at, closed_at, missing,
+    lost FROM gaps;
+DROP TABLE gaps;
+ALTER TABLE gaps_v4 RENAME TO gaps;
+CREATE TABLE epochs (
+    site TEXT NOT NULL, agent TEXT NOT NULL, epoch TEXT NOT NULL,
+    max_seq INTEGER NOT NULL DEFAULT -1, high_water_seq INTEGER NOT NULL DEFAULT -1,
+    tail_seq INTEGER, tail_at REAL,
+    PRIMARY KEY (site, agent, epoch)
+);
+INSERT INTO epochs (site, agent, epoch, max_seq, high_water_seq)
+    SELECT site, agent, '', max_seq, high_water_seq FROM agents;
+ALTER TABLE agents ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
+"""
 # The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
-MIGRATIONS = (Migration(1, _SCHEMA_V1), Migration(2, _SCHEMA_V2), Migration(3, _SCHEMA_V3))
+MIGRATIONS = (
+    Migration(1, _SCHEMA_V1),
+    Migration(2, _SCHEMA_V2),
+    Migration(3, _SCHEMA_V3),
+    Migration(4, _SCHEMA_V4),
+)

@@ -1,11 +1,17 @@
 """The outbox on real SQLite: durability of seq, order, merge under pressure, drops with an
-alert that names what was lost, and a full disk."""
+alert that names what was lost, and a full disk (a capped file, and a real filesystem that
+another process fills)."""
 
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
 import sqlite3
+import subprocess
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from pantau.agent.delivery.outbox import LANE_ALERT, LANE_DATA, Outbox, OutboxFullError
@@ -33,6 +39,31 @@ def alert(i: int) -> tuple[str, str, AlertPayload]:
         "cam",
         AlertPayload(alert_id=f"a{i}", type="crowd", state="raised", started_at=T0),
     )
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 8 MiB filesystem (tmpfs) of its own, unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill_disk(folder: Path) -> Path:
+    """Fill the filesystem of `folder` to the last byte from another process (dd)."""
+    filler = folder / "filler"
+    done = subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "No space left" in done.stderr, done.stderr
+    assert shutil.disk_usage(folder).free < 4096
+    return filler
 
 
 def total_in(ob: Outbox) -> int:
@@ -154,3 +185,49 @@ def test_other_sqlite_errors_are_not_taken_for_a_full_disk(tmp_path):
     assert "locked" in str(exc.value)
     other.execute("ROLLBACK")
     assert ob.last_relief.dropped_counts == 0 and ob.enqueue([counts(1)]) == [1]
+
+
+def test_a_disk_another_process_filled_leads_to_merge_then_drop_never_a_crash(small_disk):
+    ob = Outbox(small_disk / "o.db", agent="a", site="s")
+    assert ob.ballast.is_file()
+    ob.enqueue([counts(i) for i in range(300)])
+    filler = fill_disk(small_disk)
+    merged = dropped = refused = 0
+    for i in range(300, 1500, 20):
+        try:  # anything but OutboxFullError fails the test
+            ob.enqueue([counts(j) for j in range(i, i + 20)])
+        except OutboxFullError:
+            refused += 1
+            continue
+        merged += ob.last_relief.merged_rows
+        dropped += ob.last_relief.dropped_counts
+        # Publishing goes on too: marking and deleting need the journal as well.
+        ob.ack(r.seq for r in ob.take(LANE_DATA, -1, 5))
+    assert refused == 0 and merged > 0 and dropped > 0
+    overflow = [m.payload for m in ob.messages("alerts") if m.payload.type == "buffer_overflow"]
+    assert overflow and overflow[-1].details["lost_messages"] > 0
+    assert not ob.ballast.exists()  # spent on making room
+
+    os.remove(filler)  # space comes back: the outbox stores again and keeps its ballast
+    before = len(ob)
+    ob.enqueue([counts(2000 + i) for i in range(100)])
+    assert len(ob) == before + 100 and ob.ballast.is_file()
+    ob.close()
+    check = sqlite3.connect(small_disk / "o.db").execute("PRAGMA integrity_check").fetchone()
+    assert check == ("ok",)
+
+
+def test_acks_on_a_full_disk_are_deferred_never_reported_lost(small_disk):
+    ob = Outbox(small_disk / "o.db", agent="a", site="s")
+    ob.enqueue([counts(i) for i in range(210)])
+    sent = ob.take(LANE_DATA, -1, 200)
+    ob.ballast.unlink()  # no ballast: even a delete finds no room
+    filler = fill_disk(small_disk)
+    assert ob.ack(r.seq for r in sent) == 0  # no exception; deleted later
+    with pytest.raises(OutboxFullError):  # the publisher waits and takes them again
+        ob.take(LANE_DATA, sent[-1].seq, 10)
+    os.remove(filler)
+    ob.enqueue([counts(210)])
+    assert len(ob) == 11
+    assert [r.seq for r in ob.take(LANE_DATA, sent[-1].seq, 20)] == list(range(200, 211))
+    assert not ob.messages("alerts")  # the delivered 200 went without a loss report

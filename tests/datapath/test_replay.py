@@ -24,6 +24,8 @@ def test_replay_is_rate_limited_ordered_and_alerts_jump_the_queue(tmp_path, brok
         site="s1",
         broker={"port": broker.port},
         buffer={"path": tmp_path / "ob.db", "replay_rate": 400},
+        # No central here: drained means the broker took everything.
+        delivery={"until": "broker"},
     )
     outbox = Outbox(settings.buffer.path, agent="a1", site="s1")
     backlog = [

@@ -258,7 +258,7 @@ def test_seq_ranges_agree_with_per_seq_bookkeeping(storage_url, batches):
     try:
         tracker = SeqTracker(st)
         for seen, lost in batches:
-            tracker.account("s1", "a1", seen, [(a, b) for a, b in lost], "now")
+            tracker.account("s1", "a1", "", seen, [(a, b) for a, b in lost], "now")
         assert gaps(st) == per_seq_gaps(batches)
     finally:
         st.close()

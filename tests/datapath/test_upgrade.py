@@ -242,7 +242,7 @@ def test_reopening_a_v1_database_migrates_nothing_again(tmp_path):
     stamped = path.read_bytes()
     ob = Outbox(path, agent="a1", site="s1")
     ob.close()
-    assert user_version(path) == 1 and path.read_bytes() == stamped
+    assert user_version(path) == len(OUTBOX_MIGRATIONS) and path.read_bytes() == stamped
     assert not Path(f"{path}-wal").exists() or Path(f"{path}-wal").stat().st_size == 0
     ob = Outbox(path, agent="a1", site="s1", max_age_seconds=100 * 365 * 86400)
     assert len(ob) == 11 and ob.last_seq == 16

@@ -4,6 +4,7 @@ clean one-line errors of the vision commands."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -56,8 +57,9 @@ def test_analyze_writes_counts_json_and_annotated_video(
             "--start", "2024-05-01T12:00:00Z")
     assert r.returncode == 0, r.stderr
     d = json.loads(out.read_text())
-    assert set(d) == {"camera", "frames_read", "frames_analyzed", "wall_seconds", "lines",
-                      "zones", "alerts"}
+    assert set(d) == {"camera", "frames_read", "frames_analyzed", "analysis_fps",
+                      "analysis_fps_reason", "wall_seconds", "lines", "zones", "alerts"}
+    assert d["analysis_fps"] == 25 and d["analysis_fps_reason"] == "fixed"
     assert d["camera"] == "campus" and d["frames_read"] == 71 and d["frames_analyzed"] == 71
     line = d["lines"]["middle"]
     assert set(line) == {"in", "out", "by_class"}
@@ -248,3 +250,112 @@ def test_walkway_crossings_match_the_hand_count(tmp_path: Path, fps: int, max_er
                  for name, (_, ins, outs) in PLAZA.items())
     true = sum(len(ins) + len(outs) for _, ins, outs in PLAZA.values())
     assert errors / true <= max_error, counted
+
+
+# One camera's rules twice: in pixels of the 640x480 TUD-Campus frame, and as fractions of it
+# (chosen exact in binary, so both forms place the rules on the very same pixels).
+TWO_FORMS = """
+buffer: {path: %(tmp)s/outbox.db}
+cameras:
+  px:
+    source: %(video)s
+    analysis_fps: 25
+    lines:
+      middle: {points: [[320, 210], [320, 480]], classes: [person]}
+    zones:
+      left: {polygon: [[0, 150], [320, 150], [320, 480], [0, 480]], classes: [person],
+             restricted: {schedule: "18:00-06:00", hold_seconds: 0}}
+  rel:
+    source: %(video)s
+    analysis_fps: 25
+    lines:
+      middle: {points: [[0.5, 0.4375], [0.5, 1]], classes: [person]}
+    zones:
+      left: {polygon: [[0, 0.3125], [0.5, 0.3125], [0.5, 1], [0, 1]], classes: [person],
+             restricted: {schedule: "18:00-06:00", hold_seconds: 0}}
+"""
+
+
+@pytest.fixture
+def two_forms(tmp_path: Path, video: Path) -> Path:
+    path = tmp_path / "forms.yaml"
+    path.write_text(TWO_FORMS % {"tmp": tmp_path, "video": video})
+    return path
+
+
+def test_rules_in_pixels_and_in_fractions_count_the_same(tmp_path: Path, video: Path,
+                                                         two_forms: Path) -> None:
+    """The same line and zone written in pixels and as fractions of the frame give identical
+    counts, occupancy and alerts on real footage; at 23:00 in Makassar (WITA, the box's zone
+    here by TZ) the night window is on, and the alert says in which zone it runs."""
+    if not _model_built():
+        pytest.skip("no model built")
+    results = {}
+    for camera in ("px", "rel"):
+        out = tmp_path / f"{camera}.json"
+        r = cli("pantau-agent", "analyze", str(video), "--config", str(two_forms), "--camera",
+                camera, "--json", str(out), "--start", "2024-05-01T23:00:00",
+                env={**os.environ, "TZ": "Asia/Makassar"})
+        assert r.returncode == 0, r.stderr
+        results[camera] = {k: v for k, v in json.loads(out.read_text()).items()
+                           if k not in ("camera", "wall_seconds")}
+    assert results["rel"] == results["px"]
+    line, zone = results["px"]["lines"]["middle"], results["px"]["zones"]["left"]
+    assert line["in"] + line["out"] >= 1 and zone["entries"] >= 1  # a comparison of counts
+    intrusion = [a for a in results["px"]["alerts"] if a["type"] == "intrusion"]
+    # 23:00 WITA is 15:00 UTC.
+    assert intrusion and intrusion[0]["started_at"].startswith("2024-05-01T15:00:0")
+
+
+def test_snapshot_draws_rules_in_fractions_where_they_count(tmp_path: Path,
+                                                            two_forms: Path) -> None:
+    """`snapshot` draws rules written as fractions scaled to the frame: the very same image
+    as the rules in pixels, with the lines and zones (names, in/out arrows) on it."""
+    images = {}
+    for camera in ("px", "rel"):
+        shot = tmp_path / f"{camera}.png"
+        r = cli("pantau-agent", "snapshot", camera, "--config", str(two_forms), "--out",
+                str(shot))
+        assert r.returncode == 0, r.stderr
+        images[camera] = cv2.imread(str(shot))
+    assert "rule points: relative (every point within 0-1" in r.stdout
+    assert images["rel"].shape == (480, 640, 3)
+    assert (images["rel"] == images["px"]).all()
+    # The line is drawn down the middle of the frame, in the line colour (BGR yellow).
+    column = images["rel"][300:470, 319:322].reshape(-1, 3).astype(int)
+    assert ((column[:, 0] < 80) & (column[:, 1] > 200) & (column[:, 2] > 200)).mean() > 0.9
+
+
+def test_config_shows_the_units_and_time_zone_in_force(tmp_path: Path, two_forms: Path) -> None:
+    r = cli("pantau-agent", "config", "-c", str(two_forms),
+            env={**os.environ, "TZ": "Asia/Makassar"})
+    assert r.returncode == 0, r.stderr
+    settings = json.loads(r.stdout)
+    assert settings["timezone"] == "Asia/Makassar"
+    assert settings["cameras"]["rel"]["units"] == "relative"
+    assert settings["cameras"]["px"]["units"] == "pixels"
+    assert settings["cameras"]["rel"]["zones"]["left"]["restricted"]["timezone"] == \
+        "Asia/Makassar"
+    for line in ("timezone: Asia/Makassar (the box's own, from TZ)",
+                 "cameras.rel: rule points relative (every point within 0-1",
+                 "cameras.px: rule points pixels (points beyond 1)",
+                 "cameras.rel.zones.left: restricted 18:00-06:00 Asia/Makassar"):
+        assert line in r.stderr, r.stderr
+    assert "warning" not in r.stderr
+
+
+def test_rules_in_two_forms_on_one_camera_are_warned_and_bad_fractions_refused(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "mixed.yaml"
+    cfg.write_text("cameras:\n  c:\n    lines:\n      m: {points: [[320, 0], [320, 480]]}\n"
+                   "    zones:\n      z: {polygon: [[0, 0.5], [0.5, 0.5], [0.5, 1]]}\n")
+    r = cli("pantau-agent", "config", "-c", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert "warning: cameras.c.zones.z.polygon: [(0.0, 0.5), (0.5, 0.5), (0.5, 1.0)] -> read " \
+           "as pixels (another rule of this camera has points beyond 1)" in r.stderr
+    cfg.write_text("cameras:\n  c:\n    units: relative\n"
+                   "    lines:\n      m: {points: [[320, 0], [320, 480]]}\n")
+    err = _error(cli("pantau-agent", "config", "-c", str(cfg)))
+    assert "cameras.c:" in err
+    assert "lines.m.points has [(320.0, 0.0), (320.0, 480.0)] outside 0-1" in err

@@ -72,6 +72,9 @@ class ScriptedReader:
             image[150:190, int(x) : int(x) + 20] = 255
         return Frame(image, t)
 
+    def set_fps(self, fps: float) -> None:
+        """The script, not the analysis rate, decides which frames come."""
+
     def close(self) -> None:
         pass
 
@@ -221,6 +224,9 @@ class LiveCamera:
         image[::8, :] = 90
         return Frame(image, self.t0 + n / self.fps)
 
+    def set_fps(self, fps: float) -> None:
+        """The script, not the analysis rate, decides which frames come."""
+
     def close(self) -> None:
         pass
 
@@ -252,3 +258,105 @@ def test_an_overloaded_box_does_not_call_a_delivering_camera_offline() -> None:
     assert offline == {"dead"}
     analysed = {r.name: r.analytics.frames_analyzed for r in runners}
     assert analysed["busy1"] >= 3 and analysed["busy2"] >= 3, analysed
+
+
+class SteppedClock:
+    """Wall and monotonic time that the test moves by hand; only the wall clock jumps."""
+
+    def __init__(self, wall: float) -> None:
+        self.wall = wall
+        self.mono = 1000.0
+
+    def time(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.wall += seconds
+        self.mono += seconds
+
+
+class ClockedCamera:
+    """A live camera that stamps each frame with the wall clock, as LiveReader does."""
+
+    def __init__(self, clock: SteppedClock) -> None:
+        self.clock = clock
+        self.frames_read = 0
+        self.ended = False
+
+    def read(self) -> Frame | None:
+        self.frames_read += 1
+        image = np.full((H, W, 3), 60, np.uint8)
+        image[::8, :] = 90
+        return Frame(image, self.clock.time())
+
+    def set_fps(self, fps: float) -> None:
+        """The script, not the analysis rate, decides which frames come."""
+
+    def close(self) -> None:
+        pass
+
+
+def _run_through_jump(jump: float, after: int = 180) -> tuple[list, CameraRunner]:
+    """Three minutes of a 1 fps live camera, a wall-clock jump, `after` more seconds."""
+    clock = SteppedClock(BASE)
+    runner = CameraRunner(CameraAnalytics("cam1", CONFIG, NAMES), ClockedCamera(clock), "fake",
+                          1.0)
+    sent: list = []
+    pipeline = Pipeline([runner], {"fake": SquareDetector()}, bucket_seconds=60, live=True,
+                        sink=sent.extend, clock=clock)
+    for seconds in (180, after):
+        for _ in range(seconds):
+            clock.advance(1.0)
+            pipeline.step()
+        clock.wall += jump
+        jump = 0.0
+    pipeline.finish()
+    return sent, runner
+
+
+def _buckets(sent: list) -> list[float]:
+    return [p.bucket_start.timestamp() - BASE for kind, _, p in sent if kind == "counts"]
+
+
+def _jumps(sent: list) -> list[float]:
+    return [p.details["clock_jump_seconds"] for kind, _, p in sent
+            if kind == "health" and "clock_jump_seconds" in p.details]
+
+
+def test_a_forward_clock_jump_sends_no_empty_buckets_for_the_gap() -> None:
+    week = 7 * 86400.0
+    sent, runner = _run_through_jump(week)
+    # 0, 60, 120 before; 180 closed by the jump; then three minutes at the new time.
+    assert _buckets(sent) == [0, 60, 120, 180, week + 180, week + 240, week + 300, week + 360]
+    assert _jumps(sent) == [pytest.approx(week, abs=2)]
+    assert runner.analytics.frames_analyzed == 360
+
+
+def test_a_backward_clock_jump_never_sends_a_bucket_twice() -> None:
+    sent, runner = _run_through_jump(-3600.0)
+    starts = _buckets(sent)
+    # 180 closed by the jump; the wall clock never passes 240 again in this run, so 240 is
+    # held open until the end and nothing before it is sent again.
+    assert starts == [0, 60, 120, 180, 240]
+    assert _jumps(sent) == [pytest.approx(-3600, abs=2)]
+    assert runner.analytics.frames_analyzed == 360  # analysis went on through the hold
+    health = [p for kind, _, p in sent if kind == "health"]
+    assert health[-1].frames_analyzed == 360
+
+
+def test_a_backward_jump_resumes_once_the_wall_clock_passes_the_held_bucket() -> None:
+    sent, _ = _run_through_jump(-300.0, after=450)
+    # The jump at 180 closes 180; the wall clock, back at -120, reaches 240 after 360 s and
+    # 300 after 420 s: from there minute buckets on the wall clock again; 300 closes at the end.
+    assert _buckets(sent) == [0, 60, 120, 180, 240, 300]
+    assert _jumps(sent) == [pytest.approx(-300, abs=2)]
+
+
+def test_a_small_backward_step_is_held_without_a_report() -> None:
+    sent, _ = _run_through_jump(-120.0)
+    # Under three buckets: no jump, bucket 180 stays open until the wall clock passes 240.
+    assert _buckets(sent) == [0, 60, 120, 180, 240]
+    assert _jumps(sent) == []

@@ -131,3 +131,80 @@ def test_a_live_agent_keeps_only_its_newest_alerts():
     assert len(offline) == 10
     assert analytics.totals.alerts_raised == sum(a.state == "raised" for a in alerts)
     assert len(analytics.totals.alerts) == 3
+
+
+def test_a_zone_in_fractions_of_the_frame_covers_that_part_of_the_frame():
+    """Regression: a zone written as fractions 0-1 of the frame (as Frigate allows) used to
+    validate and then sit in the top-left pixel, counting nothing, in silence."""
+    import numpy as np
+
+    from tests.vision.helpers import tracks
+
+    camera = CameraConfig(zones={"left": {"polygon": [[0, 0.5], [0.5, 0.5], [0.5, 1], [0, 1]]}})
+    analytics = CameraAnalytics("plaza", camera, ("person",))
+    analytics.process(0.0, np.zeros((480, 640, 3), np.uint8), None)
+    zone = analytics.zones["left"]
+    assert zone.inside(tracks((1, 160, 400))).tolist() == [True]  # feet in the lower left
+    assert zone.inside(tracks((2, 480, 400), (3, 160, 100))).tolist() == [False, False]
+
+
+HALF_LINE = {"points": [[0.5, 0], [0.5, 1]]}
+LEFT_HALF = {"polygon": [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]}
+
+
+def test_a_camera_reads_its_rules_as_fractions_only_when_every_point_lies_within_0_1():
+    assert CameraConfig(lines={"m": HALF_LINE}, zones={"l": LEFT_HALF}).units_in_force == \
+        "relative"
+    mixed = CameraConfig(lines={"m": HALF_LINE}, zones={"l": {"polygon": [[0, 0], [320, 0],
+                                                                         [320, 480]]}})
+    assert mixed.units_in_force == "pixels" and not mixed.relative
+    assert CameraConfig().units_in_force is None
+    # The explicit setting wins over the reading.
+    assert CameraConfig(lines={"m": HALF_LINE}, units="pixels").units_in_force == "pixels"
+    assert CameraConfig(lines={"m": {"points": [[0, 0], [0.5, 0.5]]}}, units="relative").relative
+
+
+def test_rules_degenerate_as_read_are_warned_and_fractions_beyond_1_refused():
+    mixed = CameraConfig(lines={"m": HALF_LINE}, zones={"l": {"polygon": [[0, 0], [320, 0],
+                                                                         [320, 480]]}})
+    assert mixed.rule_warnings("cameras.c") == [
+        "cameras.c.lines.m.points: [(0.5, 0.0), (0.5, 1.0)] -> read as pixels (another rule "
+        "of this camera has points beyond 1), so this rule covers about one pixel; write "
+        "every rule of the camera as fractions 0-1, or all in pixels"
+    ]
+    forced = CameraConfig(zones={"l": LEFT_HALF}, units="pixels").rule_warnings("cameras.c")
+    assert len(forced) == 1 and "(units is pixels)" in forced[0]
+    assert CameraConfig(zones={"l": LEFT_HALF}).rule_warnings("cameras.c") == []
+    message = errors(CameraConfig, lines={"m": {"points": [[0, 0], [640, 1]]}}, units="relative")
+    assert "lines.m.points has [(640.0, 1.0)] outside 0-1" in message
+
+
+def test_relative_rules_follow_the_frame_size_and_pixel_rules_stay():
+    """A stream switched from 640x480 to its 1280x720 main stream: the relative line stays
+    in the middle of the view, and the counter keeps its tracks' state."""
+    import numpy as np
+
+    camera = CameraConfig(lines={"m": HALF_LINE}, zones={"l": LEFT_HALF})
+    analytics = CameraAnalytics("plaza", camera, ("person",))
+    analytics.process(0.0, np.zeros((480, 640, 3), np.uint8), None)
+    line, zone = analytics.lines["m"], analytics.zones["l"]
+    assert line.start.tolist() == [320, 0] and line.end.tolist() == [320, 480]
+    assert zone.polygon.tolist() == [[0, 0], [320, 0], [320, 480], [0, 480]]
+    analytics.process(0.2, np.zeros((720, 1280, 3), np.uint8), None)
+    assert line.start.tolist() == [640, 0] and line.end.tolist() == [640, 720]
+    assert zone.polygon.tolist() == [[0, 0], [640, 0], [640, 720], [0, 720]]
+    assert analytics.config_errors == []
+    pixels = CameraAnalytics("p", CameraConfig(lines={"m": {"points": [[320, 0], [320, 480]]}}))
+    pixels.process(0.0, np.zeros((720, 1280, 3), np.uint8), None)
+    assert pixels.lines["m"].start.tolist() == [320, 0]
+
+
+def test_a_relative_rule_is_never_used_before_it_knows_the_frame():
+    from tests.vision.helpers import tracks
+
+    line = LineCounter.from_config(LineConfig(**HALF_LINE), relative=True)
+    with pytest.raises(RuntimeError, match="fit"):
+        line.update(tracks((1, 10, 10)), 0.0)
+    zone = ZoneMonitor.from_config(ZoneConfig(**LEFT_HALF), relative=True)
+    with pytest.raises(RuntimeError, match="fit"):
+        zone.update(tracks((1, 10, 10)), 0.0)

@@ -1,4 +1,6 @@
+import zoneinfo
 from datetime import datetime, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -200,3 +202,89 @@ def test_intrusion_clears_when_window_ends():
 def test_zone_needs_three_points():
     with pytest.raises(ValueError):
         ZoneMonitor([(0, 0), (1, 1)])
+
+
+MAKASSAR = ZoneInfo("Asia/Makassar")  # WITA, UTC+8, no daylight saving
+
+
+def _intrusions_at(settings, hour: int, minute: int) -> list[str]:
+    """Alert states of a person standing 2 s in a restricted zone, from `hour:minute` on
+    1 May 2024 in Makassar, through the camera pipeline with the agent's settings."""
+    from pantau.agent.pipeline.camera import CameraAnalytics
+
+    from .helpers import dets
+
+    analytics = CameraAnalytics("gate", settings.cameras["gate"], ("person",),
+                                timezone_name=settings.timezone)
+    start = datetime(2024, 5, 1, hour, minute, tzinfo=MAKASSAR).timestamp()
+    frame = np.zeros((480, 640, 3), np.uint8)
+    alerts = []
+    for k in range(10):
+        alerts += analytics.process(start + k * 0.2, frame, dets([(300, 200, 340, 300)]))
+    return [f"{a.type} {a.state} {a.details['schedule']} {a.details['timezone']}"
+            for a in alerts]
+
+
+@pytest.mark.parametrize("box_zone, configured", [
+    ("Asia/Makassar", None),  # the default: the box's own zone
+    ("America/New_York", "Asia/Makassar"),  # set in the config: the box's zone is irrelevant
+    ("UTC", "Asia/Makassar"),
+])
+def test_a_night_window_across_midnight_runs_in_local_time(monkeypatch, box_zone, configured):
+    """At the capital (WITA) a '18:00-06:00' window must be 18:00-06:00 local, not UTC: an
+    object at 23:30 and at 05:30 local raises an intrusion, one at 12:00 local does not."""
+    from pantau.agent.config.agent import AgentSettings
+
+    monkeypatch.setenv("TZ", box_zone)
+    zone = {"polygon": [[0.25, 0.25], [0.75, 0.25], [0.75, 0.75], [0.25, 0.75]],
+            "restricted": {"schedule": "18:00-06:00", "hold_seconds": 0}}
+    extra = {} if configured is None else {"timezone": configured}
+    settings = AgentSettings(cameras={"gate": {"zones": {"yard": zone}}}, **extra)
+    assert settings.timezone == "Asia/Makassar"
+    raised = ["intrusion raised 18:00-06:00 Asia/Makassar"]
+    assert _intrusions_at(settings, 23, 30) == raised
+    assert _intrusions_at(settings, 5, 30) == raised
+    assert _intrusions_at(settings, 12, 0) == []
+    assert _intrusions_at(settings, 6, 0) == []  # the end is excluded
+
+
+def test_the_box_time_zone_is_read_from_tz_then_etc_timezone_then_localtime(tmp_path):
+    from pantau.agent.rules.schedule import box_timezone
+
+    etc_tz, localtime = tmp_path / "timezone", tmp_path / "localtime"
+    zoneinfo_file = next(
+        Path(root) / "Asia" / "Makassar" for root in zoneinfo.TZPATH
+        if (Path(root) / "Asia" / "Makassar").is_file()
+    )
+
+    def read(env: dict[str, str]) -> tuple[str, str | None]:
+        return box_timezone(env, etc_tz, localtime)
+
+    assert read({}) == ("UTC", None)  # nothing to read: UTC, and the caller warns
+    localtime.write_bytes(zoneinfo_file.read_bytes())  # a copy, as in many containers
+    assert read({}) == ("Asia/Makassar", str(localtime))
+    localtime.unlink()
+    localtime.symlink_to(zoneinfo_file)
+    assert read({}) == ("Asia/Makassar", str(localtime))
+    etc_tz.write_text("Asia/Jayapura\n")
+    assert read({}) == ("Asia/Jayapura", str(etc_tz))
+    assert read({"TZ": ":Asia/Jakarta"}) == ("Asia/Jakarta", "TZ")
+    assert read({"TZ": "/usr/share/zoneinfo/posix/Asia/Jakarta"}) == ("Asia/Jakarta", "TZ")
+    # A POSIX rule or a typo names no IANA zone: the next source is read.
+    assert read({"TZ": "WITA-8"}) == ("Asia/Jayapura", str(etc_tz))
+    etc_tz.write_text("Mars/Base\n")
+    assert read({"TZ": "Nowhere/City"}) == ("Asia/Makassar", str(localtime))
+
+
+def test_an_unreadable_box_zone_falls_back_to_utc_with_a_warning(monkeypatch):
+    from pantau.agent.config.agent import AgentSettings
+    from pantau.agent.rules import schedule
+
+    monkeypatch.setenv("TZ", "WITA-8")
+    monkeypatch.setattr(schedule, "ETC_TIMEZONE", Path("/nonexistent/timezone"))
+    monkeypatch.setattr(schedule, "ETC_LOCALTIME", Path("/nonexistent/localtime"))
+    settings = AgentSettings()
+    assert settings.timezone == "UTC" and settings.timezone_source() is None
+    assert any(w.startswith("timezone: 'UTC' -> the box's time zone could not be read")
+               for w in settings.warnings())
+    assert AgentSettings(timezone="Asia/Makassar").warnings() == []
