@@ -35,18 +35,77 @@ class Format(str, Enum):
     csv = "csv"
 
 
-def _storage(settings: CentralSettings, must_exist: bool = True):
-    from pantau.central.storage import Storage, sqlite_path
+class Output(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
 
-    path = sqlite_path(settings.storage)
-    if must_exist and not path.exists():
-        fail(f"no database at {path} (has `pantau-central run` ever stored anything here?)")
+
+class Granularity(str, Enum):
+    bucket = "bucket"
+    hour = "hour"
+    day = "day"
+
+
+db_app = typer.Typer(no_args_is_help=True, help="The database's schema.")
+app.add_typer(db_app, name="db")
+CameraOption = Annotated[
+    str | None, typer.Option(help="Only this camera, named SITE/AGENT/CAMERA.")
+]
+
+
+def _storage(settings: CentralSettings, must_exist: bool = True):
+    from pantau.agent.wire.settings import redact_url
+    from pantau.central.storage import backend_class
+
+    backend = backend_class(settings.storage)
+    if must_exist and (why := backend.missing(settings.storage)):
+        fail(f"{why} (has `pantau-central run` ever stored anything here?)")
     try:
-        return Storage(settings.storage, settings)
-    except PantauError as exc:  # says which file already
+        return backend(settings.storage, settings)
+    except PantauError as exc:  # says which database already
         fail(str(exc))
     except Exception as exc:
-        fail(f"cannot open storage {settings.storage}: {exc}")
+        fail(f"cannot open storage {redact_url(settings.storage)}: {str(exc).strip()}")
+
+
+def _camera(value: str | None):
+    """A --camera option as SITE/AGENT/CAMERA, or a clear exit."""
+    from pantau.central.storage import CameraRef
+
+    if value is None:
+        return None
+    try:
+        return CameraRef.parse(value)
+    except ValueError as exc:
+        fail(f"--camera: {exc}")
+
+
+def _time(name: str, value: str | None) -> str | None:
+    """An RFC 3339 option as a UTC time string, or a clear exit."""
+    from datetime import datetime, timezone
+
+    from pantau.agent.wire.protocol import format_time
+
+    if value is None:
+        return None
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"{name} {value!r}: not an RFC 3339 time (e.g. 2026-11-27T08:00:00Z)")
+    return format_time(t if t.tzinfo else t.replace(tzinfo=timezone.utc))
+
+
+def _write(rows: list[dict], fmt: str, columns: list[str], title: str) -> None:
+    """Rows as a table, one JSON document, or CSV with a header."""
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rows, indent=1) + "\n")
+    elif fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        table(rows, columns, title=title)
 
 
 @app.command()
@@ -60,6 +119,7 @@ def run(
     ] = 0.0,
 ) -> None:
     """Receive from the broker and store, until SIGINT/SIGTERM (or --duration)."""
+    from pantau.agent.wire.settings import redact_url
     from pantau.central.ingest import Ingest
 
     settings = load_or_exit(CentralSettings, config)
@@ -72,7 +132,7 @@ def run(
     if ingest.conn.wait_connected(10):
         print(
             f"central: connected to {ingest.conn.where}, subscribed to {ingest.subscription}, "
-            f"storing into {settings.storage}",
+            f"storing into {redact_url(settings.storage)}",
             file=sys.stderr,
             flush=True,
         )
@@ -169,27 +229,13 @@ def export_counts(
     until: Annotated[str | None, typer.Option("--to", help="End, exclusive (RFC 3339).")] = None,
     site: Annotated[str | None, typer.Option(help="Only this site.")] = None,
     agent: Annotated[str | None, typer.Option(help="Only this agent.")] = None,
-    camera: Annotated[str | None, typer.Option(help="Only this camera.")] = None,
+    camera: CameraOption = None,
 ) -> None:
-    """One row per stored bucket, rule and class."""
-    from pantau.agent.wire.protocol import format_time
-
+    """One row per stored bucket, rule and class (the raw export)."""
     settings = load_or_exit(CentralSettings, config)
-    bounds: list[str | None] = []
-    for name, value in (("--from", since), ("--to", until)):
-        if value is None:
-            bounds.append(None)
-            continue
-        try:
-            from datetime import datetime, timezone
-
-            t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            bounds.append(format_time(t if t.tzinfo else t.replace(tzinfo=timezone.utc)))
-        except ValueError:
-            fail(f"{name} {value!r}: not an RFC 3339 time (e.g. 2026-11-27T08:00:00Z)")
-    rows = _storage(settings).counts(
-        since=bounds[0], until=bounds[1], site=site, agent=agent, camera=camera
-    )
+    since, until = _time("--from", since), _time("--to", until)
+    cam = _camera(camera)
+    rows = _storage(settings).counts(since=since, until=until, site=site, agent=agent, camera=cam)
     if fmt is Format.jsonl:
         for r in rows:
             sys.stdout.write(json.dumps(r) + "\n")
@@ -200,6 +246,99 @@ def export_counts(
             writer = csv.DictWriter(sys.stdout, fieldnames=list(r))
             writer.writeheader()
         writer.writerow(r)
+
+
+@app.command()
+def counts(
+    config: ConfigOption = None,
+    since: Annotated[str, typer.Option("--from", help="Start (RFC 3339; for --granularity "
+                                       "day, the site's local date YYYY-MM-DD).")] = "",
+    until: Annotated[str, typer.Option("--to", help="End, exclusive (as --from).")] = "",
+    granularity: Annotated[Granularity, typer.Option(help="Raw buckets, UTC hours (shown "
+                                                     "with local time), or local days.")] = (
+        Granularity.hour
+    ),
+    site: Annotated[str | None, typer.Option(help="Only this site.")] = None,
+    camera: CameraOption = None,
+    rule: Annotated[str | None, typer.Option(help="Only this rule (line or zone).")] = None,
+    cls: Annotated[str | None, typer.Option("--class", help="Only this class.")] = None,
+    fmt: Annotated[Output, typer.Option("--format", help="Output format.")] = Output.table,
+) -> None:
+    """Totals per camera, rule and class per bucket, hour or day, from the rollups."""
+    from pantau.central.storage import Filter
+
+    settings = load_or_exit(CentralSettings, config)
+    if granularity is Granularity.day:
+        bounds = [v or None for v in (since, until)]
+        for name, value in (("--from", since), ("--to", until)):
+            if value and not _is_date(value):
+                fail(f"{name} {value!r}: with --granularity day, a local date like 2026-11-27")
+    else:
+        bounds = [_time("--from", since or None), _time("--to", until or None)]
+    query = Filter(bounds[0], bounds[1], site, None, _camera(camera), rule, cls)
+    rows = _storage(settings).rollup(granularity.value, query)
+    period = {"bucket": "bucket_start", "hour": "local", "day": "day"}[granularity.value]
+    columns = [period, "site", "agent", "camera", "rule", "class", "in", "out", "entries",
+               "dwell_mean"]  # fmt: skip
+    _write(rows, fmt.value, columns, f"Counts per {granularity.value}")
+
+
+def _is_date(value: str) -> bool:
+    from datetime import date
+
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return len(value) == 10
+
+
+@app.command()
+def patterns(
+    site: Annotated[str, typer.Option(help="The site.")],
+    config: ConfigOption = None,
+    camera: CameraOption = None,
+    rule: Annotated[str | None, typer.Option(help="Only this rule (line or zone).")] = None,
+    cls: Annotated[str | None, typer.Option("--class", help="Only this class.")] = None,
+    weeks: Annotated[int, typer.Option(min=1, max=520, help="Weeks of history.")] = 8,
+    fmt: Annotated[Output, typer.Option("--format", help="Output format.")] = Output.table,
+) -> None:
+    """Visit pattern (pola kunjungan): per local weekday and hour, the mean, median and p90
+    of an hour's line crossings (and zone entries, mean dwell) over the last N weeks, with how
+    many weeks had data. The table is the 7 x 24 grid of means."""
+    from pantau.central.storage.patterns import WEEKDAYS
+
+    settings = load_or_exit(CentralSettings, config)
+    cam = _camera(camera)
+    if cam is not None and cam.site != site:
+        fail(f"--camera {camera} is not in --site {site}")
+    found = _storage(settings).pattern(site, weeks=weeks, camera=cam, rule=rule, cls=cls)
+    if fmt is not Output.table:
+        if fmt is Output.json:
+            sys.stdout.write(json.dumps(found, indent=1) + "\n")
+        else:
+            _write(found["slots"], "csv", [], "")
+        return
+    grid = []
+    for day in WEEKDAYS:
+        row: dict[str, object] = {"hari": day}
+        for slot in found["slots"]:
+            if slot["weekday"] == day:
+                mean = slot["mean"] if slot["mean"] is not None else slot["entries_mean"]
+                row[f"{slot['hour']:02d}"] = "" if mean is None else f"{mean:g}"
+        grid.append(row)
+    title = (f"Pola kunjungan {site}: rata-rata per jam, {weeks} minggu, waktu lokal "
+             f"{found['timezone']}")  # fmt: skip
+    table(grid, ["hari", *(f"{h:02d}" for h in range(24))], title=title)
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Apply pending schema migrations now (central also applies them when it starts)."""
+    settings = load_or_exit(CentralSettings, config)
+    storage = _storage(settings, must_exist=False)
+    print(f"{storage.where}: schema version {storage.schema_version()}")
+    storage.close()
 
 
 credentials_app = typer.Typer(

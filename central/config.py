@@ -1,11 +1,16 @@
-"""Central's configuration: broker, storage URL, shared-subscription group and batching."""
+"""Central's configuration: broker, storage URL, shared-subscription group and batching,
+retention, and each site's time zone."""
 
 from __future__ import annotations
+
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pantau.agent.wire.paths import central_database
 from pantau.agent.wire.protocol import segment_validator
 from pantau.agent.wire.settings import BrokerSettings, PantauSettings, Section
 from pydantic import Field, field_validator
+
+DEFAULT_TIMEZONE = "Asia/Makassar"  # WITA, UTC+8: the capital's
 
 
 class DeadLetterSettings(Section):
@@ -13,6 +18,40 @@ class DeadLetterSettings(Section):
     max_rows: int = Field(
         100_000, ge=1, description="Most dead letters kept; the oldest are dropped first."
     )
+
+
+class RetentionSettings(Section):
+    raw_days: float = Field(
+        90, gt=0, description="Raw count buckets older than this are dropped (on PostgreSQL a "
+        "whole day partition at a time)."
+    )
+    hourly_days: float = Field(
+        1100, gt=0, description="Hourly and daily rollups older than this are dropped."
+    )
+    dedupe_days: float = Field(
+        8,
+        gt=0,
+        description="Message ids (the dedupe of resends) and closed seq gaps older than this are "
+        "dropped: keep it above the agents' outbox age (buffer.max_age), the oldest resend.",
+    )
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (an IANA name like Asia/Makassar)") from None
+    return value
+
+
+class SiteSettings(Section):
+    timezone: str = Field(
+        DEFAULT_TIMEZONE,
+        description="IANA time zone of the site: local days, hours and weekdays of its rollups "
+        "and visit patterns.",
+    )
+
+    _zone = field_validator("timezone")(_check_timezone)
 
 
 class CentralBrokerSettings(BrokerSettings):
@@ -29,9 +68,10 @@ class CentralSettings(PantauSettings):
     broker: CentralBrokerSettings = Field(default_factory=CentralBrokerSettings)
     storage: str = Field(
         default_factory=lambda: f"sqlite:///{central_database()}",
-        description="Where messages are stored: sqlite:////abs/path (or sqlite:///relative/path). "
-        "Default central.db under Pantau's state root: $PANTAU_HOME, else /var/lib/pantau for a "
-        "service, else ~/.local/share/pantau.",
+        description="Where messages are stored: sqlite:////abs/path (or sqlite:///relative/path), "
+        "or postgresql://user[:password]@host[:port]/database (the database must exist; central "
+        "creates its tables). Default central.db under Pantau's state root: $PANTAU_HOME, "
+        "else /var/lib/pantau for a service, else ~/.local/share/pantau.",
     )
     group: str = Field(
         "central",
@@ -72,6 +112,13 @@ class CentralSettings(PantauSettings):
         "dead-lettered.",
     )
     dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    timezone: str = Field(
+        DEFAULT_TIMEZONE, description="Time zone of every site not listed under `sites`."
+    )
+    sites: dict[str, SiteSettings] = Field(
+        default_factory=dict, description="Per-site settings, by site name."
+    )
     tail_gap_after: float = Field(
         600,
         gt=0,
@@ -80,12 +127,22 @@ class CentralSettings(PantauSettings):
     )
 
     _check_names = field_validator("group", "worker")(segment_validator("name"))
+    _zone = field_validator("timezone")(_check_timezone)
+
+    def zone(self, site: str) -> ZoneInfo:
+        """The time zone of `site`."""
+        return ZoneInfo(self.sites[site].timezone if site in self.sites else self.timezone)
 
     @field_validator("storage")
     @classmethod
     def _storage_url(cls, value: str) -> str:
-        if not value.startswith("sqlite:///"):
-            raise ValueError("only sqlite:///PATH is supported (postgresql:// is planned)")
-        if len(value) == len("sqlite:///"):
-            raise ValueError("sqlite:/// needs a file path after it")
-        return value
+        if value.startswith("sqlite:///"):
+            if len(value) == len("sqlite:///"):
+                raise ValueError("sqlite:/// needs a file path after it")
+            return value
+        if value.startswith(("postgresql://", "postgres://")):
+            rest = value.split("://", 1)[1].split("?", 1)[0]
+            if "/" not in rest or not rest.rsplit("/", 1)[1]:
+                raise ValueError("postgresql:// needs a database name: postgresql://user@host/db")
+            return value
+        raise ValueError("not a storage URL: use sqlite:///PATH or postgresql://user@host/db")

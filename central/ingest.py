@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
-import sqlite3
 import threading
 import time
 from collections import Counter, deque
@@ -31,14 +30,15 @@ from pantau.agent.wire.protocol import (
     utcnow,
 )
 from pantau.central.config import CentralSettings
-from pantau.central.storage import Received, Storage
+from pantau.central.storage import Received, Storage, open_storage
 
 log = logging.getLogger(__name__)
 
 PIPELINE_DEPTH = 2
-# Faults of the machine or the database, not of a message: they stop ingest (nothing is
-# acknowledged, the broker keeps the batch) instead of dead-lettering valid data.
-ENVIRONMENTAL = (sqlite3.OperationalError, OSError, MemoryError)
+# Faults of the machine, not of a message (with the storage's own, Storage.environmental): they
+# stop ingest (nothing is acknowledged, the broker keeps the batch) instead of dead-lettering
+# valid data.
+ENVIRONMENTAL = (OSError, MemoryError)
 DEAD_LETTER_LOG_INTERVAL = 60.0
 # An agent's ack goes out at most this often (seconds) while what it says changes, and at once
 # when it changes after a quiet spell.
@@ -78,10 +78,11 @@ def store_isolating_poison(
 
     Returns the storage counts plus `poison`, and every dead letter with its reason.
     """
+    environmental: tuple[type[BaseException], ...] = (*ENVIRONMENTAL, *storage.environmental)
     try:
         counts, dead = storage.store_batch(items)
         return {**counts, "poison": 0}, dead
-    except ENVIRONMENTAL:
+    except environmental:
         raise
     except Exception:
         log.warning("a batch of %d failed to store; storing its messages one by one", len(items))
@@ -90,7 +91,7 @@ def store_isolating_poison(
     for item in items:
         try:
             counts, rejected = storage.store_batch([item])
-        except ENVIRONMENTAL:
+        except environmental:
             raise
         except Exception as exc:
             item = Received(item.topic, item.payload, error=f"storage: {type(exc).__name__}: {exc}")
@@ -156,7 +157,7 @@ def _store_batches(settings: CentralSettings, pipe: Connection) -> None:
     what is now stored of each agent epoch the batch touched. Anything else means nothing of
     it was committed.
     """
-    storage = Storage(settings.storage, settings)
+    storage = open_storage(settings.storage, settings)
     pipe.send(("ready",))
     while (batch := pipe.recv()) is not None:
         items = [validate(topic, payload) for topic, payload in batch]

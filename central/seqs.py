@@ -5,8 +5,8 @@ epoch (a reinstalled agent's seqs start again at 0) has a bookkeeping of its own
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 Range = tuple[int, int]  # [first, last], both included
 
@@ -62,6 +62,14 @@ def overlaps(ranges: list[Range], windows: list[Range]) -> list[int]:
     return out
 
 
+class Executes(Protocol):
+    """What the tracker needs of a database: `?`-parameter statements (either backend)."""
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Any: ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+
 class SeqTracker:
     """Reads and writes the `seq_ranges`, `gaps`, `epochs.max_seq` and `agents.max_seq` of one
     database.
@@ -70,7 +78,7 @@ class SeqTracker:
     below its max_seq that no range covers lies in one of its open gaps; gaps are disjoint.
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Executes) -> None:
         self.c = conn
 
     def account(
@@ -96,8 +104,8 @@ class SeqTracker:
         top = claimed[-1][1]
         holes = subtract([(expected, top)], claimed) if top >= expected else []
         self.c.executemany(
-            "INSERT OR IGNORE INTO gaps (site, agent, epoch, seq_from, seq_to, detected_at, "
-            "missing) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO gaps (site, agent, epoch, seq_from, seq_to, detected_at, missing) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [(site, agent, epoch, a, b, now, b - a + 1) for a, b in holes],
         )
         if top > prev_max:
@@ -109,7 +117,8 @@ class SeqTracker:
             # The agent's own max_seq is over all its epochs: the base of the seq window.
             self.c.execute(
                 "INSERT INTO agents (site, agent, max_seq) VALUES (?, ?, ?) ON CONFLICT(site, "
-                "agent) DO UPDATE SET max_seq = MAX(max_seq, excluded.max_seq)",
+                "agent) DO UPDATE SET max_seq = CASE WHEN agents.max_seq > excluded.max_seq THEN "
+                "agents.max_seq ELSE excluded.max_seq END",
                 (site, agent, top),
             )
 
@@ -117,7 +126,8 @@ class SeqTracker:
         """The highest seq the agent has sent so far, of any kind (-1 if none), and when the
         agent was last heard from (None if never)."""
         row = self.c.execute(
-            "SELECT MAX(max_seq, high_water_seq), last_seen FROM agents "
+            "SELECT CASE WHEN max_seq > high_water_seq THEN max_seq ELSE high_water_seq END, "
+            "last_seen FROM agents "
             "WHERE site = ? AND agent = ?",
             (site, agent),
         ).fetchone()

@@ -1,6 +1,7 @@
-"""End-to-end acknowledgement pieces on real SQLite: the epoch in the envelope (old messages
-without it stay valid), the ack message, the outbox's 'awaiting central' state with its
-confirmations, holes and resends, central's per-epoch bookkeeping, acks and tail gaps."""
+"""End-to-end acknowledgement pieces: the epoch in the envelope (old messages without it stay
+valid), the ack message, the outbox's 'awaiting central' state with its confirmations, holes
+and resends (real SQLite); central's per-epoch bookkeeping, acks and tail gaps (on both storage
+backends)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from pantau.agent.wire.protocol import (
 )
 from pantau.central.config import CentralSettings
 from pantau.central.ingest import ACK_INTERVAL, ACK_REFRESH, AckThrottle
-from pantau.central.storage import Received, Storage
+from pantau.central.storage import Received
 
 from tests.datapath.test_outbox import counts as outbox_counts
 from tests.datapath.test_storage import counts
@@ -131,8 +132,8 @@ def test_awaiting_rows_are_never_merged_but_relief_may_drop_them(tmp_path):
 # --- central ---------------------------------------------------------------------------------
 
 
-def test_a_new_epoch_starts_its_own_bookkeeping_and_old_gaps_stay(tmp_path):
-    st = Storage(f"sqlite:///{tmp_path}/c.db")
+def test_a_new_epoch_starts_its_own_bookkeeping_and_old_gaps_stay(new_storage):
+    st = new_storage()
     st.store([counts(0, 0), counts(1, 1), counts(3, 3)])  # legacy epoch, gap at 2
     # Reinstalled: seq starts again at 0, in a new epoch, at other minutes.
     st.store([with_epoch(counts(s, 10 + s), "e2") for s in (0, 1, 2)])
@@ -149,17 +150,17 @@ def test_a_new_epoch_starts_its_own_bookkeeping_and_old_gaps_stay(tmp_path):
     st.close()
 
 
-def test_acks_are_bounded(tmp_path):
-    st = Storage(f"sqlite:///{tmp_path}/c.db")
+def test_acks_are_bounded(new_storage):
+    st = new_storage()
     st.store([counts(2 * i + 1, i) for i in range(100)])  # every other seq, 0 missing
     upto, ranges = st.acknowledgement("s1", "a1", "")
     assert upto == -1 and len(ranges) == 64 and ranges[0] == (1, 1)
     st.close()
 
 
-def test_a_tail_never_received_shows_as_an_open_gap_after_the_grace(tmp_path):
+def test_a_tail_never_received_shows_as_an_open_gap_after_the_grace(new_storage):
     settings = CentralSettings(tail_gap_after=60)
-    st = Storage(f"sqlite:///{tmp_path}/c.db", settings)
+    st = new_storage(settings)
     now = time.time()
     st.store([counts(0, 0), counts(1, 1), heartbeat(9)], now=now)
     assert st.gaps(now=now + 30) == []  # maybe still on its way
@@ -190,9 +191,9 @@ def test_ack_throttle_sends_changes_at_once_then_at_most_every_interval():
     assert t.due(1000.0) == []  # not heard from: nothing
 
 
-def test_storage_keys_stale_epoch_messages_apart(tmp_path):
+def test_storage_keys_stale_epoch_messages_apart(new_storage):
     """A message of an old epoch arriving late is accounted under that epoch."""
-    st = Storage(f"sqlite:///{tmp_path}/c.db")
+    st = new_storage()
     st.store([with_epoch(counts(0, 0), "new"), counts(0, 1, camera="other")])
     assert st.acknowledgement("s1", "a1", "new") == (0, [])
     assert st.acknowledgement("s1", "a1", "") == (0, [])

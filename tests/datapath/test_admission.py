@@ -1,6 +1,6 @@
-"""What central refuses to believe, on real SQLite: seqs far ahead of an agent, a second copy of
-a stored key with other content, misaligned or overlapping buckets, implausible times; and the
-dead letters' retention and cap."""
+"""What central refuses to believe, on real SQLite and real PostgreSQL: seqs far ahead of an
+agent, a second copy of a stored key with other content, misaligned or overlapping buckets,
+implausible times; and the dead letters' retention and cap."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from pantau.central.config import CentralSettings
 from pantau.central.storage import Received, Storage
 
 from tests.conftest import cli
-from tests.datapath.helpers import central_config, summary_of
+from tests.datapath.conftest import write_central_config
+from tests.datapath.helpers import summary_of
 
 NOW = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
 T0 = NOW - timedelta(days=1)
@@ -91,10 +92,8 @@ def heartbeat(seq: int) -> Received:
 
 
 @pytest.fixture
-def st(tmp_path):
-    s = Storage(f"sqlite:///{tmp_path}/central.db")
-    yield s
-    s.close()
+def st(new_storage):
+    return new_storage()
 
 
 def reasons(st: Storage) -> list[str]:
@@ -102,7 +101,7 @@ def reasons(st: Storage) -> list[str]:
 
 
 def line_in(st: Storage) -> int:
-    return st.db.execute('SELECT COALESCE(SUM("in"), 0) FROM counts').fetchone()[0]
+    return st.one('SELECT COALESCE(SUM("in"), 0) FROM counts')
 
 
 def test_seqs_far_ahead_are_dead_lettered_not_believed(st):
@@ -144,7 +143,7 @@ def test_a_second_copy_with_other_content_is_a_conflict(st):
     assert bucket.startswith("conflict: bucket") and "msg_id a1-0" in bucket
     assert crowd.startswith("conflict: alert crowd-1") and "msg_id a-1" in crowd
     assert line_in(st) == 4  # the first copy, never the second
-    (stored_alert,) = st.db.execute("SELECT severity, msg_id FROM alerts").fetchall()
+    (stored_alert,) = st.fetch("SELECT severity, msg_id FROM alerts")
     assert stored_alert == ("warning", "a-1")
     # A rejected message's seq stays missing: the data it carried was not stored.
     assert [(g["seq_from"], g["seq_to"], g["missing"]) for g in st.gaps()] == [(2, 3, 2)]
@@ -184,9 +183,10 @@ def test_buckets_at_implausible_times_are_dead_lettered(st):
     assert why[1].startswith("bucket in the future") and "600 s" in why[1]
 
 
-def test_dead_letters_are_capped_and_expire_oldest_first(tmp_path):
+def test_dead_letters_are_capped_and_expire_oldest_first(tmp_path, storage_url):
     settings = CentralSettings.model_validate({"dead_letters": {"max_days": 2, "max_rows": 5}})
-    st = Storage(f"sqlite:///{tmp_path}/central.db", settings)
+    url = storage_url()
+    st = Storage(url, settings)
     now = time.time()
     bad = [Received("pantau/v1/s1/a1/cam/counts", f"junk {i}".encode(), error=f"e{i}")
            for i in range(8)]  # fmt: skip
@@ -197,7 +197,7 @@ def test_dead_letters_are_capped_and_expire_oldest_first(tmp_path):
     st.store(bad[:2], now=now)
     assert reasons(st) == ["e5", "e6", "e7", "e0", "e1"]
     st.close()
-    res = cli("pantau-central", "status", "-c", str(central_config(tmp_path, 1883)))
+    res = cli("pantau-central", "status", "-c", str(write_central_config(tmp_path, 1883, url)))
     assert res.returncode == 0, res.stderr
     summary = summary_of(res.stdout)
     assert summary["dead_letters"] == 5 and summary["dead_letters_dropped"] == 5

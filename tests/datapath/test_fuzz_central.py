@@ -1,6 +1,6 @@
-"""Fuzzing central's decode-and-store path (hypothesis, bounded time) against a real SQLite
-database: whatever arrives, storing never raises, and every input is either stored exactly or
-dead-lettered with a reason."""
+"""Fuzzing central's decode-and-store path (hypothesis, bounded time) against real SQLite and
+real PostgreSQL databases: whatever arrives, storing never raises, and every input is either
+stored exactly or dead-lettered with a reason."""
 
 from __future__ import annotations
 
@@ -92,17 +92,16 @@ def mutated(draw: st.DrawFn) -> tuple[str, bytes]:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(batch=st.lists(mutated(), min_size=1, max_size=8))
-def test_every_input_is_stored_exactly_or_dead_lettered(tmp_path_factory, batch):
-    storage = Storage(f"sqlite:///{tmp_path_factory.mktemp('fuzz')}/central.db")
+def test_every_input_is_stored_exactly_or_dead_lettered(storage_url, batch):
+    storage = Storage(storage_url())
     try:
         items = [validate(topic, payload) for topic, payload in batch]
         result, dead = store_isolating_poison(storage, items)
-        db = storage.db.conn
-        n_dead = db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+        n_dead = storage.one("SELECT COUNT(*) FROM dead_letters")
         assert n_dead == result["dead"] == len(dead)
         assert all(d.error for d in dead)
         assert result["stored"] + result["duplicate"] + result["dead"] == len(batch)
-        stored_ids = {r[0] for r in db.execute("SELECT msg_id FROM messages")}
+        stored_ids = {r[0] for r in storage.fetch("SELECT msg_id FROM messages")}
         rejected = {(d.topic, d.payload) for d in dead}
         for item in items:
             if (item.topic, item.payload) in rejected or item.error:
@@ -113,11 +112,13 @@ def test_every_input_is_stored_exactly_or_dead_lettered(tmp_path_factory, batch)
             if msg.kind == "counts":
                 lines = msg.payload.lines
                 want = sum(c.in_ + c.out for by in lines.values() for c in by.values())
-                got = db.execute(
-                    'SELECT COALESCE(SUM("in" + "out"), 0) FROM counts WHERE camera = ? '
-                    "AND bucket_start = ?",
-                    (msg.camera, msg.payload.bucket_start.strftime("%Y-%m-%dT%H:%M:%SZ")),
-                ).fetchone()[0]
+                got = sum(
+                    (i or 0) + (o or 0)
+                    for i, o in storage.fetch(
+                        'SELECT "in", "out" FROM counts WHERE camera = ? AND bucket_start = ?',
+                        (msg.camera, msg.payload.bucket_start.strftime("%Y-%m-%dT%H:%M:%SZ")),
+                    )
+                )
                 # Exactly what was sent, unless an earlier copy of the same key won.
                 assert got == want or result["duplicate"], (got, want)
             for value in (getattr(msg.payload, "observed_seconds", 0.0),):

@@ -1,7 +1,7 @@
-"""Hostile input against a running central (real Mosquitto, real SQLite): single messages that
-once stopped central for good are dead-lettered with a reason, the valid messages around them
-are stored exactly, and a message that breaks storage is isolated instead of blocking the
-queue."""
+"""Hostile input against a running central (real Mosquitto; real SQLite and real PostgreSQL):
+single messages that once stopped central for good are dead-lettered with a reason, the valid
+messages around them are stored exactly, and a message that breaks storage is isolated instead
+of blocking the queue."""
 
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ from pantau.agent.wire.protocol import (
 from pantau.central.ingest import DeadLetterLog, store_isolating_poison, validate
 from pantau.central.storage import Storage
 
-from tests.datapath.helpers import query
-from tests.datapath.test_faults import start_central, stop
+from tests.conftest import spawn
+from tests.datapath.conftest import write_central_config
+from tests.datapath.test_faults import stop
 
 T0 = utcnow().replace(second=0, microsecond=0) - timedelta(hours=1)
 
@@ -70,6 +71,23 @@ def alert_with_details(seq: int, details: object, agent: str = "a1") -> bytes:
 
 TOPIC = "pantau/v1/s1/a1/cam"
 
+
+def start_central(tmp: Path, port: int, url: str):
+    """`pantau-central run` storing into `url`, once it has subscribed."""
+    proc = spawn("pantau-central", "run", "-c", str(write_central_config(tmp, port, url)))
+    line = proc.stderr.readline()
+    assert "subscribed to" in line, line + (proc.stderr.read() if proc.poll() is not None else "")
+    time.sleep(0.3)  # the broker handles the SUBSCRIBE in its own time
+    return proc
+
+
+def query(url: str, sql: str) -> list[tuple]:
+    st = Storage(url)
+    try:
+        return st.fetch(sql)
+    finally:
+        st.close()
+
 # (what, topic kind, payload) of each single message that once stopped central.
 POISON = [
     ("count >= 2^63", "counts",
@@ -82,8 +100,9 @@ POISON = [
 ]
 
 
-def test_poison_between_valid_messages_central_keeps_storing(tmp_path, broker):
-    central = start_central(tmp_path, broker.port)
+def test_poison_between_valid_messages_central_keeps_storing(tmp_path, broker, storage_url):
+    url = storage_url()
+    central = start_central(tmp_path, broker.port, url)
     try:
         pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         pub.connect("127.0.0.1", broker.port)
@@ -98,14 +117,12 @@ def test_poison_between_valid_messages_central_keeps_storing(tmp_path, broker):
         pub.loop_stop()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if (tmp_path / "central.db").exists() and query(
-                tmp_path, "SELECT COUNT(*) FROM dead_letters"
-            )[0][0] == len(POISON):
+            if query(url, "SELECT COUNT(*) FROM dead_letters")[0][0] == len(POISON):
                 break
             time.sleep(0.2)
         assert central.poll() is None, "central must keep running"
-        assert query(tmp_path, "SELECT COUNT(*), SUM(\"in\") FROM counts") == [(seq, seq)]
-        reasons = [r for (r,) in query(tmp_path, "SELECT reason FROM dead_letters ORDER BY id")]
+        assert query(url, "SELECT COUNT(*), SUM(\"in\") FROM counts") == [(seq, seq)]
+        reasons = [r for (r,) in query(url, "SELECT reason FROM dead_letters ORDER BY id")]
         assert len(reasons) == len(POISON)
         assert "less than or equal" in reasons[0] and "lost_seqs" in reasons[3]
         assert "nested too deeply" in reasons[4] and "finite" in reasons[5]
@@ -114,34 +131,50 @@ def test_poison_between_valid_messages_central_keeps_storing(tmp_path, broker):
 
 
 @pytest.fixture
-def storage(tmp_path):
-    s = Storage(f"sqlite:///{tmp_path}/central.db")
-    yield s
-    s.close()
+def storage(new_storage):
+    return new_storage()
 
 
-def test_a_message_that_breaks_storage_is_dead_lettered_alone(storage, tmp_path):
-    # A fault no validation foresaw, injected in the real database: rows of camera 'poison'
-    # cannot be inserted.
-    storage.db.conn.execute(
+# A fault no validation foresaw, injected in the real database: rows of camera 'poison' cannot
+# be inserted (each backend's trigger syntax).
+POISON_TRIGGER = {
+    "SqliteStorage": [
         "CREATE TRIGGER poison BEFORE INSERT ON counts WHEN NEW.camera = 'poison' "
         "BEGIN SELECT RAISE(ABORT, 'this row cannot be stored'); END"
-    )
+    ],
+    "PostgresStorage": [
+        "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.camera = 'poison' THEN RAISE EXCEPTION 'this row cannot be stored'; END IF; "
+        "RETURN NEW; END $$",
+        "CREATE TRIGGER poison BEFORE INSERT ON counts FOR EACH ROW EXECUTE FUNCTION poison()",
+    ],
+}
+# A database that refuses every write: a fault of the environment, not of a message.
+READ_ONLY = {
+    "SqliteStorage": "PRAGMA query_only = ON",
+    "PostgresStorage": "SET default_transaction_read_only = on",
+}
+
+
+def test_a_message_that_breaks_storage_is_dead_lettered_alone(storage):
+    for statement in POISON_TRIGGER[type(storage).__name__]:
+        storage.execute(statement)
     batch = [counts(0), counts(1, camera="poison"), counts(2)]
     items = [validate(m.topic, m.encode()) for m in batch]
     result, dead = store_isolating_poison(storage, items)
     assert result == {"stored": 2, "duplicate": 0, "dead": 1, "poison": 1}
     assert [d.topic for d in dead] == [batch[1].topic]
     assert dead[0].error and "this row cannot be stored" in dead[0].error
-    stored = storage.db.conn.execute("SELECT camera, COUNT(*) FROM counts GROUP BY camera")
-    assert stored.fetchall() == [("cam", 2)]
+    stored = storage.fetch("SELECT camera, COUNT(*) FROM counts GROUP BY camera")
+    assert stored == [("cam", 2)]
 
 
 def test_a_broken_database_stops_ingest_instead_of_dead_lettering(storage):
-    storage.db.conn.execute("PRAGMA query_only = ON")
+    storage.execute(READ_ONLY[type(storage).__name__])
     items = [validate(m.topic, m.encode()) for m in (counts(0), counts(1))]
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(storage.environmental):
         store_isolating_poison(storage, items)
+    assert storage.one("SELECT COUNT(*) FROM dead_letters") == 0
 
 
 def test_dead_letter_log_is_one_line_per_reason_per_interval(caplog):
@@ -195,18 +228,19 @@ UNBELIEVABLE = [
 ]
 
 
-def wait_for(tmp_path: Path, sql: str, timeout: float = 20) -> None:
+def wait_for(url: str, sql: str, timeout: float = 20) -> None:
     """Until `sql` counts something in central's database (or the time is up)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(sqlite3.OperationalError):
-            if (tmp_path / "central.db").exists() and query(tmp_path, sql)[0][0]:
+            if query(url, sql)[0][0]:
                 return
         time.sleep(0.1)
 
 
-def test_unbelievable_claims_between_valid_messages(tmp_path, broker):
-    central = start_central(tmp_path, broker.port)
+def test_unbelievable_claims_between_valid_messages(tmp_path, broker, storage_url):
+    url = storage_url()
+    central = start_central(tmp_path, broker.port, url)
     try:
         pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         pub.connect("127.0.0.1", broker.port)
@@ -225,27 +259,28 @@ def test_unbelievable_claims_between_valid_messages(tmp_path, broker):
         # An agent whose first seq is ten million declares all below it lost: believed, and
         # booked as one range, not ten million rows.
         send(*forged(10_000_001, minute(0), people=5, agent="big"))
-        wait_for(tmp_path, "SELECT COUNT(*) FROM gaps WHERE agent = 'big'")  # 0 - 10,000,000
+        wait_for(url, "SELECT COUNT(*) FROM gaps WHERE agent = 'big'")  # 0 - 10,000,000
         lost = {"lost_seqs": [[0, 10_000_000]]}
         send("pantau/v1/s1/big/cam/alerts", alert_with_details(10_000_002, lost, agent="big"))
         pub.loop_stop()
-        wait_for(tmp_path, "SELECT COUNT(*) FROM gaps WHERE agent = 'big' AND closed_at > ''")
+        wait_for(url, "SELECT COUNT(*) FROM gaps WHERE agent = 'big' AND closed_at > ''")
         assert central.poll() is None, "central must keep running"
-        totals = dict(query(tmp_path, 'SELECT agent, SUM("in") FROM counts GROUP BY agent'))
+        totals = dict(query(url, 'SELECT agent, SUM("in") FROM counts GROUP BY agent'))
         assert totals == {"a1": seq, "big": 5}
-        reasons = [r for (r,) in query(tmp_path, "SELECT reason FROM dead_letters ORDER BY id")]
+        reasons = [r for (r,) in query(url, "SELECT reason FROM dead_letters ORDER BY id")]
         assert [r.split(":")[0] for r in reasons] == [why for why, _ in UNBELIEVABLE]
-        assert query(tmp_path, "SELECT seq_from, seq_to, missing, lost FROM gaps "
+        assert query(url, "SELECT seq_from, seq_to, missing, lost FROM gaps "
                      "WHERE agent = 'big'") == [(0, 10_000_000, 0, 10_000_001)]  # fmt: skip
-        assert query(tmp_path, "SELECT COUNT(*) FROM seq_ranges WHERE agent = 'big'") == [(1,)]
+        assert query(url, "SELECT COUNT(*) FROM seq_ranges WHERE agent = 'big'") == [(1,)]
     finally:
         stop(central)
 
 
-def test_oversized_payloads_never_reach_central(tmp_path, broker):
+def test_oversized_payloads_never_reach_central(tmp_path, broker, storage_url):
     """Central tells the broker its maximum packet size: 20 payloads of 1 MB are dropped by
     Mosquitto, not read into central's memory (and so not even dead-lettered)."""
-    central = start_central(tmp_path, broker.port)
+    url = storage_url()
+    central = start_central(tmp_path, broker.port, url)
     try:
         pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         pub.connect("127.0.0.1", broker.port)
@@ -257,13 +292,11 @@ def test_oversized_payloads_never_reach_central(tmp_path, broker):
         pub.loop_stop()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            if (tmp_path / "central.db").exists() and query(
-                tmp_path, "SELECT COUNT(*) FROM counts"
-            )[0][0] == 20:
+            if query(url, "SELECT COUNT(*) FROM counts")[0][0] == 20:
                 break
             time.sleep(0.2)
         assert central.poll() is None
-        assert query(tmp_path, "SELECT COUNT(*) FROM counts")[0][0] == 20
-        assert query(tmp_path, "SELECT COUNT(*) FROM dead_letters")[0][0] == 0
+        assert query(url, "SELECT COUNT(*) FROM counts")[0][0] == 20
+        assert query(url, "SELECT COUNT(*) FROM dead_letters")[0][0] == 0
     finally:
         stop(central)

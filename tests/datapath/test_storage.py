@@ -1,5 +1,6 @@
-"""Central's storage on real SQLite: idempotency, seq gaps (filled late, or declared lost), fleet
-state, and the export CLI; plus the rule that central never imports the vision stack."""
+"""Central's storage on real SQLite and real PostgreSQL (every test runs on both): idempotency,
+seq gaps (filled late, or declared lost), fleet state, and the export CLI; plus the rule that
+central never imports the vision stack."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from pantau.central.seqs import SeqTracker, coalesce, overlaps, subtract
 from pantau.central.storage import Received, Storage
 
 from tests.conftest import cli
+from tests.datapath.conftest import write_central_config
 
 # Yesterday, 08:00 UTC: central refuses buckets too old or in the future, so test times
 # follow the calendar.
@@ -43,11 +45,11 @@ def at(minute: int) -> str:
     return format_time(T0 + timedelta(minutes=minute))
 
 
-def counts(seq: int, minute: int, camera: str = "cam", merged=()) -> Received:
+def counts(seq: int, minute: int, camera: str = "cam", merged=(), agent: str = "a1") -> Received:
     msg = CountsMessage(
-        msg_id=f"m{seq}",
+        msg_id=f"m{seq}" if agent == "a1" else f"{agent}-m{seq}",
         seq=seq,
-        agent="a1",
+        agent=agent,
         site="s1",
         camera=camera,
         created_at=T0,
@@ -89,8 +91,8 @@ def gaps(st: Storage) -> list[tuple]:
     ]
 
 
-def test_duplicates_never_count_twice(tmp_path):
-    st = Storage(f"sqlite:///{tmp_path}/c.db")
+def test_duplicates_never_count_twice(new_storage):
+    st = new_storage()
     first = st.store([counts(0, 0), counts(0, 0)])
     assert first == {"stored": 1, "duplicate": 1, "dead": 0}
     assert st.store([counts(0, 0)])["duplicate"] == 1
@@ -101,8 +103,8 @@ def test_duplicates_never_count_twice(tmp_path):
     assert gaps(st) == []
 
 
-def test_gaps_open_fill_and_lost(tmp_path):
-    st = Storage(f"sqlite:///{tmp_path}/c.db")
+def test_gaps_open_fill_and_lost(new_storage):
+    st = new_storage()
     st.store([counts(0, 0), counts(1, 1), counts(4, 4), counts(9, 9)])
     assert gaps(st) == [(2, 3, 2, 0, False), (5, 8, 4, 0, False)]
     st.store([counts(3, 3), counts(2, 2)])  # late arrivals close the first gap
@@ -113,8 +115,8 @@ def test_gaps_open_fill_and_lost(tmp_path):
     assert st.summary()["open_gaps"] == 0
 
 
-def test_agent_state_from_status_and_heartbeat(tmp_path):
-    st = Storage(f"sqlite:///{tmp_path}/c.db")
+def test_agent_state_from_status_and_heartbeat(new_storage):
+    st = new_storage()
     common = {"agent": "a1", "site": "s1", "created_at": T0}
     online = StatusMessage(msg_id="s1", seq=3, payload=StatusPayload(state="online"), **common)
     beat = HeartbeatMessage(
@@ -141,15 +143,20 @@ def test_agent_state_from_status_and_heartbeat(tmp_path):
     assert st.agents(heartbeat_timeout=90)[0]["state"] == "online"
 
 
-def test_export_counts_cli_filters_and_formats(tmp_path):
-    st = Storage(f"sqlite:///{tmp_path}/c.db")
+def test_export_counts_cli_filters_and_formats(tmp_path, storage_url):
+    url = storage_url()
+    st = Storage(url)
     st.store([counts(i, i, camera=f"cam{i % 2}") for i in range(6)])
+    # The same camera name on another agent: never in an export of s1/a1/cam1.
+    st.store([counts(0, 0, camera="cam1", agent="a2")])
     st.close()
-    config = tmp_path / "central.yaml"
-    config.write_text(f"storage: sqlite:///{tmp_path}/c.db\n")
-    res = cli("pantau-central", "export", "counts", "-c", str(config), "--camera", "cam1")
+    config = write_central_config(tmp_path, 1883, url)
+    res = cli("pantau-central", "export", "counts", "-c", str(config), "--camera", "s1/a1/cam1")
     rows = [json.loads(x) for x in res.stdout.splitlines()]
-    assert res.returncode == 0 and len(rows) == 3 and {r["camera"] for r in rows} == {"cam1"}
+    assert res.returncode == 0, res.stderr
+    assert len(rows) == 3 and {(r["agent"], r["camera"]) for r in rows} == {("a1", "cam1")}
+    res = cli("pantau-central", "export", "counts", "-c", str(config), "--camera", "cam1")
+    assert res.returncode == 2 and "SITE/AGENT/CAMERA" in res.stderr
     res = cli(
         "pantau-central",
         "export",
@@ -183,10 +190,11 @@ def test_central_does_not_import_the_vision_stack():
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def test_declared_loss_of_ten_million_seqs_is_bounded(tmp_path):
+def test_declared_loss_of_ten_million_seqs_is_bounded(new_storage):
     # A window wide enough to believe the claim: the ranges, not the window, must bound it.
-    st = Storage(f"sqlite:///{tmp_path}/c.db", CentralSettings(seq_window=10**8))
+    st = new_storage(CentralSettings(seq_window=10**8))
     st.store([counts(0, 0), counts(5, 5)])
+    size = st.size_bytes()
     tracemalloc.start()
     started = time.perf_counter()
     st.store([overflow(10_000_001, [[0, 10_000_000]])])
@@ -195,11 +203,8 @@ def test_declared_loss_of_ten_million_seqs_is_bounded(tmp_path):
     tracemalloc.stop()
     assert elapsed < 2 and peak < 5_000_000, (elapsed, peak)
     assert gaps(st)[0][:4] == (1, 4, 0, 4)
-    assert st.db.execute("SELECT seq_from, seq_to FROM seq_ranges").fetchall() == [
-        (0, 10_000_001)
-    ]
-    st.close()
-    assert (tmp_path / "c.db").stat().st_size < 1_000_000
+    assert st.fetch("SELECT seq_from, seq_to FROM seq_ranges") == [(0, 10_000_001)]
+    assert st.size_bytes() - size < 1_000_000
 
 
 def per_seq_gaps(batches: list[tuple[list[int], list[list[int]]]]) -> list[tuple]:
@@ -242,13 +247,16 @@ seq_batches = st_.lists(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(batches=seq_batches)
-def test_seq_ranges_agree_with_per_seq_bookkeeping(tmp_path_factory, batches):
-    path = tmp_path_factory.mktemp("seqs") / "c.db"
-    st = Storage(f"sqlite:///{path}")
+def test_seq_ranges_agree_with_per_seq_bookkeeping(storage_url, batches):
+    st = Storage(storage_url())
     try:
-        tracker = SeqTracker(st.db.conn)
+        tracker = SeqTracker(st)
         for seen, lost in batches:
             tracker.account("s1", "a1", "", seen, [(a, b) for a, b in lost], "now")
         assert gaps(st) == per_seq_gaps(batches)

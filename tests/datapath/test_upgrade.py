@@ -1,6 +1,8 @@
 """Versioned databases: an outbox and a central database written by the v1 release (fixtures/,
-made by fixtures/make_v1.py at 072b56f) open and read back unchanged; migrations apply once and
-atomically; a database newer than this release is refused with a clear message."""
+made by fixtures/make_v1.py at 072b56f) open and read back unchanged, with rollups made from
+what they hold; migrations apply once and atomically, on start or by `pantau-central db
+upgrade`; a database newer than this release (SQLite or PostgreSQL) is refused with a clear
+message."""
 
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ from pantau.agent.delivery.outbox import LANE_ALERT, LANE_DATA, Outbox
 from pantau.agent.delivery.outbox import MIGRATIONS as OUTBOX_MIGRATIONS
 from pantau.agent.wire.migrations import Migration, SchemaTooNewError, connect, schema_version
 from pantau.agent.wire.protocol import CountsPayload, HealthPayload
-from pantau.central.storage import MIGRATIONS as CENTRAL_MIGRATIONS
-from pantau.central.storage import Storage
+from pantau.central.storage import Filter, Storage
+from pantau.central.storage.postgres_schema import MIGRATIONS as PG_MIGRATIONS
+from pantau.central.storage.sqlite_schema import MIGRATIONS as CENTRAL_MIGRATIONS
 
 from tests.conftest import cli
+from tests.datapath.conftest import write_central_config
 from tests.datapath.helpers import agent_config, central_config, central_db, summary_of
 from tests.datapath.test_storage import counts
 
@@ -71,7 +75,7 @@ def gap_rows(st: Storage) -> list[tuple]:
 
 
 def seq_ranges(st: Storage) -> list[tuple[int, int]]:
-    return st.db.execute("SELECT seq_from, seq_to FROM seq_ranges ORDER BY seq_from").fetchall()
+    return st.fetch("SELECT seq_from, seq_to FROM seq_ranges ORDER BY seq_from")
 
 
 def test_v1_outbox_reads_back_and_keeps_working(tmp_path):
@@ -154,6 +158,13 @@ def test_v1_central_reads_back_and_keeps_working(tmp_path):
     assert st.store([counts(3, 3), counts(4, 4)])["stored"] == 2
     assert gap_rows(st)[0] == (3, 4, 0, 0, True) and st.summary()["open_gaps"] == 0
     assert seq_ranges(st) == [(0, 10)]
+    # v3 made the rollups of what v1 stored: hourly in the migration, daily on open.
+    raw = sum(r["in"] for r in st.counts() if r["rule_type"] == "line")
+    hourly = st.rollup("hour", Filter())
+    daily = st.rollup("day", Filter())
+    assert sum(r["in"] for r in hourly) == sum(r["in"] for r in daily) == raw > 0
+    v1_hour = [r for r in hourly if r["hour_start"] == "2026-11-27T08:00:00Z"]
+    assert v1_hour and {r["local"] for r in v1_hour} == {"2026-11-27T16:00+08:00"}  # WITA
     st.close()
 
 
@@ -236,3 +247,29 @@ def test_reopening_a_v1_database_migrates_nothing_again(tmp_path):
     ob = Outbox(path, agent="a1", site="s1", max_age_seconds=100 * 365 * 86400)
     assert len(ob) == 11 and ob.last_seq == 16
     ob.close()
+
+
+def test_db_upgrade_applies_and_a_newer_postgresql_schema_is_refused(tmp_path, storage_url):
+    url = storage_url()
+    config = write_central_config(tmp_path, 1883, url)
+    res = cli("pantau-central", "db", "upgrade", "-c", str(config))
+    assert res.returncode == 0, res.stderr
+    st = Storage(url)
+    latest = st.schema_version()
+    assert latest in (len(CENTRAL_MIGRATIONS), len(PG_MIGRATIONS))
+    assert f"schema version {latest}" in res.stdout
+    st.store([counts(0, 0)])
+    if url.startswith("sqlite"):
+        st.close()
+        stamp(Path(url.removeprefix("sqlite:///")), latest + 1)
+    else:
+        st.execute("UPDATE schema_version SET version = ?", (latest + 1,))
+        st.close()
+    wide = {**os.environ, "COLUMNS": "1000"}
+    for command in ("status", "run"):
+        res = cli("pantau-central", command, "-c", str(config), env=wide)
+        assert res.returncode == 2 and "Traceback" not in res.stderr
+        assert f"has schema version {latest + 1}, newer than this release supports " \
+               f"(up to {latest})" in res.stderr  # fmt: skip
+    with pytest.raises(SchemaTooNewError):
+        Storage(url)

@@ -1,0 +1,197 @@
+"""Central's storage in PostgreSQL (psycopg 3): `postgresql://user@host/db`, for many cameras
+and several workers.
+
+Raw `counts` and `buckets` are partitioned by UTC day: partitions are created a week ahead and
+on demand for late data, each in its own short transaction, and retention drops whole
+partitions. Workers serialize per agent with transaction-scoped advisory locks, so seq and
+rollup bookkeeping never races. Batched appends go through COPY.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import psycopg
+from pantau.agent.wire.migrations import SchemaTooNewError
+from pantau.agent.wire.settings import redact_url
+from pantau.central.storage.base import DAY, Storage, quoted
+from pantau.central.storage.postgres_schema import MIGRATIONS
+from psycopg.adapt import Loader
+
+# Any key will do as long as every worker uses the same: migrations run one worker at a time.
+_MIGRATION_LOCK = 0x70616E74
+_PARAM = re.compile(r"\?")
+_PARTITIONED = ("counts", "buckets")
+
+
+class DatabaseTooNewError(SchemaTooNewError):
+    """A PostgreSQL database whose schema_version is newer than this release knows."""
+
+    def __init__(self, where: str, found: int, supported: int) -> None:
+        Exception.__init__(
+            self,
+            f"{where} has schema version {found}, newer than this release supports "
+            f"(up to {supported}); use the release that wrote it, or a newer one",
+        )
+        self.where = where
+        self.found = found
+        self.supported = supported
+
+
+class _IsoTime(Loader):
+    """timestamptz as RFC 3339 UTC text, as SQLite stores it (the session is in UTC)."""
+
+    def load(self, data: Any) -> str:
+        text = bytes(data).decode()  # '2026-11-27 08:00:00+00'
+        return text[:10] + "T" + text[11:19] + "Z"
+
+
+class _Number(Loader):
+    """numeric (what SUM of bigint gives) as int when whole, else float."""
+
+    def load(self, data: Any) -> int | float:
+        value = Decimal(bytes(data).decode())
+        return int(value) if value == value.to_integral_value() else float(value)
+
+
+def _day_name(day: int) -> str:
+    return datetime.fromtimestamp(day, timezone.utc).strftime("%Y%m%d")
+
+
+class PostgresStorage(Storage):
+    environmental: ClassVar[tuple[type[BaseException], ...]] = (
+        psycopg.OperationalError,
+        psycopg.errors.ReadOnlySqlTransaction,
+        psycopg.errors.InsufficientResources,
+        psycopg.errors.AdminShutdown,
+    )
+
+    def _connect(self, url: str) -> None:
+        self._where = redact_url(url)
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.conn.execute("SET TimeZone = 'UTC'")
+        self.conn.adapters.register_loader("timestamptz", _IsoTime)
+        self.conn.adapters.register_loader("numeric", _Number)
+        self._days: set[int] = set()
+        self._migrate()
+
+    @staticmethod
+    def missing(url: str) -> str | None:
+        """Why the database cannot be reached (None: it can)."""
+        try:
+            psycopg.connect(url, connect_timeout=10).close()
+        except psycopg.Error as exc:
+            return f"cannot reach {redact_url(url)}: {str(exc).strip()}"
+        return None
+
+    def _migrate(self) -> None:
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+            )
+            found = self.schema_version()
+            if found > len(MIGRATIONS):
+                raise DatabaseTooNewError(self._where, found, len(MIGRATIONS))
+            for migration in MIGRATIONS[found:]:
+                self.conn.execute(migration.sql)
+                self.conn.execute("DELETE FROM schema_version")
+                self.conn.execute(
+                    "INSERT INTO schema_version VALUES (%s)", (migration.version,)
+                )
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor:
+        return self.conn.execute(_PARAM.sub("%s", sql.replace("%", "%%")), args or None)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            with self.conn.cursor() as cur:
+                cur.executemany(_PARAM.sub("%s", sql.replace("%", "%%")), rows)
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        with self.conn.cursor() as cur, cur.copy(
+            f"COPY {table} ({', '.join(map(quoted, columns))}) FROM STDIN"
+        ) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def begin(self) -> None:
+        self.conn.execute("BEGIN")
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            self.conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @property
+    def where(self) -> str:
+        return self._where
+
+    def schema_version(self) -> int:
+        row = self.conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return 0 if row is None or row[0] is None else int(row[0])
+
+    def size_bytes(self) -> int:
+        return int(self.one("SELECT pg_database_size(current_database())"))
+
+    def _lock_agents(self, agents: list[tuple[str, str]]) -> None:
+        for site, agent in agents:
+            key = zlib.crc32(f"{site}/{agent}".encode())
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (1, key - 2**31))
+
+    def _prepare_days(self, days: set[int]) -> None:
+        for day in sorted(days - self._days):
+            name, end = _day_name(day), day + DAY
+            with self.conn.transaction():
+                self.conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS counts_{name} PARTITION OF counts FOR VALUES "
+                    f"FROM ('{_iso_day(day)}') TO ('{_iso_day(end)}')"
+                )
+                self.conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS buckets_{name} PARTITION OF buckets FOR VALUES "
+                    f"FROM ({day}) TO ({end})"
+                )
+            self._days.add(day)
+
+    def _partitions(self, parent: str) -> list[str]:
+        return [
+            r[0]
+            for r in self.fetch(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = CAST(? AS regclass) ORDER BY 1",
+                (parent,),
+            )
+        ]
+
+    def _drop_raw_before(self, cutoff: int) -> tuple[int, int]:
+        """Drop whole day partitions that end at or before `cutoff`."""
+        last = _day_name(cutoff - DAY)
+        dropped = [0, 0]
+        for i, parent in enumerate(_PARTITIONED):
+            for part in self._partitions(parent):
+                if part.rsplit("_", 1)[1] > last:
+                    continue
+                with self.conn.transaction():
+                    n = self.one(f"SELECT COUNT(*) FROM {part}")
+                    self.conn.execute(f"DROP TABLE {part}")
+                    self._count("count_rows" if parent == "counts" else "buckets", -n)
+                dropped[i] += n
+        self._days = {d for d in self._days if d >= cutoff}
+        return dropped[0], dropped[1]
+
+
+def _iso_day(day: int) -> str:
+    return datetime.fromtimestamp(day, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

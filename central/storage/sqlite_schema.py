@@ -1,0 +1,195 @@
+"""Central's SQLite schema, version by version (applied by pantau.agent.wire.migrations)."""
+
+from __future__ import annotations
+
+from pantau.agent.wire.migrations import Migration
+
+_SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS messages (
+    msg_id TEXT PRIMARY KEY, site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT,
+    kind TEXT NOT NULL, seq INTEGER NOT NULL, created_at TEXT NOT NULL, received_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counts (
+    site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, rule TEXT NOT NULL,
+    rule_type TEXT NOT NULL, class TEXT NOT NULL, bucket_start TEXT NOT NULL,
+    bucket_seconds INTEGER NOT NULL, observed_seconds REAL NOT NULL,
+    "in" INTEGER, "out" INTEGER, occupancy_mean REAL, occupancy_max INTEGER,
+    dwell_count INTEGER, dwell_mean REAL, dwell_p90 REAL, dwell_max REAL, msg_id TEXT NOT NULL,
+    -- Time first: new buckets append at the end of the B-tree, and time ranges need no index.
+    PRIMARY KEY (bucket_start, site, agent, camera, rule, class)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alerts (
+    site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, alert_id TEXT NOT NULL,
+    state TEXT NOT NULL, type TEXT NOT NULL, severity TEXT NOT NULL, started_at TEXT NOT NULL,
+    ended_at TEXT, rule TEXT, details TEXT NOT NULL, created_at TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    PRIMARY KEY (site, agent, alert_id, state)
+);
+CREATE TABLE IF NOT EXISTS health (
+    site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, created_at TEXT NOT NULL,
+    state TEXT NOT NULL, fps_target REAL, fps_effective REAL, frames_read INTEGER,
+    frames_analyzed INTEGER, details TEXT, msg_id TEXT PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS agents (
+    site TEXT NOT NULL, agent TEXT NOT NULL, status TEXT, status_at TEXT, software TEXT,
+    last_seen REAL, last_heartbeat REAL, high_water_seq INTEGER NOT NULL DEFAULT -1,
+    max_seq INTEGER NOT NULL DEFAULT -1, outbox_messages INTEGER,
+    PRIMARY KEY (site, agent)
+);
+CREATE TABLE IF NOT EXISTS cameras (
+    site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, last_seen REAL,
+    health TEXT, health_at TEXT,
+    PRIMARY KEY (site, agent, camera)
+);
+CREATE TABLE IF NOT EXISTS agent_seqs (
+    site TEXT NOT NULL, agent TEXT NOT NULL, seq INTEGER NOT NULL, how TEXT NOT NULL,
+    PRIMARY KEY (site, agent, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gaps (
+    site TEXT NOT NULL, agent TEXT NOT NULL, seq_from INTEGER NOT NULL, seq_to INTEGER NOT NULL,
+    detected_at TEXT NOT NULL, closed_at TEXT, missing INTEGER NOT NULL,
+    lost INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (site, agent, seq_from)
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL, topic TEXT NOT NULL,
+    size INTEGER NOT NULL, payload BLOB, reason TEXT NOT NULL
+);
+"""
+# v2: seqs kept as ranges (v1 kept a row per seq: a message declaring ten million lost seqs
+# wrote ten million rows); a row per stored counts bucket, to find conflicts and overlaps; the
+# dead-letter retention's index and counter.
+_SCHEMA_V2 = """
+CREATE TABLE seq_ranges (
+    site TEXT NOT NULL, agent TEXT NOT NULL, seq_from INTEGER NOT NULL, seq_to INTEGER NOT NULL,
+    PRIMARY KEY (site, agent, seq_from)
+) WITHOUT ROWID;
+INSERT INTO seq_ranges
+    SELECT site, agent, MIN(seq), MAX(seq) FROM (
+        SELECT site, agent, seq, seq - ROW_NUMBER() OVER (PARTITION BY site, agent ORDER BY seq)
+            AS run
+        FROM agent_seqs
+    ) GROUP BY site, agent, run;
+DROP TABLE agent_seqs;
+CREATE TABLE buckets (
+    site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, start_s INTEGER NOT NULL,
+    end_s INTEGER NOT NULL, msg_id TEXT NOT NULL,
+    PRIMARY KEY (site, agent, camera, start_s)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO buckets
+    SELECT site, agent, camera, CAST(strftime('%s', bucket_start) AS INTEGER),
+        CAST(strftime('%s', bucket_start) AS INTEGER) + bucket_seconds, MIN(msg_id)
+    FROM counts GROUP BY site, agent, camera, bucket_start;
+CREATE INDEX dead_letters_received ON dead_letters (received_at);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO counters VALUES ('dead_letters_dropped', 0);
+"""
+# v3: count rows keyed site first (an operator asks for one camera's period, central for one
+# camera's neighbouring buckets) and without a msg_id each (the bucket row has it); messages keyed
+# (site, msg_id) with an index for their retention; hourly and daily rollups kept with every
+# insert; counters so that `status` counts nothing; the time zone each site's daily rollups were
+# made in (empty: not yet made, they are built on open).
+_SCHEMA_V3 = """
+CREATE TABLE counts_v3 (
+    site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, rule TEXT NOT NULL,
+    rule_type TEXT NOT NULL, class TEXT NOT NULL, bucket_start TEXT NOT NULL,
+    bucket_seconds INTEGER NOT NULL, observed_seconds REAL NOT NULL,
+    "in" INTEGER, "out" INTEGER, occupancy_mean REAL, occupancy_max INTEGER,
+    dwell_count INTEGER, dwell_mean REAL, dwell_p90 REAL, dwell_max REAL,
+    PRIMARY KEY (site, agent, camera, bucket_start, rule, class)
+) WITHOUT ROWID;
+INSERT INTO counts_v3 SELECT site, agent, camera, rule, rule_type, class, bucket_start,
+    bucket_seconds, observed_seconds, "in", "out", occupancy_mean, occupancy_max, dwell_count,
+    dwell_mean, dwell_p90, dwell_max FROM counts;
+DROP TABLE counts;
+ALTER TABLE counts_v3 RENAME TO counts;
+CREATE TABLE messages_v3 (
+    site TEXT NOT NULL, msg_id TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT,
+    kind TEXT NOT NULL, seq INTEGER NOT NULL, created_at TEXT NOT NULL, received_at TEXT NOT NULL,
+    PRIMARY KEY (site, msg_id)
+) WITHOUT ROWID;
+INSERT INTO messages_v3 SELECT site, msg_id, agent, camera, kind, seq, created_at, received_at
+    FROM messages;
+DROP TABLE messages;
+ALTER TABLE messages_v3 RENAME TO messages;
+CREATE INDEX messages_received ON messages (site, received_at);
+CREATE INDEX health_created ON health (site, created_at);
+CREATE TABLE hourly (
+    site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, rule TEXT NOT NULL,
+    class TEXT NOT NULL, hour_start TEXT NOT NULL, rule_type TEXT NOT NULL,
+    "in" INTEGER NOT NULL, "out" INTEGER NOT NULL, entries INTEGER NOT NULL,
+    dwell_seconds REAL NOT NULL, occupancy_seconds REAL NOT NULL, observed_seconds REAL NOT NULL,
+    rows INTEGER NOT NULL,
+    PRIMARY KEY (site, agent, camera, rule, class, hour_start)
+) WITHOUT ROWID;
+CREATE INDEX hourly_site_time ON hourly (site, hour_start);
+INSERT INTO hourly SELECT site, agent, camera, rule, class,
+    substr(bucket_start, 1, 13) || ':00:00Z', MIN(rule_type), COALESCE(SUM("in"), 0),
+    COALESCE(SUM("out"), 0), COALESCE(SUM(dwell_count), 0),
+    COALESCE(SUM(dwell_mean * dwell_count), 0), COALESCE(SUM(occupancy_mean * observed_seconds), 0),
+    SUM(observed_seconds), COUNT(*)
+    FROM counts GROUP BY site, agent, camera, rule, class, substr(bucket_start, 1, 13);
+CREATE TABLE daily (
+    site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, rule TEXT NOT NULL,
+    class TEXT NOT NULL, day TEXT NOT NULL, rule_type TEXT NOT NULL,
+    "in" INTEGER NOT NULL, "out" INTEGER NOT NULL, entries INTEGER NOT NULL,
+    dwell_seconds REAL NOT NULL, occupancy_seconds REAL NOT NULL, observed_seconds REAL NOT NULL,
+    rows INTEGER NOT NULL,
+    PRIMARY KEY (site, agent, camera, rule, class, day)
+) WITHOUT ROWID;
+CREATE INDEX daily_site_day ON daily (site, day);
+CREATE TABLE sites (site TEXT PRIMARY KEY, timezone TEXT NOT NULL);
+INSERT INTO sites SELECT DISTINCT site, '' FROM hourly;
+CREATE TABLE counters_v3 (
+    name TEXT NOT NULL, shard INTEGER NOT NULL, value INTEGER NOT NULL,
+    PRIMARY KEY (name, shard)
+);
+INSERT INTO counters_v3 SELECT name, 0, value FROM counters;
+DROP TABLE counters;
+ALTER TABLE counters_v3 RENAME TO counters;
+INSERT INTO counters VALUES ('messages', 0, (SELECT COUNT(*) FROM messages)),
+    ('count_rows', 0, (SELECT COUNT(*) FROM counts)),
+    ('buckets', 0, (SELECT COUNT(*) FROM buckets));
+INSERT INTO counters SELECT 'first_bucket', 0, MIN(start_s) FROM buckets HAVING COUNT(*) > 0;
+INSERT INTO counters SELECT 'last_bucket', 0, MAX(start_s) FROM buckets HAVING COUNT(*) > 0;
+"""
+# v4: agent epochs (a reinstalled agent's seqs start again at 0): seq ranges and gaps are kept
+# per epoch, everything stored before under the legacy epoch ''; `epochs` holds each epoch's
+# highest stored seq and what its heartbeats said was sent (tail_seq, first said at tail_at), so
+# that a tail central never received shows as a gap; `agents.epoch` is the current one.
+_SCHEMA_V4 = """
+CREATE TABLE seq_ranges_v4 (
+    site TEXT NOT NULL, agent TEXT NOT NULL, epoch TEXT NOT NULL, seq_from INTEGER NOT NULL,
+    seq_to INTEGER NOT NULL,
+    PRIMARY KEY (site, agent, epoch, seq_from)
+) WITHOUT ROWID;
+INSERT INTO seq_ranges_v4 SELECT site, agent, '', seq_from, seq_to FROM seq_ranges;
+DROP TABLE seq_ranges;
+ALTER TABLE seq_ranges_v4 RENAME TO seq_ranges;
+CREATE TABLE gaps_v4 (
+    site TEXT NOT NULL, agent TEXT NOT NULL, epoch TEXT NOT NULL, seq_from INTEGER NOT NULL,
+    seq_to INTEGER NOT NULL, detected_at TEXT NOT NULL, closed_at TEXT,
+    missing INTEGER NOT NULL, lost INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (site, agent, epoch, seq_from)
+);
+INSERT INTO gaps_v4 SELECT site, agent, '', seq_from, seq_to, detected_at, closed_at, missing,
+    lost FROM gaps;
+DROP TABLE gaps;
+ALTER TABLE gaps_v4 RENAME TO gaps;
+CREATE TABLE epochs (
+    site TEXT NOT NULL, agent TEXT NOT NULL, epoch TEXT NOT NULL,
+    max_seq INTEGER NOT NULL DEFAULT -1, high_water_seq INTEGER NOT NULL DEFAULT -1,
+    tail_seq INTEGER, tail_at REAL,
+    PRIMARY KEY (site, agent, epoch)
+);
+INSERT INTO epochs (site, agent, epoch, max_seq, high_water_seq)
+    SELECT site, agent, '', max_seq, high_water_seq FROM agents;
+ALTER TABLE agents ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
+"""
+# The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
+MIGRATIONS = (
+    Migration(1, _SCHEMA_V1),
+    Migration(2, _SCHEMA_V2),
+    Migration(3, _SCHEMA_V3),
+    Migration(4, _SCHEMA_V4),
+)
