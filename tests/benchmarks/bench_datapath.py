@@ -22,6 +22,7 @@ from pantau.agent.delivery.outbox import Outbox
 from pantau.agent.delivery.publisher import Publisher
 from pantau.agent.delivery.simulate import Plan, bucket_items, parse_start
 from pantau.agent.delivery.simulate import run as generate
+from pantau.agent.wire.protocol import ack_topic
 from pantau.central.storage import Storage
 
 from tests.conftest import Broker
@@ -101,6 +102,14 @@ def main() -> None:
         # 2. Central ingest: the messages queued at the broker for central's persistent
         #    session while it is away, then drained by one `pantau-central run` process.
         results["central_ingest_msgs_per_s"] = ingest_rate(tmp, broker.port, outbox, args)
+        # That central's retained ack says the whole backlog is stored; the replay's central
+        # below is another one, with an empty database: clear the ack, as a new central's
+        # first ack would replace it.
+        clear = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        clear.connect("127.0.0.1", broker.port)
+        clear.loop_start()
+        clear.publish(ack_topic(agent.site, agent.id), b"", qos=1, retain=True).wait_for_publish(5)
+        clear.loop_stop()
 
         # 3. Backlog replay: central up, the agent comes back with the whole backlog queued.
         config = tmp / "replay.yaml"
