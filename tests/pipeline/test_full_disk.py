@@ -10,15 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import spawn
 from tests.datapath.helpers import query, wait_buckets
 from tests.datapath.test_faults import start_central, stop
 from tests.datapath.test_outbox import fill_disk, small_disk  # noqa: F401 (a fixture)
 from tests.pipeline.test_analyze_cli import _model_built
-
-BUCKET = 2  # seconds
+from tests.pipeline.test_run_cli import BUCKET, campus_config
 
 
 def _wait(predicate, timeout: float) -> bool:
@@ -37,20 +35,7 @@ def test_a_full_disk_never_stops_the_agent(
     video = shared_data / "videos" / "TUD-Campus.mp4"
     if not video.is_file():
         pytest.skip(f"{video} is missing")
-    config = tmp_path / "agent.yaml"
-    config.write_text(yaml.safe_dump({
-        "id": "a1",
-        "site": "s1",
-        "broker": {"port": broker.port, "reconnect_min": 0.2, "reconnect_max": 1.0},
-        "buffer": {"path": str(small_disk / "outbox.db")},
-        "heartbeat_seconds": 1,
-        "bucket_seconds": BUCKET,
-        "cameras": {"campus": {
-            "source": str(video),
-            "analysis_fps": 5,
-            "lines": {"middle": {"points": [[320, 200], [320, 479]], "classes": ["person"]}},
-        }},
-    }))
+    config = campus_config(tmp_path / "agent.yaml", broker.port, small_disk / "outbox.db", video)
     central = start_central(tmp_path, broker.port)
     agent = spawn("pantau-agent", "run", "-c", str(config))
     try:

@@ -18,6 +18,28 @@ from tests.pipeline.test_analyze_cli import _model_built
 BUCKET = 2  # seconds
 
 
+def campus_config(
+    path: Path, port: int, outbox: Path, video: Path, zones: dict | None = None
+) -> Path:
+    """A live agent's config: TUD-Campus as a camera at 5 fps, a person line down the middle
+    (and `zones`), buckets of BUCKET seconds, through the broker on `port`."""
+    path.write_text(yaml.safe_dump({
+        "id": "a1",
+        "site": "s1",
+        "broker": {"port": port, "reconnect_min": 0.2, "reconnect_max": 1.0},
+        "buffer": {"path": str(outbox)},
+        "heartbeat_seconds": 1,
+        "bucket_seconds": BUCKET,
+        "cameras": {"campus": {
+            "source": str(video),
+            "analysis_fps": 5,
+            "lines": {"middle": {"points": [[320, 200], [320, 479]], "classes": ["person"]}},
+            "zones": zones or {},
+        }},
+    }))
+    return path
+
+
 @pytest.mark.skipif(not _model_built(), reason="nanodet-m is not built")
 def test_run_publishes_closed_buckets_and_stops_cleanly(
     tmp_path: Path, shared_data: Path, broker
@@ -25,22 +47,11 @@ def test_run_publishes_closed_buckets_and_stops_cleanly(
     video = shared_data / "videos" / "TUD-Campus.mp4"
     if not video.is_file():
         pytest.skip(f"{video} is missing")
-    config = tmp_path / "agent.yaml"
-    config.write_text(yaml.safe_dump({
-        "id": "a1",
-        "site": "s1",
-        "broker": {"port": broker.port, "reconnect_min": 0.2, "reconnect_max": 1.0},
-        "buffer": {"path": str(tmp_path / "outbox.db")},
-        "heartbeat_seconds": 1,
-        "bucket_seconds": BUCKET,
-        "cameras": {"campus": {
-            "source": str(video),
-            "analysis_fps": 5,
-            "lines": {"middle": {"points": [[320, 200], [320, 479]], "classes": ["person"]}},
-            "zones": {"left": {"polygon": [[0, 150], [320, 150], [320, 479], [0, 479]],
-                               "classes": ["person"]}},
-        }},
-    }))
+    config = campus_config(
+        tmp_path / "agent.yaml", broker.port, tmp_path / "outbox.db", video,
+        zones={"left": {"polygon": [[0, 150], [320, 150], [320, 479], [0, 479]],
+                        "classes": ["person"]}},
+    )
     central = start_central(tmp_path, broker.port)
     agent = spawn("pantau-agent", "run", "-c", str(config))
     try:
