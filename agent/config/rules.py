@@ -78,6 +78,13 @@ def class_ids(classes: Sequence[str] | None, names: Sequence[str] = ()) -> list[
     return [index[c] for c in wanted if c in index]
 
 
+def _outside_frame(field: str, points: Sequence[Point], width: int, height: int) -> list[str]:
+    outside = points_outside(points, width, height)
+    if not outside:
+        return []
+    return [f"{field}: {outside} -> outside the {width}x{height} frame"]
+
+
 class LineConfig(Section):
     """A counting line: crossings of the segment A->B; 'in' is onto its left-hand side as
     seen on screen (cross(B-A, P-A) < 0 in image coordinates)."""
@@ -114,10 +121,7 @@ class LineConfig(Section):
     def frame_errors(self, width: int, height: int, where: str = "line") -> list[str]:
         """`where.points: value -> reason` lines for points outside a width x height frame
         (fractions 0-1 are inside every frame)."""
-        outside = points_outside(self.points, width, height)
-        if not outside:
-            return []
-        return [f"{where}.points: {outside} -> outside the {width}x{height} frame"]
+        return _outside_frame(f"{where}.points", self.points, width, height)
 
 
 class RestrictedConfig(Section):
@@ -207,7 +211,4 @@ class ZoneConfig(Section):
     def frame_errors(self, width: int, height: int, where: str = "zone") -> list[str]:
         """`where.polygon: value -> reason` lines for points outside a width x height frame
         (fractions 0-1 are inside every frame)."""
-        outside = points_outside(self.polygon, width, height)
-        if not outside:
-            return []
-        return [f"{where}.polygon: {outside} -> outside the {width}x{height} frame"]
+        return _outside_frame(f"{where}.polygon", self.polygon, width, height)

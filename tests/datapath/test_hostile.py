@@ -100,13 +100,19 @@ POISON = [
 ]
 
 
+def publisher(port: int) -> mqtt.Client:
+    """A plain MQTT v5 client on the test broker, its network loop running."""
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    return pub
+
+
 def test_poison_between_valid_messages_central_keeps_storing(tmp_path, broker, storage_url):
     url = storage_url()
     central = start_central(tmp_path, broker.port, url)
     try:
-        pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        pub.connect("127.0.0.1", broker.port)
-        pub.loop_start()
+        pub = publisher(broker.port)
         seq = 0
         for _, kind, payload in POISON:
             for _ in range(3):
@@ -242,9 +248,7 @@ def test_unbelievable_claims_between_valid_messages(tmp_path, broker, storage_ur
     url = storage_url()
     central = start_central(tmp_path, broker.port, url)
     try:
-        pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        pub.connect("127.0.0.1", broker.port)
-        pub.loop_start()
+        pub = publisher(broker.port)
 
         def send(topic: str, payload: bytes) -> None:
             pub.publish(topic, payload, qos=1).wait_for_publish(5)
@@ -282,9 +286,7 @@ def test_oversized_payloads_never_reach_central(tmp_path, broker, storage_url):
     url = storage_url()
     central = start_central(tmp_path, broker.port, url)
     try:
-        pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        pub.connect("127.0.0.1", broker.port)
-        pub.loop_start()
+        pub = publisher(broker.port)
         for i in range(20):
             pub.publish("pantau/v1/s1/a1/cam/counts", b"x" * 1_000_000, qos=1).wait_for_publish(5)
             good = counts(i)
