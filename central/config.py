@@ -22,8 +22,10 @@ class DeadLetterSettings(Section):
 
 class RetentionSettings(Section):
     raw_days: float = Field(
-        90, gt=0, description="Raw count buckets older than this are dropped (on PostgreSQL a "
-        "whole day partition at a time)."
+        90,
+        gt=0,
+        description="Raw count buckets older than this are dropped (on PostgreSQL a "
+        "whole day partition at a time).",
     )
     hourly_days: float = Field(
         1100, gt=0, description="Hourly and daily rollups older than this are dropped."
@@ -33,6 +35,12 @@ class RetentionSettings(Section):
         gt=0,
         description="Message ids (the dedupe of resends) and closed seq gaps older than this are "
         "dropped: keep it above the agents' outbox age (buffer.max_age), the oldest resend.",
+    )
+    events_hours: float = Field(
+        48,
+        gt=0,
+        description="Outgoing events (what live screens replay on reconnect) older than this "
+        "are dropped; forwarders keep their own queues.",
     )
 
 

@@ -31,6 +31,7 @@ from pantau.agent.wire.protocol import (
     format_time,
 )
 from pantau.central.config import CentralSettings
+from pantau.central.events import Event
 from pantau.central.seqs import Range, SeqTracker
 from pantau.central.storage import patterns, rollups
 
@@ -50,7 +51,14 @@ COUNT_COLUMNS: Final = (
     "dwell_mean", "dwell_p90", "dwell_max",
 )  # fmt: skip
 MESSAGE_COLUMNS: Final = (
-    "site", "msg_id", "agent", "camera", "kind", "seq", "created_at", "received_at"
+    "site",
+    "msg_id",
+    "agent",
+    "camera",
+    "kind",
+    "seq",
+    "created_at",
+    "received_at",
 )
 _COUNTS_SELECT = ", ".join(f'"{c}"' for c in COUNT_COLUMNS)
 # Counter shards: each open storage adds to one of these rows, so workers never wait on one.
@@ -112,8 +120,7 @@ class CameraRef:
         parts = text.split("/")
         if len(parts) != 3 or not all(parts):
             raise ValueError(
-                f"camera {text!r}: name it as SITE/AGENT/CAMERA (camera names repeat across "
-                "agents)"
+                f"camera {text!r}: name it as SITE/AGENT/CAMERA (camera names repeat across agents)"
             )
         return cls(*parts)
 
@@ -171,6 +178,7 @@ class Storage(ABC):
         self._maintained_at = 0.0
         self._shard = random.randrange(COUNTER_SHARDS)
         self._zones_synced: set[str] = set()
+        self._pending_events: list[Event] = []
         self._sync_site_zones()
 
     # --- what each backend provides -----------------------------------------------------
@@ -314,14 +322,13 @@ class Storage(ABC):
         )
         stats = {"stored": 0, "duplicate": 0, "dead": 0}
         dead: list[Received] = []
+        self._pending_events = []
         self.begin()
         try:
             self._lock_agents(
                 sorted({(i.message.site, i.message.agent) for i in batch if i.message is not None})
             )
-            known = self._known_ids(
-                [i.message for i in batch if isinstance(i.message, _SEQUENCED)]
-            )
+            known = self._known_ids([i.message for i in batch if isinstance(i.message, _SEQUENCED)])
             anchors: dict[tuple[str, str], tuple[int, float | None]] = {}
             accepted: list[Any] = []
             tracked: list[Any] = []  # stored, or already stored: their seqs are accounted for
@@ -354,6 +361,7 @@ class Storage(ABC):
             self._track_seqs(tracked, received_at)
             if dead or now - self._pruned_at >= PRUNE_INTERVAL:
                 self._prune_dead_letters(now)
+            self._emit(self._pending_events, received_at)
             self.commit()
         except BaseException:
             self.rollback()
@@ -473,6 +481,7 @@ class Storage(ABC):
         rows = [(r, m.payload.bucket_start.timestamp()) for m in buckets for r in count_rows(m)]
         self.insert_rows("counts", COUNT_COLUMNS, [r for r, _ in rows])
         self._roll_up(rows)
+        self._pending_events += [_bucket_event(m) for m in buckets]
         self._count("messages", len(accepted))
         self._count("buckets", len(buckets))
         self._count("count_rows", len(rows))
@@ -498,9 +507,7 @@ class Storage(ABC):
         """Drop dead letters past their retention, then the oldest beyond the cap; count them."""
         limits = self.settings.dead_letters
         cutoff = _iso(now - limits.max_days * DAY)
-        dropped = self.execute(
-            "DELETE FROM dead_letters WHERE received_at < ?", (cutoff,)
-        ).rowcount
+        dropped = self.execute("DELETE FROM dead_letters WHERE received_at < ?", (cutoff,)).rowcount
         dropped += self.execute(
             "DELETE FROM dead_letters WHERE id <= (SELECT id FROM dead_letters ORDER BY id DESC "
             "LIMIT 1 OFFSET ?)",
@@ -533,6 +540,14 @@ class Storage(ABC):
     def _agent_state(self, msg: StatusMessage | HeartbeatMessage, now: float) -> None:
         self._touch_agents([(msg.site, msg.agent)], now)
         if isinstance(msg, StatusMessage):
+            at = format_time(msg.created_at)
+            self._pending_events.append(
+                Event(
+                    "fleet", msg.payload.state, msg.site, msg.agent, None, at,
+                    f"fleet:{msg.site}/{msg.agent}@{at}:{msg.payload.state}",
+                    msg.payload.model_dump(mode="json", by_alias=True),
+                )
+            )  # fmt: skip
             # A retained status can be older than one already applied: keep the newest.
             self.execute(
                 "UPDATE agents SET status = ?, status_at = ?, software = ? WHERE site = ? AND "
@@ -610,9 +625,7 @@ class Storage(ABC):
             (msg.site, msg.agent, p.alert_id, p.state),
         ).fetchone()
         if stored is None:
-            self.execute(
-                "INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row
-            )
+            self.execute("INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
             return None
         # A resend may be stamped anew (created_at, msg_id); what it says must be the same.
         if tuple(stored[:-2]) == row[:-2]:
@@ -648,6 +661,12 @@ class Storage(ABC):
             "camera = ? AND (health_at IS NULL OR health_at <= ?)",
             (p.state, created, msg.site, msg.agent, msg.camera, created),
         )
+        self._pending_events.append(
+            Event(
+                "health", p.state, msg.site, msg.agent, msg.camera, created,
+                f"health:{msg.site}:{msg.msg_id}", p.model_dump(mode="json", by_alias=True),
+            )
+        )  # fmt: skip
 
     def _track_seqs(self, messages: list[Any], received_at: str) -> None:
         """Account per agent epoch for the seqs of stored messages: their own, those merged
@@ -666,6 +685,59 @@ class Storage(ABC):
     def acknowledgement(self, site: str, agent: str, epoch: str) -> tuple[int, list[Range]]:
         """What central has durably accounted for of one agent epoch (see SeqTracker)."""
         return self.seqs.received_ranges(site, agent, epoch, MAX_ACK_RANGES)
+
+    # --- outgoing events -------------------------------------------------------------------
+
+    def _emit(self, events: list[Event], recorded_at: str) -> None:
+        """Append `events` to the event log, in the caller's transaction, each with its
+        camera's jurisdiction from the registry; an event whose key is logged already (the same
+        change recorded again) is not logged twice."""
+        if not events:
+            return
+        places = sorted({(e.site, e.agent, e.camera) for e in events if e.camera is not None})
+        where: dict[tuple[str, str, str | None], str | None] = {
+            (s, a, c): self.jurisdiction(s, a, c) for s, a, c in places if c is not None
+        }
+        self.executemany(
+            "INSERT INTO events (at, recorded_at, kind, action, site, agent, camera, "
+            "jurisdiction, key, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (key) DO NOTHING",
+            [
+                (e.at, recorded_at, e.kind, e.action, e.site, e.agent, e.camera,
+                 e.jurisdiction or where.get((e.site, e.agent, e.camera)), e.key,
+                 json.dumps(e.body, separators=(",", ":")))
+                for e in events
+            ],
+        )  # fmt: skip
+        self._pending_events = []
+
+    def jurisdiction(self, site: str, agent: str, camera: str) -> str | None:
+        """The registry's jurisdiction of a camera (None: not known)."""
+        return self.one(
+            "SELECT jurisdiction FROM cameras WHERE site = ? AND agent = ? AND camera = ?",
+            (site, agent, camera),
+        )
+
+    def events_after(
+        self, after_id: int = 0, limit: int = 1000, kinds: Sequence[str] | None = None
+    ) -> list[Event]:
+        """Logged events with an id above `after_id`, oldest first."""
+        sql = (
+            "SELECT id, kind, action, site, agent, camera, at, key, body, jurisdiction "
+            "FROM events WHERE id > ?"
+        )
+        args: list[Any] = [after_id]
+        if kinds:
+            sql += f" AND kind IN ({', '.join('?' for _ in kinds)})"
+            args += list(kinds)
+        rows = self.fetch(sql + " ORDER BY id LIMIT ?", [*args, limit])
+        return [
+            Event(kind, action, site, agent, camera, at, key, json.loads(body), where, id=i)
+            for i, kind, action, site, agent, camera, at, key, body, where in rows
+        ]
+
+    def last_event_id(self) -> int:
+        return int(self.one("SELECT COALESCE(MAX(id), 0) FROM events"))
 
     # --- upkeep ---------------------------------------------------------------------------
 
@@ -699,6 +771,9 @@ class Storage(ABC):
         try:
             for name, sql, cutoff in steps:
                 dropped[name] = sum(self.execute(sql, (s, cutoff(s))).rowcount for s in sites)
+            dropped["events"] = self.execute(
+                "DELETE FROM events WHERE recorded_at < ?", (_iso(now - keep.events_hours * 3600),)
+            ).rowcount
             self._count("messages", -dropped["messages"])
             if dropped["buckets"]:
                 first = self.one("SELECT MIN(start_s) FROM buckets WHERE start_s >= ?",
@@ -827,7 +902,7 @@ class Storage(ABC):
         where, args = query.where("hour_start")
         hours = self.fetch(
             "SELECT hour_start, "
-            "SUM(CASE WHEN rule_type = 'line' THEN \"in\" + \"out\" ELSE 0 END), "
+            'SUM(CASE WHEN rule_type = \'line\' THEN "in" + "out" ELSE 0 END), '
             "SUM(CASE WHEN rule_type = 'zone' THEN entries ELSE 0 END), "
             "SUM(CASE WHEN rule_type = 'zone' THEN dwell_seconds ELSE 0 END), "
             "MAX(CASE WHEN rule_type = 'line' THEN 1 ELSE 0 END), "
@@ -987,6 +1062,15 @@ def _implausible(
             f"{p.bucket_seconds} s" + (f" (merged from {parts})" if parts > 1 else "")
         )
     return None
+
+
+def _bucket_event(msg: CountsMessage) -> Event:
+    start = format_time(msg.payload.bucket_start)
+    return Event(
+        "counts", "bucket", msg.site, msg.agent, msg.camera, start,
+        f"counts:{msg.site}/{msg.agent}/{msg.camera}@{start}",
+        msg.payload.model_dump(mode="json", by_alias=True),
+    )  # fmt: skip
 
 
 def count_rows(msg: CountsMessage) -> list[tuple[Any, ...]]:

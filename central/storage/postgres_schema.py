@@ -120,5 +120,19 @@ INSERT INTO epochs (site, agent, epoch, max_seq, high_water_seq)
     SELECT site, agent, '', max_seq, high_water_seq FROM agents;
 ALTER TABLE agents ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
 """
+# v3: the outgoing event log (forwarders and live screens read it; kept for
+# retention.events_hours) and the camera registry (location, address, jurisdiction, tags: from
+# the agent's status message or central.yaml).
+_SCHEMA_V3 = """
+CREATE TABLE events (
+    id BIGSERIAL PRIMARY KEY, at TEXT NOT NULL, recorded_at TEXT NOT NULL,
+    kind TEXT NOT NULL, action TEXT NOT NULL, site TEXT NOT NULL, agent TEXT NOT NULL,
+    camera TEXT, jurisdiction TEXT, key TEXT NOT NULL UNIQUE, body TEXT NOT NULL
+);
+CREATE INDEX events_recorded ON events (recorded_at);
+ALTER TABLE cameras ADD COLUMN jurisdiction TEXT, ADD COLUMN lat DOUBLE PRECISION,
+    ADD COLUMN lon DOUBLE PRECISION, ADD COLUMN address TEXT, ADD COLUMN description TEXT,
+    ADD COLUMN tags TEXT;
+"""
 # The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
-MIGRATIONS = (Migration(1, _SCHEMA_V1), Migration(2, _SCHEMA_V2))
+MIGRATIONS = (Migration(1, _SCHEMA_V1), Migration(2, _SCHEMA_V2), Migration(3, _SCHEMA_V3))

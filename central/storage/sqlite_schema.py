@@ -186,10 +186,28 @@ INSERT INTO epochs (site, agent, epoch, max_seq, high_water_seq)
     SELECT site, agent, '', max_seq, high_water_seq FROM agents;
 ALTER TABLE agents ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
 """
+# v5: the outgoing event log (forwarders and live screens read it; kept for
+# retention.events_hours) and the camera registry (location, address, jurisdiction, tags: from
+# the agent's status message or central.yaml).
+_SCHEMA_V5 = """
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, recorded_at TEXT NOT NULL,
+    kind TEXT NOT NULL, action TEXT NOT NULL, site TEXT NOT NULL, agent TEXT NOT NULL,
+    camera TEXT, jurisdiction TEXT, key TEXT NOT NULL UNIQUE, body TEXT NOT NULL
+);
+CREATE INDEX events_recorded ON events (recorded_at);
+ALTER TABLE cameras ADD COLUMN jurisdiction TEXT;
+ALTER TABLE cameras ADD COLUMN lat REAL;
+ALTER TABLE cameras ADD COLUMN lon REAL;
+ALTER TABLE cameras ADD COLUMN address TEXT;
+ALTER TABLE cameras ADD COLUMN description TEXT;
+ALTER TABLE cameras ADD COLUMN tags TEXT;
+"""
 # The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
 MIGRATIONS = (
     Migration(1, _SCHEMA_V1),
     Migration(2, _SCHEMA_V2),
     Migration(3, _SCHEMA_V3),
     Migration(4, _SCHEMA_V4),
+    Migration(5, _SCHEMA_V5),
 )
