@@ -36,6 +36,34 @@ class Clock(Protocol):
     def monotonic(self) -> float: ...
 
 
+@dataclass
+class Pacer:
+    """The schedule of a file camera's analysed frames on the file's own timeline (stream
+    seconds): the next frame is due at `due`. Paced (`elapsed_if_due`), frames are released no
+    earlier than their stream time after the first call, on the monotonic clock."""
+
+    clock: Clock
+    due: float = 0.0
+    start: float | None = None  # monotonic time of the first paced call
+
+    def elapsed_if_due(self, period: float) -> float | None:
+        """Stream seconds since the first call when a frame is due now, else None."""
+        now = self.clock.monotonic()
+        if self.start is None:
+            self.start = now
+        elapsed = now - self.start
+        if elapsed < self.due:
+            return None
+        # A reader that fell behind takes the newest due frame, not every one it missed.
+        self.due = max(self.due, elapsed - 0.5 * period)
+        return elapsed
+
+    def took(self, t: float, period: float) -> None:
+        """The frame at stream time `t` was handed out: never fall behind the timeline, the
+        next one is due one period after it."""
+        self.due = max(self.due + period, t + 0.5 * period)
+
+
 @dataclass(frozen=True)
 class Frame:
     """A decoded BGR frame and its time in seconds (epoch for live sources, base + PTS for
@@ -97,10 +125,9 @@ class FileReader:
         self.clock = clock
         self.frames_read = 0
         self.ended = False
-        self._due = 0.0  # stream time of the next frame to analyse
+        self._pacer = Pacer(clock)
         self._offset = 0.0  # stream time added by earlier loops
         self._last_pts = 0.0
-        self._start: float | None = None  # monotonic time of the first realtime read
 
     def read(self) -> Frame | None:
         """The next frame to analyse; None at the end (then `ended`), or, with `realtime`,
@@ -109,13 +136,9 @@ class FileReader:
             return None
         base = self.base
         if self.realtime:
-            now = self.clock.monotonic()
-            if self._start is None:
-                self._start = now
-            elapsed = now - self._start
-            if elapsed < self._due:
+            elapsed = self._pacer.elapsed_if_due(self.period)
+            if elapsed is None:
                 return None
-            self._due = max(self._due, elapsed - 0.5 * self.period)
             # Stream time 0 on the wall clock as it reads now, not as it read at the start:
             # a jump of the wall clock moves the frames along, and pacing, on the monotonic
             # clock, never decodes its way through the jump.
@@ -133,13 +156,12 @@ class FileReader:
             self._last_pts = pts
             # A quarter period of tolerance keeps 10 fps footage at exactly every 2nd frame
             # for 5 fps despite rounded PTS.
-            if pts < self._due - 0.25 * self.period:
+            if pts < self._pacer.due - 0.25 * self.period:
                 continue
             ok, image = self.cap.retrieve()
             if not ok:
                 continue
-            # Never fall behind the timeline: the next frame is due one period after this one.
-            self._due = max(self._due + self.period, pts + 0.5 * self.period)
+            self._pacer.took(pts, self.period)
             return Frame(image, base + pts)
 
     def set_fps(self, fps: float) -> None:

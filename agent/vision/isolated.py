@@ -39,6 +39,7 @@ from pantau.agent.vision.capture import (
     FileReader,
     Frame,
     LiveReader,
+    Pacer,
     Prefetcher,
     _open,
     is_live,
@@ -210,7 +211,7 @@ class IsolatedReader:
         self.realtime = realtime or self.live
         self.period = 1.0 / fps
         self._decode_period = self.period  # the child decodes at the rate it was opened with
-        self._offline_due = 0.0
+        self._offline = Pacer(clock)  # offline: which frames, never when
         self.fps = fps
         self.limits = limits or DecoderLimits()
         self.clock = clock
@@ -238,8 +239,7 @@ class IsolatedReader:
         self._child_read = 0
         self._pts_offset = 0.0  # timeline of earlier children and loops (files)
         self._last_pts = 0.0
-        self._start: float | None = None  # monotonic time of the first paced read
-        self._due = 0.0
+        self._pacer = Pacer(clock)
         self._progress = 0.0  # monotonic time of the last frame (or start of the child)
         self._eof = False
         self._failure: CaptureError | None = None
@@ -283,20 +283,16 @@ class IsolatedReader:
             if self.live:
                 item = self._pending.popleft()  # the supervisor keeps only the newest
                 return self._hand_out(item, item.t)
-            now = self.clock.monotonic()
-            if self._start is None:
-                self._start = now
-            elapsed = now - self._start
-            if elapsed < self._due:
+            elapsed = self._pacer.elapsed_if_due(self.period)
+            if elapsed is None:
                 return None
-            self._due = max(self._due, elapsed - 0.5 * self.period)
             # Read late, skip to the newest frame that is due; never past the decoded ones
             # (dropping them all would leave the pipeline waiting for the decoder).
             while (len(self._pending) > 1
                    and self._pending[1].t <= elapsed + 0.25 * self.period):
                 self._give_back(self._pending.popleft().slot)
             item = self._pending.popleft()
-            self._due = max(self._due + self.period, item.t + 0.5 * self.period)
+            self._pacer.took(item.t, self.period)
             return self._hand_out(item, self.clock.time() - elapsed + item.t)
 
     def _hand_out(self, item: _Pending, t: float) -> Frame:
@@ -317,11 +313,10 @@ class IsolatedReader:
                 if not (self._pending and self._ring is not None):
                     break
                 item = self._pending.popleft()
-                if item.t + 1e-6 < self._offline_due:  # between analysed frames at `period`
+                if item.t + 1e-6 < self._offline.due:  # between analysed frames at `period`
                     self._give_back(item.slot)
                     continue
-                self._offline_due = max(self._offline_due + self.period,
-                                        item.t + 0.5 * self.period)
+                self._offline.took(item.t, self.period)
                 image = self._ring[item.slot].copy()
                 self._give_back(item.slot)
                 return Frame(image, self.base + item.t)
@@ -406,8 +401,8 @@ class IsolatedReader:
                 self._child_read = 0
                 if not self.live and self.frames_read:
                     # The next child starts the file again: its time goes on from now.
-                    elapsed = 0.0 if self._start is None else (
-                        self.clock.monotonic() - self._start)
+                    start = self._pacer.start
+                    elapsed = 0.0 if start is None else self.clock.monotonic() - start
                     self._pts_offset = max(self._last_pts + self.period, elapsed)
             if fault is None:  # stopped, the file ended, or a new resolution
                 if self._stop.is_set() or self._eof:
