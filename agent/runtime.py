@@ -18,6 +18,8 @@ from pantau.agent.delivery.publisher import Publisher
 from pantau.agent.wire.errors import PantauError
 
 if TYPE_CHECKING:
+    from pantau.agent.evidence.responder import EvidenceResponder
+    from pantau.agent.evidence.store import EvidenceStore
     from pantau.agent.pipeline.camera import CameraAnalytics
     from pantau.agent.pipeline.scheduler import CameraRunner, Item, Pipeline
     from pantau.agent.vision.detect.runtime import Detector
@@ -93,6 +95,19 @@ def open_outbox(settings: AgentSettings) -> Outbox:
         raise StartError(f"cannot open outbox {b.path}: {exc}") from None
 
 
+def open_evidence(settings: AgentSettings) -> EvidenceStore | None:
+    """The evidence store of the `evidence` section; None when evidence is disabled."""
+    from pantau.agent.evidence.store import EvidenceStore
+
+    e = settings.evidence
+    if not e.enabled:
+        return None
+    try:
+        return EvidenceStore(e.path, int(e.max_mb * 1024 * 1024), e.retention_hours * 3600)
+    except PantauError as exc:  # says which folder already
+        raise StartError(str(exc)) from None
+
+
 class OutboxSink:
     """Puts the pipeline's messages into the outbox and wakes the publisher.
 
@@ -152,6 +167,8 @@ class LiveAgent:
         self.publisher: Publisher | None = None
         self.outbox: Outbox | None = None
         self.sink: OutboxSink | None = None
+        self.evidence: EvidenceStore | None = None
+        self.responder: EvidenceResponder | None = None
 
     def start(self) -> None:
         limit_heap_growth()  # before any capture or inference thread starts
@@ -174,11 +191,34 @@ class LiveAgent:
             for runner in runners:
                 runner.reader.close()
             raise
+        try:
+            self.evidence = open_evidence(settings)
+        except StartError:
+            for runner in runners:
+                runner.reader.close()
+            self.outbox.close()
+            raise
+        self._record_evidence(runners)
         self.publisher = Publisher(settings, self.outbox, cameras=len(runners))
         self.sink = OutboxSink(self.outbox, self.publisher.notify)
         self.pipeline = Pipeline(runners, detectors, bucket_seconds=settings.bucket_seconds,
                                  sink=self.sink, live=True)
         self.publisher.start()
+        from pantau.agent.evidence.responder import EvidenceResponder
+
+        self.responder = EvidenceResponder(settings, self.evidence)
+        self.responder.start()
+
+    def _record_evidence(self, runners: list[CameraRunner]) -> None:
+        """Every camera keeps frames around its alerts in the evidence store, if enabled."""
+        if self.evidence is None:
+            return
+        from pantau.agent.evidence.recorder import EvidenceRecorder
+
+        for runner in runners:
+            runner.on_alerts.append(EvidenceRecorder(
+                runner.name, self.settings.cameras[runner.name], self.settings.evidence,
+                self.evidence))  # fmt: skip
 
     def _open_cameras(self, detectors: dict[str, Detector]) -> list[CameraRunner]:
         # OpenCV and the pipeline are imported here, after `start` has tuned malloc.
@@ -242,6 +282,10 @@ class LiveAgent:
             self.pipeline.close()
         if self.publisher is not None:
             self.publisher.stop()
+        if self.responder is not None:
+            self.responder.stop()
+        if self.evidence is not None:
+            self.evidence.close()
         pending = 0
         if self.outbox is not None:
             pending = len(self.outbox)
