@@ -95,6 +95,11 @@ def open_outbox(settings: AgentSettings) -> Outbox:
         raise StartError(f"cannot open outbox {b.path}: {exc}") from None
 
 
+def evidence_path(settings: AgentSettings) -> Path:
+    """The evidence store's folder: `evidence.path`, else evidence/ next to the outbox."""
+    return settings.evidence.path or settings.buffer.path.parent / "evidence"
+
+
 def open_evidence(settings: AgentSettings) -> EvidenceStore | None:
     """The evidence store of the `evidence` section; None when evidence is disabled."""
     from pantau.agent.evidence.store import EvidenceStore
@@ -103,7 +108,8 @@ def open_evidence(settings: AgentSettings) -> EvidenceStore | None:
     if not e.enabled:
         return None
     try:
-        return EvidenceStore(e.path, int(e.max_mb * 1024 * 1024), e.retention_hours * 3600)
+        return EvidenceStore(evidence_path(settings), int(e.max_mb * 1024 * 1024),
+                             e.retention_hours * 3600)
     except PantauError as exc:  # says which folder already
         raise StartError(str(exc)) from None
 

@@ -79,8 +79,9 @@ def request_evidence(
       Some frames but not all within the timeout: those are kept and returned (outcome
       `partial`).
     - Raises EvidenceUnavailable(outcome) when no frame came: not_found, expired, disabled,
-      bad_request (the agent's answer), bad_reply (frames that fail their checks) or timeout (agent offline, too old to know evidence,
-      or without the broker right to its request topic). ValueError for a malformed `alert`
+      bad_request (the agent's answer), bad_reply (frames that fail their checks) or timeout
+      (agent offline, too old to know evidence, or without the broker right to its request
+      topic). ValueError for a malformed `alert`
       or an empty who/why. Every outcome is in the audit, the raised ones too.
     """
     camera, alert_id = _alert_ref(alert)

@@ -16,7 +16,7 @@ from pantau.agent.config.rules import (
 from pantau.agent.config.tuning import HealthConfig, MotionConfig, TrackerConfig
 from pantau.agent.rules.schedule import box_timezone, box_timezone_name, check_timezone
 from pantau.agent.vision.geometry import Point
-from pantau.agent.wire.paths import evidence_dir, outbox_file
+from pantau.agent.wire.paths import outbox_file
 from pantau.agent.wire.protocol import segment_validator
 from pantau.agent.wire.settings import BrokerSettings, PantauSettings, Section, redact_url
 from pydantic import (
@@ -109,10 +109,10 @@ class EvidenceSettings(Section):
         description="Keep frames around each alert locally and answer central's requests for "
         "them; false keeps nothing and answers every request `disabled`.",
     )
-    path: Path = Field(
-        default_factory=evidence_dir,
-        description="Folder of the store (JPEG files and their index.db); created. Default "
-        "evidence/ under Pantau's state root.",
+    path: Path | None = Field(
+        None,
+        description="Folder of the store (JPEG files and their index.db); created. Default: "
+        "evidence/ beside the outbox (buffer.path), so under Pantau's state root.",
     )
     frames_before: int = Field(
         2, ge=0, le=10, description="Frames kept from before the alert was raised."

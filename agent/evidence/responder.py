@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 from datetime import datetime, timezone
 
 import paho.mqtt.client as mqtt
@@ -43,6 +44,7 @@ class EvidenceResponder:
         self.reply_prefix = evidence_response_topic(self.site, self.agent, "x")[:-1]
         self.answered = 0
         self.ignored = 0
+        self.ready = threading.Event()  # subscribed: requests reach us from now on
         self.conn = MqttConnection(
             settings.broker,
             client_id=f"pantau-agent-{self.site}-{self.agent}-evidence",
@@ -51,12 +53,25 @@ class EvidenceResponder:
             on_connect=lambda _present: self.conn.subscribe(self.topic, qos=1),
             on_message=self._on_message,
         )
+        self.conn.client.on_subscribe = self._on_subscribe
 
     def start(self) -> None:
         self.conn.start()
 
     def stop(self) -> None:
         self.conn.stop()
+
+    def _on_subscribe(self, _client, _userdata, _mid, reason_codes, _properties) -> None:
+        if any(code.is_failure for code in reason_codes):
+            log.warning(
+                "the broker refused our subscription to %s (%s): central's evidence "
+                "requests will not reach this agent; its broker user needs that right "
+                "(pantau-central credentials)",
+                self.topic,
+                reason_codes[0],
+            )
+            return
+        self.ready.set()
 
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         props = getattr(msg, "properties", None)

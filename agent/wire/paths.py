@@ -54,12 +54,6 @@ def outbox_file() -> Path:
     return state_root() / "outbox.db"
 
 
-def evidence_dir() -> Path:
-    """The agent's local evidence store (alert frames, never sent unless asked):
-    `<root>/evidence`."""
-    return state_root() / "evidence"
-
-
 def central_database() -> Path:
     """Central's SQLite database: `<root>/central.db`."""
     return state_root() / "central.db"

@@ -64,7 +64,7 @@ def test_pixelation_changes_heads_and_plates_only() -> None:
     # Heads are the top of a person's box, the plate the lower middle of the car's.
     x1, y1, x2, y2 = people.xyxy[0]
     assert regions[0][1] == int(y1) and regions[0][3] <= y1 + 0.26 * (y2 - y1) + 1
-    cx1, cy1, cx2, cy2 = regions[-1]
+    cx1, cy1, cx2, _ = regions[-1]
     assert cy1 >= 380 + 0.5 * 90 and cx1 > 10 and cx2 < 200
     # Switched off, nothing is blurred.
     assert privacy_regions(tracks, image.shape, faces=False, plates=False) == []
@@ -156,7 +156,7 @@ def test_recorder_keeps_frames_before_at_and_after_the_raise(tmp_path: Path) -> 
     assert [f.offset_seconds for f in found.frames] == [-2.0, -1.0, 0.0, 1.0, 2.0]
     picture = cv2.imdecode(np.frombuffer(found.frames[2].jpeg, np.uint8), cv2.IMREAD_COLOR)
     # The tracks' green boxes are drawn on it.
-    x1, y1, x2, y2 = (int(v) for v in tracks.xyxy[0])
+    x1, y1, _, y2 = (int(v) for v in tracks.xyxy[0])
     edge = picture[y1 + 20 : y2 - 20, x1].astype(int)
     assert (edge[:, 1] - edge[:, [0, 2]].max(axis=1) > 60).mean() > 0.8
     store.close()
