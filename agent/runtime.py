@@ -18,6 +18,7 @@ from pantau.agent.delivery.publisher import Publisher
 from pantau.agent.wire.errors import PantauError
 
 if TYPE_CHECKING:
+    from pantau.agent.evidence.recorder import EvidenceWriter
     from pantau.agent.evidence.responder import EvidenceResponder
     from pantau.agent.evidence.store import EvidenceStore
     from pantau.agent.pipeline.camera import CameraAnalytics
@@ -174,6 +175,7 @@ class LiveAgent:
         self.outbox: Outbox | None = None
         self.sink: OutboxSink | None = None
         self.evidence: EvidenceStore | None = None
+        self.writer: EvidenceWriter | None = None
         self.responder: EvidenceResponder | None = None
 
     def start(self) -> None:
@@ -219,12 +221,13 @@ class LiveAgent:
         """Every camera keeps frames around its alerts in the evidence store, if enabled."""
         if self.evidence is None:
             return
-        from pantau.agent.evidence.recorder import EvidenceRecorder
+        from pantau.agent.evidence.recorder import EvidenceRecorder, EvidenceWriter
 
+        self.writer = EvidenceWriter(self.evidence, self.settings.evidence)
         for runner in runners:
-            runner.on_alerts.append(EvidenceRecorder(
-                runner.name, self.settings.cameras[runner.name], self.settings.evidence,
-                self.evidence))  # fmt: skip
+            runner.on_alerts.append(
+                EvidenceRecorder(runner.name, self.settings.cameras[runner.name], self.writer)
+            )
 
     def _open_cameras(self, detectors: dict[str, Detector]) -> list[CameraRunner]:
         # OpenCV and the pipeline are imported here, after `start` has tuned malloc.
@@ -290,6 +293,8 @@ class LiveAgent:
             self.publisher.stop()
         if self.responder is not None:
             self.responder.stop()
+        if self.writer is not None:
+            self.writer.close()  # the frames of the last alerts are stored first
         if self.evidence is not None:
             self.evidence.close()
         pending = 0

@@ -225,8 +225,8 @@ class EvidenceStore:
         if not frames:
             return Lookup(
                 "not_found",
-                f"alert {alert_id} has no frames on this agent (raised "
-                "without a camera image, e.g. camera offline)",
+                f"no frame of alert {alert_id} is kept on this agent (yet: they are "
+                "stored within a second of the raise)",
                 alert[0],
                 alert[1],
             )

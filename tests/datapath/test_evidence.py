@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pantau.agent.config.agent import AgentSettings, CameraConfig
-from pantau.agent.evidence.recorder import EvidenceRecorder
+from pantau.agent.evidence.recorder import EvidenceRecorder, EvidenceWriter
 from pantau.agent.evidence.responder import EvidenceResponder
 from pantau.agent.evidence.store import EvidenceStore
 from pantau.agent.runtime import LiveAgent
@@ -63,14 +63,16 @@ def central_for(port: int, url: str = "sqlite:///unused.db") -> CentralSettings:
 def filled_store(tmp: Path, clock: Callable[[], float] | None = None) -> EvidenceStore:
     """A store holding alert e1 of camera cam: five frames of real footage around its raise."""
     store = EvidenceStore(tmp / "evidence", 10**8, 72 * 3600, clock=clock or time.time)
-    recorder = EvidenceRecorder("cam", CameraConfig(), settings_for(tmp, 1).evidence, store)
+    writer = EvidenceWriter(store, settings_for(tmp, 1).evidence)
+    recorder = EvidenceRecorder("cam", CameraConfig(), writer)
     now = time.time()
     for k in range(8):
         image, tracks = campus_frame(1 + 5 * k)
         raised = [AlertPayload(alert_id="e1", type="intrusion", state="raised",
                                started_at=utcnow())] if k == 3 else []  # fmt: skip
         recorder(Frame(image, now + k), tracks, raised)
-    assert recorder.failures == 0
+    writer.close()
+    assert recorder.failures == writer.failures == 0
     return store
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from pantau.agent.config.agent import CameraConfig, EvidenceSettings
 from pantau.agent.evidence.frames import pixelate, privacy_regions, render
-from pantau.agent.evidence.recorder import EvidenceRecorder
+from pantau.agent.evidence.recorder import EvidenceRecorder, EvidenceWriter
 from pantau.agent.evidence.store import EvidenceStore
 from pantau.agent.vision.capture import Frame
 from pantau.agent.vision.detections import DEFAULT_CLASSES, Tracks
@@ -144,12 +144,14 @@ def test_recorder_keeps_frames_before_at_and_after_the_raise(tmp_path: Path) -> 
     image, tracks = campus_frame()
     store = EvidenceStore(tmp_path / "ev", 10**8, 3600 * 72, clock=Clock(0.0))
     settings = EvidenceSettings(frames_before=2, frames_after=2, interval_seconds=1.0)
-    recorder = EvidenceRecorder("cam", CameraConfig(), settings, store)
+    writer = EvidenceWriter(store, settings)
+    recorder = EvidenceRecorder("cam", CameraConfig(), writer)
     for k in range(21):
         t = 0.5 * k
         raised = [alert("e1")] if t == 5.0 else [alert("e1", "cleared")] if t == 9.0 else []
         recorder(Frame(image.copy(), t), tracks, raised)
-    assert recorder.failures == 0
+    writer.close()  # rendered on its thread: wait for it
+    assert recorder.failures == writer.failures == writer.dropped == 0
     found = store.lookup("e1")
     assert found.status == "ok"
     assert [f.taken_at for f in found.frames] == [3.0, 4.0, 5.0, 6.0, 7.0]
