@@ -36,11 +36,20 @@ from pantau.agent.wire.protocol import (
     is_evidence_topic,
     utcnow,
 )
+from pantau.agent.wire.settings import BrokerSettings
 from pantau.central.config import CentralSettings
 from pantau.central.evidence import EvidenceUnavailable, request_evidence
 from pantau.central.storage import Storage
 
 from tests.conftest import cli
+from tests.datapath.test_credentials import (  # noqa: F401 (fixtures)
+    DYNSEC,
+    broker_dir,
+    client,
+    dynsec,
+    publish,
+    subscribe,
+)
 from tests.pipeline.test_analyze_cli import _model_built
 from tests.pipeline.test_evidence_store import Clock, campus_frame
 
@@ -375,3 +384,33 @@ def test_a_live_agent_keeps_evidence_and_publishes_none_unasked(
     finally:
         agent.stop()
         watcher.close()
+
+
+@pytest.mark.skipif(not DYNSEC.exists(), reason=f"{DYNSEC} missing")
+def test_broker_rights_let_only_central_ask_and_only_the_agent_answer(
+    dynsec,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """With the users `pantau-central credentials` writes: the round trip works through them;
+    another agent can neither ask a1, nor listen to a1's requests, nor read its answers."""
+    broker, pw = dynsec
+    a2 = client(broker.port, "s1/a2", pw["a2"])
+    body = EvidenceRequest(site="s1", agent="a1", camera="cam", alert_id="e1",
+                           created_at=utcnow()).encode()  # fmt: skip
+    assert publish(a2, evidence_request_topic("s1", "a1"), body) == 135
+    assert subscribe(a2, evidence_request_topic("s1", "a1"))[0] >= 128
+    assert subscribe(a2, "pantau/v1/s1/a1/evidence/response/#")[0] >= 128
+    a2.loop_stop()
+
+    store = filled_store(tmp_path)
+    agent = settings_for(tmp_path, broker.port).model_copy(update={"broker": BrokerSettings(
+        port=broker.port, username="s1/a1", password=pw["a1"])})  # fmt: skip
+    central = CentralSettings(
+        broker={"port": broker.port, "username": "central", "password": pw["central"]},
+        storage=f"sqlite:///{tmp_path}/central.db",
+    )
+    storage = Storage(central.storage)
+    with responding(agent, store):
+        rows = request_evidence(central, storage, ALERT, "budi", "check", timeout=10)
+    assert len(rows) == 5 and storage.evidence_audit()[0]["outcome"] == "stored"
+    store.close()
