@@ -42,6 +42,7 @@ from pantau.central.evidence import EvidenceUnavailable, request_evidence
 from pantau.central.storage import Storage
 
 from tests.conftest import cli
+from tests.datapath.helpers import query
 from tests.datapath.test_credentials import (  # noqa: F401 (fixtures)
     DYNSEC,
     broker_dir,
@@ -50,8 +51,10 @@ from tests.datapath.test_credentials import (  # noqa: F401 (fixtures)
     publish,
     subscribe,
 )
+from tests.datapath.test_faults import start_central, stop
 from tests.pipeline.test_analyze_cli import _model_built
 from tests.pipeline.test_evidence_store import Clock, campus_frame
+from tests.pipeline.test_full_disk import _wait
 
 ALERT = {"site": "s1", "agent": "a1", "camera": "cam", "alert_id": "e1"}
 
@@ -358,6 +361,7 @@ def test_a_live_agent_keeps_evidence_and_publishes_none_unasked(
                         "restricted": {"schedule": "00:00-24:00", "hold_seconds": 0}}},
     )}})  # fmt: skip
     watcher = Watcher(broker.port)
+    central = start_central(tmp_path, broker.port)  # ingest: sees evidence topics, stores none
     agent = LiveAgent(settings)
     try:
         agent.start()
@@ -366,24 +370,27 @@ def test_a_live_agent_keeps_evidence_and_publishes_none_unasked(
         assert agent.evidence is not None
         alerts = agent.evidence.alerts()
         assert alerts, "no alert kept evidence"
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not any(t.endswith("/alerts") for t in
-                                                      watcher.topics()):  # fmt: skip
-            time.sleep(0.2)
+        assert _wait(lambda: query(tmp_path, "SELECT COUNT(*) FROM alerts WHERE alert_id = ?",
+                                   (alerts[0],))[0][0] > 0, timeout=15)  # fmt: skip
         assert any(t.endswith("/campus/alerts") for t in watcher.topics())
         assert not [t for t in watcher.topics() if is_evidence_topic(t)]
         assert not any(len(body) > 20_000 for _, body, _ in watcher.seen)  # no picture at all
 
-        storage = Storage(f"sqlite:///{tmp_path}/central.db")
-        alert = {"site": "s1", "agent": "a1", "camera": "campus", "alert_id": alerts[0]}
-        rows = request_evidence(central_for(broker.port), storage, alert, "budi", "live check",
-                                timeout=10)  # fmt: skip
+        # The operator names the alert; its camera comes from the alert central stored.
+        r = cli("pantau-central", "evidence", "request", "--site", "s1", "--agent", "a1",
+                "--alert", alerts[0], "--by", "budi", "--why", "live check", "--format", "json",
+                "-c", str(tmp_path / "central.yaml"))  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        rows = json.loads(r.stdout)
         assert len(rows) >= 2 and 0.0 in [r["offset_seconds"] for r in rows]
-        assert all(r["width"] == 640 for r in rows)
+        assert all(r["width"] == 640 and r["camera"] == "campus" for r in rows)
         assert [t for t in watcher.topics() if is_evidence_topic(t)]  # now, asked
+        time.sleep(1)
+        assert query(tmp_path, "SELECT COUNT(*) FROM dead_letters")[0][0] == 0
     finally:
         agent.stop()
         watcher.close()
+        stop(central)
 
 
 @pytest.mark.skipif(not DYNSEC.exists(), reason=f"{DYNSEC} missing")
