@@ -86,7 +86,8 @@ def request_evidence(
     """
     camera, alert_id = _alert_ref(alert)
     who, why = _text("who", who), _text("why", why)
-    kept = storage.evidence_for(camera.site, camera.agent, alert_id)
+    kept = [r for r in storage.evidence_for(camera.site, camera.agent, alert_id)
+            if r["camera"] == camera.camera]  # fmt: skip
     if kept:
         _audit(storage, camera, alert_id, who, why, "kept", f"{len(kept)} frames kept already")
         return kept

@@ -46,7 +46,8 @@ class EvidenceResponder:
         self.ignored = 0
         self.ready = threading.Event()  # subscribed: requests reach us from now on
         self.conn = MqttConnection(
-            settings.broker,
+            # No session kept while away: a request nobody answered in time is void anyway.
+            settings.broker.model_copy(update={"session_expiry": 0}),
             client_id=f"pantau-agent-{self.site}-{self.agent}-evidence",
             clean_start=True,
             max_packet_size=MAX_REQUEST_BYTES,
