@@ -491,8 +491,15 @@ EvidenceStatus = Literal["ok", "not_found", "expired", "disabled", "bad_request"
 
 def evidence_request_topic(site: str, agent: str) -> str:
     """Where central asks one agent for an alert's evidence frames."""
-    return "/".join((TOPIC_ROOT, check_segment(site, "site"), check_segment(agent, "agent"),
-                     EVIDENCE_KIND, "request"))
+    return "/".join(
+        (
+            TOPIC_ROOT,
+            check_segment(site, "site"),
+            check_segment(agent, "agent"),
+            EVIDENCE_KIND,
+            "request",
+        )
+    )
 
 
 def evidence_response_topic(site: str, agent: str, requester: str) -> str:
@@ -520,12 +527,14 @@ class EvidenceRequest(_Model):
     v: Literal[1] = PROTOCOL_VERSION
     site: str
     agent: str
-    camera: str = Field(description="The alert's camera: an alert of another camera is "
-                        "answered not_found.")
+    camera: str = Field(
+        description="The alert's camera: an alert of another camera is answered not_found."
+    )
     alert_id: str = Field(min_length=1, max_length=128)
     requested_by: str = Field(
-        "", max_length=200, description="Who asked, for the agent's log (central's audit is "
-        "the record).",
+        "",
+        max_length=200,
+        description="Who asked, for the agent's log (central's audit is the record).",
     )
     created_at: UtcTime
 
@@ -546,8 +555,9 @@ class EvidenceFrame(_Model):
 
     index: int = Field(ge=0, le=1000, description="Order of the frame in time, from 0.")
     taken_at: UtcTime
-    offset_seconds: float = Field(description="Seconds from the alert's raise (negative: "
-                                  "before it).")
+    offset_seconds: float = Field(
+        description="Seconds from the alert's raise (negative: before it)."
+    )
     width: int = Field(gt=0, le=16384)
     height: int = Field(gt=0, le=16384)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
