@@ -18,6 +18,9 @@ from pantau.agent.delivery.publisher import Publisher
 from pantau.agent.wire.errors import PantauError
 
 if TYPE_CHECKING:
+    from pantau.agent.evidence.recorder import EvidenceWriter
+    from pantau.agent.evidence.responder import EvidenceResponder
+    from pantau.agent.evidence.store import EvidenceStore
     from pantau.agent.pipeline.camera import CameraAnalytics
     from pantau.agent.pipeline.scheduler import CameraRunner, Item, Pipeline
     from pantau.agent.vision.detect.runtime import Detector
@@ -93,6 +96,25 @@ def open_outbox(settings: AgentSettings) -> Outbox:
         raise StartError(f"cannot open outbox {b.path}: {exc}") from None
 
 
+def evidence_path(settings: AgentSettings) -> Path:
+    """The evidence store's folder: `evidence.path`, else evidence/ next to the outbox."""
+    return settings.evidence.path or settings.buffer.path.parent / "evidence"
+
+
+def open_evidence(settings: AgentSettings) -> EvidenceStore | None:
+    """The evidence store of the `evidence` section; None when evidence is disabled."""
+    from pantau.agent.evidence.store import EvidenceStore
+
+    e = settings.evidence
+    if not e.enabled:
+        return None
+    try:
+        return EvidenceStore(evidence_path(settings), int(e.max_mb * 1024 * 1024),
+                             e.retention_hours * 3600)
+    except PantauError as exc:  # says which folder already
+        raise StartError(str(exc)) from None
+
+
 class OutboxSink:
     """Puts the pipeline's messages into the outbox and wakes the publisher.
 
@@ -152,6 +174,9 @@ class LiveAgent:
         self.publisher: Publisher | None = None
         self.outbox: Outbox | None = None
         self.sink: OutboxSink | None = None
+        self.evidence: EvidenceStore | None = None
+        self.writer: EvidenceWriter | None = None
+        self.responder: EvidenceResponder | None = None
 
     def start(self) -> None:
         limit_heap_growth()  # before any capture or inference thread starts
@@ -174,11 +199,35 @@ class LiveAgent:
             for runner in runners:
                 runner.reader.close()
             raise
+        try:
+            self.evidence = open_evidence(settings)
+        except StartError:
+            for runner in runners:
+                runner.reader.close()
+            self.outbox.close()
+            raise
+        self._record_evidence(runners)
         self.publisher = Publisher(settings, self.outbox, cameras=len(runners))
         self.sink = OutboxSink(self.outbox, self.publisher.notify)
         self.pipeline = Pipeline(runners, detectors, bucket_seconds=settings.bucket_seconds,
                                  sink=self.sink, live=True)
         self.publisher.start()
+        from pantau.agent.evidence.responder import EvidenceResponder
+
+        self.responder = EvidenceResponder(settings, self.evidence)
+        self.responder.start()
+
+    def _record_evidence(self, runners: list[CameraRunner]) -> None:
+        """Every camera keeps frames around its alerts in the evidence store, if enabled."""
+        if self.evidence is None:
+            return
+        from pantau.agent.evidence.recorder import EvidenceRecorder, EvidenceWriter
+
+        self.writer = EvidenceWriter(self.evidence, self.settings.evidence)
+        for runner in runners:
+            runner.on_alerts.append(
+                EvidenceRecorder(runner.name, self.settings.cameras[runner.name], self.writer)
+            )
 
     def _open_cameras(self, detectors: dict[str, Detector]) -> list[CameraRunner]:
         # OpenCV and the pipeline are imported here, after `start` has tuned malloc.
@@ -242,6 +291,12 @@ class LiveAgent:
             self.pipeline.close()
         if self.publisher is not None:
             self.publisher.stop()
+        if self.responder is not None:
+            self.responder.stop()
+        if self.writer is not None:
+            self.writer.close()  # the frames of the last alerts are stored first
+        if self.evidence is not None:
+            self.evidence.close()
         pending = 0
         if self.outbox is not None:
             pending = len(self.outbox)

@@ -425,3 +425,98 @@ def credentials_remove(user: Annotated[str, typer.Argument()], file: DynsecOptio
     except (CredentialsError, OSError) as exc:
         fail(str(exc))
     typer.echo(f"removed {user!r} from {file}; restart the broker to apply", err=True)
+
+
+evidence_app = typer.Typer(
+    no_args_is_help=True,
+    help="Evidence on request: frames of one alert, fetched from its agent for an operator "
+    "(nothing leaves an agent unasked), with an audit of every request.",
+)
+app.add_typer(evidence_app, name="evidence")
+SiteOption = Annotated[str | None, typer.Option("--site", help="Only this site.")]
+AgentOption = Annotated[str | None, typer.Option("--agent", help="Only this agent.")]
+AlertOption = Annotated[str | None, typer.Option("--alert", help="Only this alert id.")]
+
+
+@evidence_app.command("request")
+def evidence_request(
+    site: Annotated[str, typer.Option(help="The alert's site.")],
+    agent: Annotated[str, typer.Option(help="The alert's agent.")],
+    alert: Annotated[str, typer.Option(help="The alert id (as the agent raised it).")],
+    by: Annotated[str, typer.Option("--by", help="Who asks (recorded in the audit).")],
+    why: Annotated[str, typer.Option(help="Why (recorded in the audit).")],
+    config: ConfigOption = None,
+    camera: Annotated[str | None, typer.Option(help="The alert's camera; default: from the "
+                                               "stored alert.")] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the agent.")] = 30.0,
+    fmt: Annotated[Output, typer.Option("--format", help="Output format.")] = Output.table,
+) -> None:
+    """Ask the alert's agent for its frames, keep them, and list them; exit 1 when none came
+    (not found, expired, disabled, or no answer)."""
+    from pantau.central.evidence import EvidenceUnavailable, request_evidence
+
+    settings = load_or_exit(CentralSettings, config)
+    storage = _storage(settings, must_exist=False)
+    if camera is None:
+        found = storage.fetch("SELECT DISTINCT camera FROM alerts WHERE site = ? AND agent = ? "
+                              "AND alert_id = ?", (site, agent, alert))  # fmt: skip
+        if len(found) != 1:
+            fail(f"alert {alert} of {site}/{agent} is not stored here: name its --camera")
+        camera = found[0][0]
+    try:
+        rows = request_evidence(settings, storage, {"site": site, "agent": agent,
+                                "camera": camera, "alert_id": alert}, by, why, timeout)
+    except ValueError as exc:
+        fail(str(exc))
+    except EvidenceUnavailable as exc:
+        fail(str(exc), 1)
+    _write(rows, fmt.value, EVIDENCE_TABLE, f"Evidence of alert {alert}")
+
+
+EVIDENCE_TABLE = ["id", "site", "agent", "camera", "alert_id", "idx", "taken_at",
+                  "offset_seconds", "width", "height", "size"]  # fmt: skip
+
+
+@evidence_app.command("list")
+def evidence_list(
+    config: ConfigOption = None,
+    site: SiteOption = None,
+    agent: AgentOption = None,
+    alert: AlertOption = None,
+    fmt: Annotated[Output, typer.Option("--format", help="Output format.")] = Output.table,
+) -> None:
+    """Frames kept at central (fetch one with `evidence save ID`)."""
+    settings = load_or_exit(CentralSettings, config)
+    rows = _storage(settings).evidence_for(site, agent, alert)
+    _write(rows, fmt.value, EVIDENCE_TABLE, "Evidence")
+
+
+@evidence_app.command("audit")
+def evidence_audit(
+    config: ConfigOption = None,
+    site: SiteOption = None,
+    agent: AgentOption = None,
+    alert: AlertOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="Newest N.")] = 100,
+    fmt: Annotated[Output, typer.Option("--format", help="Output format.")] = Output.table,
+) -> None:
+    """Every evidence request, newest first: who asked, when, why, and what came of it."""
+    settings = load_or_exit(CentralSettings, config)
+    rows = _storage(settings).evidence_audit(site, agent, alert, limit)
+    _write(rows, fmt.value, ["at", "who", "why", "site", "agent", "camera", "alert_id",
+                             "outcome", "frames", "detail"], "Evidence requests")  # fmt: skip
+
+
+@evidence_app.command("save")
+def evidence_save(
+    evidence_id: Annotated[int, typer.Argument(help="The frame's id (see `evidence list`).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the JPEG.")],
+    config: ConfigOption = None,
+) -> None:
+    """Write one kept frame to a JPEG file."""
+    settings = load_or_exit(CentralSettings, config)
+    jpeg = _storage(settings).evidence_jpeg(evidence_id)
+    if jpeg is None:
+        fail(f"no evidence frame {evidence_id}")
+    output.write_bytes(jpeg)
+    typer.echo(f"wrote {output} ({len(jpeg)} bytes)", err=True)

@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from pantau.agent.wire.errors import PantauError
-from pantau.agent.wire.protocol import TOPIC_ROOT, ProtocolError, check_segment
+from pantau.agent.wire.protocol import (
+    EVIDENCE_KIND,
+    TOPIC_ROOT,
+    ProtocolError,
+    check_segment,
+    evidence_request_topic,
+)
 
 # PBKDF2-SHA512 as Mosquitto's dynamic-security plugin stores it (salt and hash in base64).
 HASH_ITERATIONS = 100_000
@@ -111,7 +117,9 @@ class DynsecFile:
             f"{site}/{agent}",
             password,
             AGENT_ROLE.format(site=site, agent=agent),
-            [_acl("publishClientSend", f"{own}/#"), _acl("subscribeLiteral", f"{own}/ack")],
+            # Its own tree includes where it answers evidence requests (.../evidence/response/X).
+            [_acl("publishClientSend", f"{own}/#"), _acl("subscribeLiteral", f"{own}/ack"),
+             _acl("subscribeLiteral", evidence_request_topic(site, agent))],
         )
         return f"{site}/{agent}"
 
@@ -129,6 +137,9 @@ class DynsecFile:
             [
                 _acl("subscribePattern", f"$share/{group}/{TOPIC_ROOT}/#"),
                 _acl("publishClientSend", f"{TOPIC_ROOT}/+/+/ack"),
+                # Evidence on request: central asks any agent and reads its answers.
+                _acl("publishClientSend", f"{TOPIC_ROOT}/+/+/{EVIDENCE_KIND}/request"),
+                _acl("subscribePattern", f"{TOPIC_ROOT}/+/+/{EVIDENCE_KIND}/response/#"),
             ],
         )
         return user

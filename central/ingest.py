@@ -27,6 +27,7 @@ from pantau.agent.wire.protocol import (
     AckMessage,
     ProtocolError,
     decode,
+    is_evidence_topic,
     utcnow,
 )
 from pantau.central.config import CentralSettings
@@ -224,9 +225,9 @@ class Ingest:
 
     def _receive(self, msg: mqtt.MQTTMessage) -> None:
         # paho's thread: append and wake the worker; no lock handoff per message.
-        if msg.topic.endswith(_ACK_SUFFIX):
+        if msg.topic.endswith(_ACK_SUFFIX) or is_evidence_topic(msg.topic):
             # Our own acks to agents match the subscription too (a shared subscription cannot
-            # ask for No Local): they are not data.
+            # ask for No Local), and so do evidence requests and answers: they are not data.
             if msg.qos > 0:
                 self.conn.ack(msg.mid, msg.qos)
             return

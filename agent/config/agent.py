@@ -100,6 +100,60 @@ class DeliverySettings(Section):
     )
 
 
+class EvidenceSettings(Section):
+    """Frames kept per alert in a bounded local store, sent only when central asks for one
+    alert on behalf of an operator (never by default: only counts and alerts leave the edge)."""
+
+    enabled: bool = Field(
+        True,
+        description="Keep frames around each alert locally and answer central's requests for "
+        "them; false keeps nothing and answers every request `disabled`.",
+    )
+    path: Path | None = Field(
+        None,
+        description="Folder of the store (JPEG files and their index.db); created. Default: "
+        "evidence/ beside the outbox (buffer.path), so under Pantau's state root.",
+    )
+    frames_before: int = Field(
+        2, ge=0, le=10, description="Frames kept from before the alert was raised."
+    )
+    frames_after: int = Field(
+        2, ge=0, le=10, description="Frames kept after the one at which it was raised."
+    )
+    interval_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="Least time between the kept frames of one alert (0: consecutive analysed "
+        "frames). Frames before the raise are held in memory, uncompressed, at this spacing: "
+        "frames_before of them per camera.",
+    )
+    max_mb: float = Field(
+        512, gt=0, description="Size cap of the store; the oldest alerts' frames go first."
+    )
+    retention_hours: float = Field(
+        72, gt=0, description="Frames older than this are deleted (a request then gets "
+        "`expired`).",
+    )
+    blur_faces: bool = Field(
+        True,
+        description="Pixelate the head (top quarter) of every tracked person's box. People the "
+        "detector did not find are not blurred.",
+    )
+    blur_plates: bool = Field(
+        True,
+        description="Pixelate the lower middle of every tracked vehicle's box, where number "
+        "plates are (coarse: the plate itself is not detected).",
+    )
+    jpeg_quality: int = Field(80, ge=20, le=100, description="JPEG quality of stored frames.")
+    max_side: int = Field(
+        1280, ge=160, le=4096,
+        description="Longest side of a stored frame in pixels; larger frames are scaled down. A "
+        "frame whose JPEG would not fit one MQTT message (about 190 KB) is stored at a lower "
+        "quality or size.",
+    )
+
+
 class CameraConfig(Section):
     source: str | None = Field(
         None, description="rtsp:// or http(s):// URL, a file path, or a device index."
@@ -265,6 +319,10 @@ class AgentSettings(PantauSettings):
     decoders: DecoderSettings = Field(
         default_factory=DecoderSettings,
         description="Decoder processes: isolation, hang timeout, memory limit, restart backoff.",
+    )
+    evidence: EvidenceSettings = Field(
+        default_factory=EvidenceSettings,
+        description="Frames around each alert, kept locally and sent only on central's request.",
     )
     timezone: str = Field(
         default_factory=box_timezone_name,

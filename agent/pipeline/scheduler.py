@@ -21,6 +21,7 @@ from pantau.agent.vision.detect.runtime import Detector
 from pantau.agent.vision.detect.store import ModelStore
 from pantau.agent.vision.detections import Tracks
 from pantau.agent.vision.isolated import IsolatedReader, Reader
+from pantau.agent.wire.protocol import AlertPayload
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,11 @@ class CameraRunner:
     frames_at_tick: int = 0  # reader.frames_read at the last idle tick
     done: bool = False
     on_frame: list[Callable[[Frame, Tracks], None]] = field(default_factory=list)
+    # Called with every analysed frame, its tracks and the alerts it raised or cleared
+    # (evidence recorders).
+    on_alerts: list[Callable[[Frame, Tracks, list[AlertPayload]], None]] = field(
+        default_factory=list
+    )
 
     @property
     def name(self) -> str:
@@ -183,12 +189,14 @@ class Pipeline:
             detections.update(zip(ks, found, strict=True))
             self.batches += 1
         for k, (runner, frame) in enumerate(taken):
-            items += [("alerts", runner.name, a) for a in
-                      runner.analytics.process(frame.t, frame.image, detections.get(k))]
+            alerts = runner.analytics.process(frame.t, frame.image, detections.get(k))
+            items += [("alerts", runner.name, a) for a in alerts]
             runner.last_t = frame.t
             self._follow_rate(runner)
             for callback in runner.on_frame:
                 callback(frame, runner.analytics.tracks)
+            for recorder in runner.on_alerts:
+                recorder(frame, runner.analytics.tracks, alerts)
         if self.live:
             items += self._tick_idle({id(r) for r, _ in taken})
         self._emit(items)

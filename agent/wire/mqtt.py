@@ -174,9 +174,19 @@ class MqttConnection:
             self._stop.wait(next(delays))
         self.connected.clear()
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> int:
-        """Queue a message; returns its mid (PUBACK arrives through `on_publish`)."""
-        return self.client.publish(topic, payload, qos=qos, retain=retain).mid
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> int:
+        """Queue a message (with MQTT v5 `properties`, e.g. a request's Response Topic);
+        returns its mid (PUBACK arrives through `on_publish`)."""
+        return self.client.publish(topic, payload, qos=qos, retain=retain,
+                                   properties=properties).mid
 
     def subscribe(self, topic: str, qos: int = 1) -> None:
         self.client.subscribe(topic, qos=qos)

@@ -12,7 +12,7 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeVar
 
 from pantau.agent.wire.errors import PantauError
 from pydantic import (
@@ -127,6 +127,9 @@ class _Model(BaseModel):
     # NaN and infinity are valid Python floats but no valid measurement (and NaN is stored
     # as NULL by SQLite).
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+_M = TypeVar("_M", bound=_Model)
 
 
 # --- payloads -------------------------------------------------------------------------------
@@ -471,6 +474,138 @@ def json_schema() -> dict[str, Any]:
     schema = _message_adapter.json_schema(by_alias=True)
     schema["title"] = f"Pantau wire protocol v{PROTOCOL_VERSION}"
     return schema
+
+
+# --- evidence on request ---------------------------------------------------------------------
+# Optional in v1: an agent without evidence never subscribes to its request topic, and nothing
+# here changes a message above. Only central asks (the broker's ACLs), only the asked agent
+# answers, and only on a response topic under its own tree.
+
+EVIDENCE_KIND = "evidence"
+# Room for a reply's JSON around one base64 JPEG within MAX_PAYLOAD_BYTES (the broker's
+# message_size_limit): a stored frame is never larger than this.
+MAX_EVIDENCE_JPEG_BYTES = 3 * (MAX_PAYLOAD_BYTES - 4096) // 4
+EVIDENCE_STATUSES = ("ok", "not_found", "expired", "disabled", "bad_request")
+EvidenceStatus = Literal["ok", "not_found", "expired", "disabled", "bad_request"]
+
+
+def evidence_request_topic(site: str, agent: str) -> str:
+    """Where central asks one agent for an alert's evidence frames."""
+    return "/".join(
+        (
+            TOPIC_ROOT,
+            check_segment(site, "site"),
+            check_segment(agent, "agent"),
+            EVIDENCE_KIND,
+            "request",
+        )
+    )
+
+
+def evidence_response_topic(site: str, agent: str, requester: str) -> str:
+    """Where one agent answers one requester (named in the request's Response Topic): under
+    the agent's own tree, so that the agent's publish rights cover it."""
+    return f"{evidence_request_topic(site, agent).rsplit('/', 1)[0]}/response/" + check_segment(
+        requester, "requester"
+    )
+
+
+def is_evidence_topic(topic: str) -> bool:
+    """Whether a topic under pantau/v1/ is an evidence request or response (not data)."""
+    # Exact shapes: a camera may be named "evidence" (its data topics end in counts etc.).
+    parts = topic.split("/")
+    if parts[:2] != TOPIC_ROOT.split("/") or len(parts) < 6 or parts[4] != EVIDENCE_KIND:
+        return False
+    return (len(parts), parts[5]) in ((6, "request"), (7, "response"))
+
+
+class EvidenceRequest(_Model):
+    """Central to one agent, on pantau/v1/{site}/{agent}/evidence/request (QoS 1, not
+    retained), with the MQTT v5 properties Response Topic (an evidence_response_topic of that
+    agent) and Correlation Data (echoed in every reply)."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    site: str
+    agent: str
+    camera: str = Field(
+        description="The alert's camera: an alert of another camera is answered not_found."
+    )
+    alert_id: str = Field(min_length=1, max_length=128)
+    requested_by: str = Field(
+        "",
+        max_length=200,
+        description="Who asked, for the agent's log (central's audit is the record).",
+    )
+    created_at: UtcTime
+
+    _check_agent = field_validator("agent")(segment_validator("agent"))
+    _check_site = field_validator("site")(segment_validator("site"))
+    _check_camera = field_validator("camera")(segment_validator("camera"))
+
+    @property
+    def topic(self) -> str:
+        return evidence_request_topic(self.site, self.agent)
+
+    def encode(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class EvidenceFrame(_Model):
+    """One stored JPEG of an alert: boxes drawn, faces and plates blurred as configured."""
+
+    index: int = Field(ge=0, le=1000, description="Order of the frame in time, from 0.")
+    taken_at: UtcTime
+    offset_seconds: float = Field(
+        description="Seconds from the alert's raise (negative: before it)."
+    )
+    width: int = Field(gt=0, le=16384)
+    height: int = Field(gt=0, le=16384)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    jpeg: str = Field(max_length=4 * MAX_EVIDENCE_JPEG_BYTES // 3 + 4, description="Base64.")
+
+    _check_taken = field_validator("taken_at")(_utc)
+
+
+class EvidenceReply(_Model):
+    """One agent's answer to one request, on its Response Topic with its Correlation Data:
+    status `ok` comes as `parts` messages of one frame each (part 0 .. parts-1, in order);
+    any other status is one message without a frame, `detail` saying why."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    site: str
+    agent: str
+    camera: str | None = None
+    alert_id: str = Field(min_length=1, max_length=128)
+    status: EvidenceStatus
+    detail: str = Field("", max_length=500)
+    part: int = Field(0, ge=0, le=1000)
+    parts: int = Field(0, ge=0, le=1000)
+    alert_type: str | None = Field(None, max_length=64)
+    frame: EvidenceFrame | None = None
+
+    _check_agent = field_validator("agent")(segment_validator("agent"))
+    _check_site = field_validator("site")(segment_validator("site"))
+
+    @model_validator(mode="after")
+    def _frame_with_ok(self) -> EvidenceReply:
+        if (self.status == "ok") != (self.frame is not None):
+            raise ValueError("a frame comes with status ok, and only with it")
+        if self.status == "ok" and self.part >= self.parts:
+            raise ValueError(f"part {self.part} of {self.parts}")
+        return self
+
+    def encode(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+def decode_evidence(model: type[_M], topic: str, payload: bytes) -> _M:
+    """Validate an evidence request or reply received on `topic`; ProtocolError if bad."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        return model.model_validate_json(payload)
+    except ValidationError as exc:
+        raise ProtocolError(f"{model.__name__} on {topic!r}: {_describe(exc)}") from None
 
 
 # --- bucket arithmetic ------------------------------------------------------------------------

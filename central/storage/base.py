@@ -997,6 +997,81 @@ class Storage(ABC):
             [limit],
         )
 
+    # --- evidence on request (central.evidence fetches the frames; these keep them) ---------
+
+    def store_evidence(
+        self,
+        camera: CameraRef,
+        alert_id: str,
+        frames: Sequence[dict[str, Any]],
+        audit: dict[str, Any],
+        now: float | None = None,
+    ) -> None:
+        """Keep an alert's fetched frames (each a dict of idx, taken_at, offset_seconds, width,
+        height, sha256 and jpeg; none for a request that brought nothing) and the request's
+        audit record (who, why, outcome, detail) in one transaction. A frame already kept
+        (same alert and index) stays as it was."""
+        at = _iso(time.time() if now is None else now)
+        place = (camera.site, camera.agent, camera.camera, alert_id)
+        self.begin()
+        try:
+            for f in frames:
+                self.execute(
+                    "INSERT INTO evidence (site, agent, camera, alert_id, idx, taken_at, "
+                    "offset_seconds, width, height, stored_at, jpeg, sha256, size) VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (site, agent, alert_id, idx) DO NOTHING",
+                    (*place, f["idx"], f["taken_at"], f["offset_seconds"], f["width"],
+                     f["height"], at, f["jpeg"], f["sha256"], len(f["jpeg"])),
+                )  # fmt: skip
+            self.execute(
+                "INSERT INTO evidence_audit (at, who, why, site, agent, camera, alert_id, "
+                "outcome, detail, frames) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (at, audit["who"], audit["why"], *place, audit["outcome"], audit["detail"],
+                 len(frames)),
+            )  # fmt: skip
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+
+    def evidence_for(
+        self,
+        site: str | None = None,
+        agent: str | None = None,
+        alert_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Metadata of the kept frames (no JPEG bytes: see evidence_jpeg), of one alert when
+        all three are given, in alert and time order."""
+        where, args = _equal(site=site, agent=agent, alert_id=alert_id)
+        return self.rows(
+            f"SELECT id, {', '.join(EVIDENCE_COLUMNS)}, stored_at, size FROM evidence {where} "
+            "ORDER BY site, agent, alert_id, idx LIMIT ?",
+            [*args, limit],
+        )
+
+    def evidence_jpeg(self, evidence_id: int) -> bytes | None:
+        """The JPEG of one kept frame (an id from evidence_for); None if there is none."""
+        found = self.one("SELECT jpeg FROM evidence WHERE id = ?", (evidence_id,))
+        return None if found is None else bytes(found)
+
+    def evidence_audit(
+        self,
+        site: str | None = None,
+        agent: str | None = None,
+        alert_id: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """The audit of evidence requests, newest first: who asked, when, why, for which
+        alert, the outcome and how many frames came."""
+        where, args = _equal(site=site, agent=agent, alert_id=alert_id)
+        return self.rows(
+            "SELECT id, at, who, why, site, agent, camera, alert_id, outcome, detail, frames "
+            f"FROM evidence_audit {where} ORDER BY id DESC LIMIT ?",
+            [*args, limit],
+        )
+
     def summary(self) -> dict[str, Any]:
         """What is stored, from counters and small tables: as fast on a year as on a day."""
         first, last = self.counter("first_bucket"), self.counter("last_bucket")
@@ -1021,6 +1096,22 @@ class Storage(ABC):
 # Rows per multi-row statement: executemany would pay a round trip (PostgreSQL) or a GIL
 # handoff to the busy MQTT thread (SQLite, 22 vs 5 us a row) for every row.
 ROWS_PER_STATEMENT = 256
+
+
+# What evidence_for shows of a kept frame besides id, stored_at and size (store_evidence's
+# frame dicts hold these and `jpeg`).
+EVIDENCE_COLUMNS: Final = (
+    "site", "agent", "camera", "alert_id", "idx", "taken_at", "offset_seconds", "width",
+    "height", "sha256",
+)  # fmt: skip
+
+
+def _equal(**columns: Any) -> tuple[str, list[Any]]:
+    """`WHERE a = ? AND b = ?` for the columns given a value (not None), and the values."""
+    given = {k: v for k, v in columns.items() if v is not None}
+    if not given:
+        return "", []
+    return "WHERE " + " AND ".join(f"{k} = ?" for k in given), list(given.values())
 
 
 def quoted(column: str) -> str:

@@ -134,5 +134,32 @@ ALTER TABLE cameras ADD COLUMN jurisdiction TEXT, ADD COLUMN lat DOUBLE PRECISIO
     ADD COLUMN lon DOUBLE PRECISION, ADD COLUMN address TEXT, ADD COLUMN description TEXT,
     ADD COLUMN tags TEXT;
 """
+# v7: evidence on request: the frames central fetched from an agent for an operator (one row per
+# JPEG) and the audit of every request (who asked, when, why, and what came of it).
+_SCHEMA_V7 = """
+CREATE TABLE evidence (
+    id BIGSERIAL PRIMARY KEY, site TEXT NOT NULL, agent TEXT NOT NULL,
+    camera TEXT NOT NULL, alert_id TEXT NOT NULL, idx INTEGER NOT NULL, taken_at TEXT NOT NULL,
+    offset_seconds DOUBLE PRECISION NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
+    stored_at TEXT NOT NULL, jpeg BYTEA NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+    UNIQUE (site, agent, alert_id, idx)
+);
+CREATE TABLE evidence_audit (
+    id BIGSERIAL PRIMARY KEY, at TEXT NOT NULL, who TEXT NOT NULL, why TEXT NOT NULL,
+    site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, alert_id TEXT NOT NULL,
+    outcome TEXT NOT NULL, detail TEXT NOT NULL, frames INTEGER NOT NULL
+);
+CREATE INDEX evidence_audit_alert ON evidence_audit (site, agent, alert_id);
+"""
 # The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
-MIGRATIONS = (Migration(1, _SCHEMA_V1), Migration(2, _SCHEMA_V2), Migration(3, _SCHEMA_V3))
+MIGRATIONS = (
+    Migration(1, _SCHEMA_V1),
+    Migration(2, _SCHEMA_V2),
+    Migration(3, _SCHEMA_V3),
+    # 4-6 are the other parts of issue 17 (alert lifecycle, forwarders, API tokens): empty
+    # stand-ins on this branch, replaced by theirs at the merge.
+    Migration(4, "SELECT 1"),
+    Migration(5, "SELECT 1"),
+    Migration(6, "SELECT 1"),
+    Migration(7, _SCHEMA_V7),
+)

@@ -203,6 +203,23 @@ ALTER TABLE cameras ADD COLUMN address TEXT;
 ALTER TABLE cameras ADD COLUMN description TEXT;
 ALTER TABLE cameras ADD COLUMN tags TEXT;
 """
+# v9: evidence on request: the frames central fetched from an agent for an operator (one row per
+# JPEG) and the audit of every request (who asked, when, why, and what came of it).
+_SCHEMA_V9 = """
+CREATE TABLE evidence (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, site TEXT NOT NULL, agent TEXT NOT NULL,
+    camera TEXT NOT NULL, alert_id TEXT NOT NULL, idx INTEGER NOT NULL, taken_at TEXT NOT NULL,
+    offset_seconds REAL NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
+    stored_at TEXT NOT NULL, jpeg BLOB NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+    UNIQUE (site, agent, alert_id, idx)
+);
+CREATE TABLE evidence_audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, who TEXT NOT NULL, why TEXT NOT NULL,
+    site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, alert_id TEXT NOT NULL,
+    outcome TEXT NOT NULL, detail TEXT NOT NULL, frames INTEGER NOT NULL
+);
+CREATE INDEX evidence_audit_alert ON evidence_audit (site, agent, alert_id);
+"""
 # The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
 MIGRATIONS = (
     Migration(1, _SCHEMA_V1),
@@ -210,4 +227,10 @@ MIGRATIONS = (
     Migration(3, _SCHEMA_V3),
     Migration(4, _SCHEMA_V4),
     Migration(5, _SCHEMA_V5),
+    # 6-8 are the other parts of issue 17 (alert lifecycle, forwarders, API tokens): empty
+    # stand-ins on this branch, replaced by theirs at the merge.
+    Migration(6, ""),
+    Migration(7, ""),
+    Migration(8, ""),
+    Migration(9, _SCHEMA_V9),
 )
