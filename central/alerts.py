@@ -34,7 +34,6 @@ BY_AGENT: Final = "agent"
 BY_OFFLINE: Final = "central: offline"
 BY_RULE: Final = "central: rule"
 OPERATOR: Final = "operator: "
-SEVERITIES: Final = ("info", "warning", "critical")
 
 _SELECT = (
     "SELECT o.id, o.alert_id, o.source, o.site, o.agent, o.camera, c.jurisdiction, o.type, "

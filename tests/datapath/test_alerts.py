@@ -315,3 +315,84 @@ def test_alerts_cli_lists_acks_and_clears(tmp_path, storage_url):
     assert table.returncode == 0 and "operator: sari" in table.stdout
     missing = cli("pantau-central", "alerts", "ack", "999", "--by", "budi", "-c", config)
     assert missing.returncode != 0 and "no alert with id 999" in missing.stderr
+
+
+def test_central_run_matches_a_restarted_agent_and_clears_when_silent(tmp_path, broker):
+    """Through Mosquitto into a running central: a second raise of an open condition updates
+    it, and `run`'s periodic check clears it once the camera has been silent long enough."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from tests.conftest import spawn
+    from tests.datapath.test_faults import stop
+
+    url = f"sqlite:///{tmp_path}/central.db"
+    fast = {"offline_clear_after": 3, "check_every": 0.5}
+    config = write_central_config(tmp_path, broker.port, url, alerts=fast)
+    central = spawn("pantau-central", "run", "-c", str(config))
+    try:
+        line = central.stderr.readline() if central.stderr else ""
+        assert "subscribed to" in line, line
+        time.sleep(0.3)
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        for r in (alert(1, "x1"), alert(2, "x2", minute=2)):
+            pub.publish(r.topic, r.payload, qos=1).wait_for_publish(5)
+        pub.loop_stop()
+        deadline = time.monotonic() + 20
+        seen: list[tuple] = []
+        while time.monotonic() < deadline:
+            if Path(f"{tmp_path}/central.db").exists():
+                st = Storage(url)
+                seen = [(a["alert_id"], a["state"], a["cleared_by"]) for a in st.alerts()]
+                actions = [e[0] for e in alert_events(st)]
+                st.close()
+                if seen and seen[0][1] == "cleared":
+                    break
+            time.sleep(0.3)
+        assert seen == [("x1", "cleared", "central: offline")]
+        assert actions == ["raise", "update", "clear"]
+        assert central.poll() is None
+    finally:
+        stop(central)
+
+
+def test_camera_offline_across_an_agent_restart_is_one_alert(tmp_path, new_storage):
+    """The agent's own health rule and outbox: a camera offline when the agent stopped is
+    offline again after the restart (the same alert goes on, re-raised under its old id) and
+    its clear, once frames come back, clears the one object central has."""
+    import numpy as np
+    from pantau.agent.pipeline.camera import alert_payload
+    from pantau.agent.rules.health import HealthMonitor
+
+    st = new_storage()
+    path = tmp_path / "outbox.db"
+    t0 = time.time() - 3600
+
+    def run(monitor: HealthMonitor, ob: Outbox, times: list[float], frame_at: float | None):
+        for t in times:
+            frame = None
+            if frame_at is not None and t >= frame_at:
+                frame = np.random.default_rng(int(t)).integers(0, 255, (120, 160, 3), np.uint8)
+            events = monitor.update(t, frame)
+            ob.enqueue([("alerts", "cam", alert_payload(e)) for e in events])
+        msgs = ob.messages("alerts")
+        st.store([Received(m.topic, m.encode(), m) for m in msgs])
+        ob.ack(m.seq for m in msgs)
+        return [(m.payload.alert_id, m.payload.state) for m in msgs]
+
+    ob = Outbox(path, agent="a1", site="s1")
+    (first,) = run(HealthMonitor(), ob, [t0 + s for s in range(0, 15)], None)
+    ob.close()
+    ob = Outbox(path, agent="a1", site="s1")
+    monitor = HealthMonitor()
+    again = run(monitor, ob, [t0 + 100 + s for s in range(12)], None)
+    assert again == [(first[0], "raised")]  # the old alert, re-announced
+    back = run(monitor, ob, [t0 + 112 + s for s in range(3)], frame_at=t0 + 112)
+    assert back == [(first[0], "cleared")]
+    ob.close()
+    (a,) = st.alerts()
+    assert (a["alert_id"], a["type"], a["state"], a["cleared_by"]) == (
+        first[0], "camera_offline", "cleared", "agent")  # fmt: skip
+    assert [e[0] for e in alert_events(st)] == ["raise", "clear"]
