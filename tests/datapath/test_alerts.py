@@ -305,7 +305,7 @@ def test_alerts_cli_lists_acks_and_clears(tmp_path, storage_url):
     ack = cli("pantau-central", "alerts", "ack", str(ids["x1"]), "--by", "budi", "--note",
               "on my way", "-c", config)  # fmt: skip
     assert ack.returncode == 0, ack.stderr
-    clear = cli("pantau-central", "alerts", "clear", str(ids["c1"]), "--by", "sari", "-c", config)
+    clear = cli("pantau-central", "alerts", "-c", config, "clear", str(ids["c1"]), "--by", "sari")
     assert clear.returncode == 0, clear.stderr
     rows = cli("pantau-central", "alerts", "-c", config, "--format", "csv", "--open")
     assert rows.returncode == 0, rows.stderr
