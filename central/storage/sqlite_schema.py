@@ -203,6 +203,21 @@ ALTER TABLE cameras ADD COLUMN address TEXT;
 ALTER TABLE cameras ADD COLUMN description TEXT;
 ALTER TABLE cameras ADD COLUMN tags TEXT;
 """
+# v6: reserved for another change of this release (a placeholder on this branch only: the
+# merge takes the real one).
+_SCHEMA_V6 = "SELECT 1;"
+# v7: API tokens (only a SHA-256 of each secret; the name is unique among tokens not revoked)
+# and what each camera's agent last said of it in the registry (`reported`) and central.yaml's
+# overrides applied (`overrides`), so the registry columns can be recomputed when either changes.
+_SCHEMA_V7 = """
+CREATE TABLE tokens (
+    hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, scope TEXT NOT NULL,
+    created_at TEXT NOT NULL, created_by TEXT, revoked_at TEXT
+);
+CREATE UNIQUE INDEX tokens_active_name ON tokens (name) WHERE revoked_at IS NULL;
+ALTER TABLE cameras ADD COLUMN reported TEXT;
+ALTER TABLE cameras ADD COLUMN overrides TEXT;
+"""
 # The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
 MIGRATIONS = (
     Migration(1, _SCHEMA_V1),
@@ -210,4 +225,6 @@ MIGRATIONS = (
     Migration(3, _SCHEMA_V3),
     Migration(4, _SCHEMA_V4),
     Migration(5, _SCHEMA_V5),
+    Migration(6, _SCHEMA_V6),
+    Migration(7, _SCHEMA_V7),
 )
