@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -162,3 +163,47 @@ def test_cameras_cli_lists_by_jurisdiction_with_health(tmp_path, storage_url):
     assert rows[0]["location"] == "-1.237900,116.852900" and rows[0]["tags"] == "gate,24h"
     res = cli("pantau-central", "cameras", "-c", str(config), "--site", "nowhere")
     assert res.returncode == 0 and "(no cameras)" in res.stdout
+
+
+def test_agent_status_carries_the_registry_to_central(tmp_path, broker):
+    """An agent's camera config reaches central's registry through its retained status over a
+    real Mosquitto, central.yaml still winning where it says something."""
+    from pantau.agent.config.agent import AgentSettings
+    from pantau.agent.delivery.outbox import Outbox
+    from pantau.agent.delivery.publisher import Publisher
+    from pantau.central.ingest import Ingest
+
+    agent = AgentSettings(
+        id="a1",
+        site="s1",
+        broker={"port": broker.port},
+        buffer={"path": tmp_path / "ob.db"},
+        cameras={"cam": {"source": "rtsp://x", **ENTRY}, "cam2": {"source": "rtsp://y"}},
+    )
+    url = f"sqlite:///{tmp_path}/central.db"
+    central = CentralSettings(
+        storage=url,
+        broker={"port": broker.port},
+        cameras={"s1/a1/cam2": {"jurisdiction": "polres-kota"}},
+    )
+    ingest = Ingest(central)
+    ingest.start()
+    outbox = Outbox(agent.buffer.path, agent="a1", site="s1")
+    publisher = Publisher(agent, outbox, cameras=2)
+    publisher.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            st = Storage(url, central)
+            cams = {c["camera"]: c for c in st.cameras()}
+            st.close()
+            if cams.get("cam", {}).get("address"):
+                break
+            time.sleep(0.2)
+    finally:
+        publisher.stop()
+        ingest.stop()
+        outbox.close()
+    assert cams["cam"]["jurisdiction"] == "polres-balikpapan"
+    assert cams["cam"]["location"] == ENTRY["location"] and cams["cam"]["tags"] == ENTRY["tags"]
+    assert cams["cam2"]["jurisdiction"] == "polres-kota" and cams["cam2"]["address"] is None
