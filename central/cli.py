@@ -121,7 +121,9 @@ def run(
     from pantau.central.ingest import Ingest
 
     settings = load_or_exit(CentralSettings, config)
-    _storage(settings, must_exist=False).close()  # a bad storage URL fails here, clearly
+    # A bad storage URL fails here, clearly; this connection then evaluates count rules and
+    # clears silent cameras' alerts, beside ingest's.
+    checker = _storage(settings, must_exist=False)
     ingest = Ingest(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -143,17 +145,36 @@ def run(
         )
     started = time.monotonic()
     next_stats = started + stats_every
+    next_check = started
     while not stop.wait(0.2):
         if ingest.failed:
             fail("ingest stopped after a storage error (see log); nothing unstored was acked", 1)
         now = time.monotonic()
+        if now >= next_check:
+            _check_alerts(checker)
+            next_check = now + settings.alerts.check_every
         if duration and now - started >= duration:
             break
         if stats_every and now >= next_stats:
             print(json.dumps(ingest.stats.__dict__), file=sys.stderr, flush=True)
             next_stats = now + stats_every
     ingest.stop()
+    checker.close()
     print(json.dumps(ingest.stats.__dict__))
+
+
+def _check_alerts(storage) -> None:
+    """Count rules and silent cameras' alerts, now; a failure is logged and tried again at
+    the next check (ingest goes on)."""
+    import logging
+
+    from pantau.central.countrules import check
+
+    try:
+        check(storage, time.time())
+    except Exception:
+        logging.getLogger("pantau.central").exception("evaluating count rules and alerts failed")
+        storage.rollback()
 
 
 @app.command()
@@ -339,6 +360,92 @@ def patterns(
     title = (f"Pola kunjungan {site}: rata-rata per jam, {weeks} minggu, waktu lokal "
              f"{found['timezone']}")  # fmt: skip
     table(grid, ["hari", *(f"{h:02d}" for h in range(24))], title=title)
+
+
+alerts_app = typer.Typer(
+    help="Alerts of agents and count rules (one per condition episode): list them, "
+    "acknowledge or clear one.",
+)
+app.add_typer(alerts_app, name="alerts")
+ALERT_COLUMNS = ["id", "raised_at", "state", "severity", "type", "camera_path", "rule",
+                 "source", "acknowledged_by", "cleared_at", "cleared_by"]  # fmt: skip
+
+
+@alerts_app.callback(invoke_without_command=True)
+def alerts_list(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    open_only: Annotated[bool, typer.Option("--open", help="Only alerts not cleared.")] = False,
+    site: Annotated[str | None, typer.Option(help="Only this site.")] = None,
+    jurisdiction: Annotated[str | None, typer.Option(help="Only cameras of this "
+                                                     "jurisdiction (registry).")] = None,
+    type: Annotated[str | None, typer.Option("--type", help="Only this alert type.")] = None,
+    since: Annotated[str | None, typer.Option("--from", help="Raised at or after (RFC 3339).")]
+    = None,
+    until: Annotated[str | None, typer.Option("--to", help="Raised before (RFC 3339).")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Newest N.")] = 1000,
+    fmt: Annotated[Output, typer.Option("--format", help="Output format.")] = Output.table,
+) -> None:
+    """Agent and central alerts together, newest raised first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = load_or_exit(CentralSettings, config)
+    rows = _storage(settings).alerts(
+        open_only=open_only, since=_time("--from", since), until=_time("--to", until),
+        site=site, jurisdiction=jurisdiction, type=type, limit=limit,
+    )  # fmt: skip
+    if fmt is Output.csv:
+        rows = [{**r, "details": json.dumps(r["details"])} for r in rows]
+    _write(rows, fmt.value, ALERT_COLUMNS, "Alerts")
+
+
+AlertId = Annotated[int, typer.Argument(help="The alert's id (first column of `alerts`).")]
+ByOption = Annotated[str, typer.Option("--by", help="Who does it (stored, shown to all).")]
+NoteOption = Annotated[str, typer.Option(help="A note, stored with it.")]
+
+
+def _change_alert(config: Path | None, change: str, alert: int, by: str, note: str) -> None:
+    from pantau.central.storage import AlertNotFound
+
+    settings = load_or_exit(CentralSettings, config)
+    storage = _storage(settings)
+    try:
+        done = getattr(storage, f"{change}_alert")(alert, by, note)
+    except (AlertNotFound, ValueError) as exc:
+        fail(str(exc))
+    out.print_json(json.dumps(done))
+
+
+@alerts_app.command("ack")
+def alerts_ack(alert: AlertId, by: ByOption, note: NoteOption = "",
+               config: ConfigOption = None) -> None:  # fmt: skip
+    """Acknowledge an alert: who, when and a note, visible to everyone who sees it."""
+    _change_alert(config, "ack", alert, by, note)
+
+
+@alerts_app.command("clear")
+def alerts_clear(alert: AlertId, by: ByOption, note: NoteOption = "",
+                 config: ConfigOption = None) -> None:  # fmt: skip
+    """Clear an alert as an operator (cleared_by 'operator: NAME')."""
+    _change_alert(config, "clear", alert, by, note)
+
+
+rules_app = typer.Typer(no_args_is_help=True, help="Count rules (central.yaml count_rules).")
+app.add_typer(rules_app, name="rules")
+
+
+@rules_app.command("check")
+def rules_check(
+    config: ConfigOption = None,
+    fmt: Annotated[Output, typer.Option("--format", help="Output format.")] = Output.table,
+) -> None:
+    """Evaluate the count rules now and clear the alerts of silent cameras (what `run` does
+    every alerts.check_every seconds); show the alerts that changed."""
+    from pantau.central.countrules import check
+
+    settings = load_or_exit(CentralSettings, config)
+    rows = check(_storage(settings, must_exist=False), time.time())
+    _write(rows, fmt.value, ALERT_COLUMNS, "Alerts changed")
 
 
 @db_app.command("upgrade")

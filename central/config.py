@@ -3,12 +3,15 @@ retention, each site's time zone, and camera registry overrides."""
 
 from __future__ import annotations
 
+import re
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pantau.agent.wire.paths import central_database
 from pantau.agent.wire.protocol import RegistryFields, segment_validator
+from pantau.agent.wire.schedule import parse_daily_window
 from pantau.agent.wire.settings import BrokerSettings, PantauSettings, Section
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 DEFAULT_TIMEZONE = "Asia/Makassar"  # WITA, UTC+8: the capital's
 
@@ -75,6 +78,142 @@ def _check_camera_names(cameras: dict[str, CameraOverride]) -> dict[str, CameraO
         for what, part in zip(("site", "agent", "camera"), parts, strict=True):
             segment_validator(what)(part)
     return cameras
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> object:
+    """'90s', '10m', '2h', '1d' or a number of seconds, as seconds (other values unchanged,
+    for pydantic to refuse)."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a duration (seconds, or like 90s, 10m, 2h, 1d)")
+        return float(match.group(1)) * _UNIT[match.group(2)]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class AlertSettings(Section):
+    offline_clear_after: Duration = Field(
+        900,
+        gt=0,
+        description="Open alerts of a camera or agent that central has not heard from for this "
+        "long (or whose camera's health has said offline for this long) are cleared by central "
+        "('central: offline'); seconds or a duration like 15m.",
+    )
+    check_every: Duration = Field(
+        60,
+        gt=0,
+        description="How often `pantau-central run` evaluates the count rules and clears the "
+        "alerts of silent cameras (seconds or a duration like 1m).",
+    )
+
+
+class CountRuleSettings(Section):
+    """A rule on stored counts that raises central alerts (source 'central'): `threshold` on
+    the counts of a sliding window, or `unusual` for the last hour against its visit pattern."""
+
+    kind: Literal["threshold", "unusual"] = Field(
+        "threshold",
+        description="threshold: the window's count against min or max; unusual: the last full "
+        "hour against the mean of that hour of the week over past weeks.",
+    )
+    site: str = Field(description="The site whose counts the rule reads.")
+    camera: str | None = Field(
+        None,
+        description="One camera, as AGENT/CAMERA or SITE/AGENT/CAMERA; omitted: the sum over "
+        "every camera of the site (the alert then names no camera: agent 'central').",
+    )
+    rule: str | None = Field(None, description="Only this line or zone rule (omitted: all).")
+    classes: list[str] | None = Field(None, description="Only these classes (omitted: all).")
+    severity: Literal["info", "warning", "critical"] = Field(
+        "warning", description="Severity of the alerts it raises."
+    )
+    window: Duration = Field(
+        600,
+        gt=0,
+        description="threshold: the sliding window counted (buckets starting in the last "
+        "window), e.g. 10m.",
+    )
+    min: int | None = Field(
+        None, ge=1, description="threshold: raise when the window holds at least this many."
+    )
+    max: int | None = Field(
+        None, ge=0, description="threshold: raise when the window holds more than this many."
+    )
+    schedule: str | None = Field(
+        None,
+        description="threshold: only in this daily window, in the site's local time, e.g. "
+        "'22:00-05:00' (may wrap midnight); outside it an open alert clears. Omitted: always.",
+    )
+    hold: Duration = Field(
+        0, ge=0, description="The condition must hold this long before the alert is raised."
+    )
+    clear_after: Duration = Field(
+        0, ge=0, description="The condition must be gone this long before the alert clears."
+    )
+    ratio: float = Field(
+        2.0,
+        gt=1,
+        description="unusual: raise when the hour has at least ratio times the usual count "
+        "(above) or at most 1/ratio of it (below).",
+    )
+    min_difference: float = Field(
+        10,
+        ge=0,
+        description="unusual: and differs from the usual count by at least this many.",
+    )
+    min_weeks: int = Field(
+        3, ge=1, description="unusual: weeks with data at that hour needed before judging."
+    )
+    weeks: int = Field(8, ge=1, le=520, description="unusual: weeks of history read.")
+    direction: Literal["both", "above", "below"] = Field(
+        "both", description="unusual: which departures raise (a busy gate gone quiet: below)."
+    )
+    min_observed: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="unusual: share of the hour a camera must have observed for the hour to "
+        "be judged (a camera that was down is not 'quiet').",
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_daily_window(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CountRuleSettings:
+        if self.camera is not None:
+            parts = self.camera.split("/")
+            if len(parts) == 3 and parts[0] != self.site:
+                raise ValueError(f"camera {self.camera!r} is not in site {self.site!r}")
+            if len(parts) not in (2, 3) or not all(parts):
+                raise ValueError(f"camera {self.camera!r}: name it AGENT/CAMERA or "
+                                 "SITE/AGENT/CAMERA")  # fmt: skip
+        if self.kind == "threshold" and (self.min is None) == (self.max is None):
+            raise ValueError("a threshold rule needs exactly one of min (at least) and max "
+                             "(more than)")  # fmt: skip
+        if self.kind == "unusual" and (self.min, self.max, self.schedule) != (None,) * 3:
+            raise ValueError("an unusual rule takes ratio, min_difference, min_weeks; not min, "
+                             "max or schedule")  # fmt: skip
+        return self
+
+    @property
+    def agent_camera(self) -> tuple[str, str] | None:
+        """(agent, camera) of the rule's camera (None: the whole site)."""
+        if self.camera is None:
+            return None
+        agent, camera = self.camera.split("/")[-2:]
+        return agent, camera
 
 
 class CentralBrokerSettings(BrokerSettings):
@@ -146,6 +285,15 @@ class CentralSettings(PantauSettings):
         default_factory=dict,
         description="Camera registry overrides by SITE/AGENT/CAMERA (location, address, "
         "description, jurisdiction, tags): a field set here wins over the agent's.",
+    )
+    alerts: AlertSettings = Field(
+        default_factory=AlertSettings,
+        description="Alert lifecycle: clearing silent cameras' "
+        "alerts, and how often count rules are evaluated.",
+    )
+    count_rules: dict[str, CountRuleSettings] = Field(
+        default_factory=dict,
+        description="Rules on stored counts that raise central alerts, by name (the alert's rule).",
     )
     tail_gap_after: float = Field(
         600,

@@ -90,8 +90,21 @@ ALTER TABLE outbox ADD COLUMN delivered REAL;
 INSERT OR IGNORE INTO meta (key, value)
     SELECT 'epoch', '' WHERE EXISTS (SELECT 1 FROM meta WHERE key = 'next_seq');
 """
+# v3: the alerts raised and not yet cleared (their payloads), so that a restarted agent
+# re-announces them under the same alert_id, or clears them (see Outbox.settle).
+_SCHEMA_V3 = """
+CREATE TABLE open_alerts (
+    camera TEXT NOT NULL, alert_id TEXT NOT NULL, type TEXT NOT NULL, rule TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (camera, alert_id)
+);
+"""
 # The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
-MIGRATIONS = (Migration(1, _SCHEMA_V1), Migration(2, _SCHEMA_V2))
+MIGRATIONS = (Migration(1, _SCHEMA_V1), Migration(2, _SCHEMA_V2), Migration(3, _SCHEMA_V3))
+# Seconds after a restart (from its first message) within which a condition still open from the
+# last run must be raised again to continue its alert; longer than the zone and health rules'
+# usual hold times, after which one that was not is cleared.
+REANNOUNCE_SECONDS = 300.0
 
 
 class OutboxFullError(PantauError):
@@ -187,8 +200,10 @@ class Outbox:
         site: str,
         max_bytes: int = 256 * 1024 * 1024,
         max_age_seconds: float = 7 * 86400,
+        reannounce_seconds: float = REANNOUNCE_SECONDS,
     ) -> None:
         self.path = Path(path)
+        self.reannounce_seconds = reannounce_seconds
         self.agent = agent
         self.site = site
         self.max_bytes = int(max_bytes)
@@ -218,6 +233,16 @@ class Outbox:
         self.epoch: str = self._meta("epoch") or ""
         # Acknowledged by the broker, not yet marked as awaiting central (the disk refused).
         self._held: dict[int, float] = {}
+        # Alerts the last run left open, by (camera, type, rule), until raised again or settled;
+        # and this run's alert_ids that continue one of them.
+        self._carried: dict[tuple[str, str, str], list[AlertPayload]] = {}
+        for camera, type_, rule, body in self._db.execute(
+            "SELECT camera, type, rule, body FROM open_alerts ORDER BY rowid"
+        ):
+            payload = AlertPayload.model_validate_json(body)
+            self._carried.setdefault((camera, type_, rule), []).append(payload)
+        self._continued: dict[str, AlertPayload] = {}
+        self._settle_from: float | None = None
         self._keep_ballast()
 
     # --- bookkeeping ---------------------------------------------------------------------
@@ -344,22 +369,82 @@ class Outbox:
         transaction: either everything is on disk when this returns, or nothing is.
         A full disk is met by merging and dropping old data (reported by a buffer_overflow
         alert); OutboxFullError when even that cannot make room, and nothing was stored.
+        After a restart, an alert raised for a condition the last run left open continues that
+        alert (same alert_id), and the ones not raised again are cleared in time (`settle`).
         """
         created = now or utcnow()
         with self._lock:
-            rows = self._build(items, created)
-            incoming = sum(len(r.body) + ROW_OVERHEAD for r in rows)
+            if self._settle_from is None:
+                self._settle_from = created.timestamp()
+            carried = {k: list(v) for k, v in self._carried.items()}
+            continued = dict(self._continued)
             try:
-                with self._disk():
-                    self._keep_ballast()
-                    self._relieve(incoming)
-                    return self._insert(rows, items, created, meta or {})
-            except OutboxFullError:
-                self._release_ballast()
-            # The disk filled before our estimate said so: make room harder and try once more.
+                seqs = self._store(self._continue(items), created, meta or {})
+            except BaseException:
+                self._carried, self._continued = carried, continued
+                raise
+            self.settle(created.timestamp())
+            return seqs
+
+    def _store(
+        self, items: Sequence[tuple[str, str, Any]], created: datetime, meta: dict[str, Any]
+    ) -> list[int]:
+        rows = self._build(items, created)
+        incoming = sum(len(r.body) + ROW_OVERHEAD for r in rows)
+        try:
             with self._disk():
-                self._relieve(incoming, cap=int(self.size_bytes * 0.8))
-                return self._insert(rows, items, created, meta or {})
+                self._keep_ballast()
+                self._relieve(incoming)
+                return self._insert(rows, items, created, meta)
+        except OutboxFullError:
+            self._release_ballast()
+        # The disk filled before our estimate said so: make room harder and try once more.
+        with self._disk():
+            self._relieve(incoming, cap=int(self.size_bytes * 0.8))
+            return self._insert(rows, items, created, meta)
+
+    def _continue(self, items: Sequence[tuple[str, str, Any]]) -> list[tuple[str, str, Any]]:
+        """Items with a raise of a condition the last run left open replaced by that alert as
+        it was raised (central stored it already: a duplicate, the alert goes on), and the
+        clear of such a raise by the clear of that alert."""
+        out = []
+        for kind, camera, p in items:
+            if kind == "alerts" and p.state == "raised" and p.ended_at is None:
+                carried = self._carried.get((camera, p.type, p.rule or ""))
+                if carried:
+                    self._continued[p.alert_id] = p = carried.pop(0)
+            elif kind == "alerts" and p.alert_id in self._continued:
+                old = self._continued.pop(p.alert_id)
+                p = p.model_copy(update={"alert_id": old.alert_id, "started_at": old.started_at,
+                                         "details": {**old.details, **p.details}})  # fmt: skip
+            out.append((kind, camera, p))
+        return out
+
+    def settle(self, now: float | None = None) -> list[int]:
+        """Clear the alerts the last run left open that this run has not raised again within
+        `reannounce_seconds` of its first message (or of the first call here): their
+        condition no longer holds, or cannot be judged. Returns the seqs of the clears."""
+        now = time.time() if now is None else now
+        with self._lock:
+            if self._settle_from is None:
+                self._settle_from = now
+            if not any(self._carried.values()) or now - self._settle_from < self.reannounce_seconds:
+                return []
+            ended = datetime.fromtimestamp(now, timezone.utc)
+            reason = "not raised again after the agent restarted"
+            items = [
+                ("alerts", camera, p.model_copy(update={
+                    "state": "cleared", "ended_at": ended, "details": {**p.details,
+                                                                     "reason": reason}}))
+                for (camera, _, _), carried in sorted(self._carried.items())
+                for p in carried
+            ]  # fmt: skip
+            carried, self._carried = self._carried, {}
+            try:
+                return self._store(items, utcnow(), {})
+            except BaseException:
+                self._carried = carried
+                raise
 
     def _build(self, items: Sequence[tuple[str, str, Any]], created: datetime) -> list[Row]:
         """Envelope and encode items as outbox rows, numbered from the next free seq."""
@@ -392,6 +477,7 @@ class Outbox:
             rows = self._build(items, created)
         with self._transaction():
             self._db.executemany(_INSERT, rows)
+            self._remember_alerts(items)
             if rows:
                 self._set_meta("next_seq", rows[-1].seq + 1)
             for key, value in meta.items():
@@ -399,6 +485,24 @@ class Outbox:
         self._count += len(rows)
         self._body_bytes += sum(len(r.body) for r in rows)
         return [r.seq for r in rows]
+
+    def _remember_alerts(self, items: Sequence[tuple[str, str, Any]]) -> None:
+        """Keep the alerts raised and not cleared (a one-off alert, raised ended, is not
+        open), in the transaction that stores them."""
+        for kind, camera, p in items:
+            if kind != "alerts":
+                continue
+            if p.state == "raised" and p.ended_at is None:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO open_alerts (camera, alert_id, type, rule, body) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (camera, p.alert_id, p.type, p.rule or "", p.model_dump_json()),
+                )
+            elif p.state == "cleared":
+                self._db.execute(
+                    "DELETE FROM open_alerts WHERE camera = ? AND alert_id = ?",
+                    (camera, p.alert_id),
+                )
 
     @staticmethod
     def _row(msg: Any) -> Row:

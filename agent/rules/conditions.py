@@ -1,10 +1,13 @@
-"""Alert events and the held-condition state machine shared by zone rules and camera health."""
+"""Alert events, and held alerts (pantau.agent.wire.held's state machine) shared by zone rules
+and camera health."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
+
+from pantau.agent.wire.held import HeldCondition
 
 RAISED: Final = "raised"
 CLEARED: Final = "cleared"
@@ -28,52 +31,6 @@ class AlertEvent:
     severity: Literal["info", "warning", "critical"] = "warning"
     details: dict[str, Any] = field(default_factory=dict)
     alert_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-
-class HeldCondition:
-    """A boolean that turns on once `on` has held for `on_seconds` and off once `off` has held
-    for `off_seconds`.
-
-    `update(on, off, t)` returns True when it turned on at this call, False when it turned
-    off, None otherwise. While active, `on` is ignored; while inactive, `off` is ignored.
-    `on_since` is when the on-condition began (for an alert's started_at), `off_since` when
-    the off-condition began (for ended_at). Giving `off = not on` with a smaller threshold
-    than `on` is how hysteresis is expressed.
-    """
-
-    def __init__(self, on_seconds: float, off_seconds: float) -> None:
-        self.on_seconds = on_seconds
-        self.off_seconds = off_seconds
-        self.active = False
-        self.on_since: float | None = None
-        self.off_since: float | None = None
-
-    def update(self, on: bool, off: bool, t: float) -> bool | None:
-        if not self.active:
-            if not on:
-                self.on_since = None
-                return None
-            if self.on_since is None:
-                self.on_since = t
-            if t - self.on_since >= self.on_seconds:
-                self.active = True
-                self.off_since = None
-                return True
-            return None
-        if not off:
-            self.off_since = None
-            return None
-        if self.off_since is None:
-            self.off_since = t
-        if t - self.off_since >= self.off_seconds:
-            self.active = False
-            return False
-        return None
-
-    def reset(self) -> None:
-        self.active = False
-        self.on_since = None
-        self.off_since = None
 
 
 class HeldAlert:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pantau.central.storage.base import (
     DUPLICATE,
     GRANULARITIES,
+    AlertNotFound,
     CameraRef,
     Filter,
     Received,
@@ -15,5 +16,5 @@ from pantau.central.storage.base import (
 )
 from pantau.central.storage.sqlite import sqlite_path
 
-__all__ = ["DUPLICATE", "GRANULARITIES", "CameraRef", "Filter", "Received", "Storage",
-           "backend_class", "open_storage", "sqlite_path"]  # fmt: skip
+__all__ = ["DUPLICATE", "GRANULARITIES", "AlertNotFound", "CameraRef", "Filter", "Received",
+           "Storage", "backend_class", "open_storage", "sqlite_path"]  # fmt: skip

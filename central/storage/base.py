@@ -17,7 +17,7 @@ import json
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Final
@@ -34,6 +34,8 @@ from pantau.agent.wire.protocol import (
     check_segment,
     format_time,
 )
+from pantau.central import alerts as alert_objects
+from pantau.central.alerts import AlertNotFound as AlertNotFound  # callers catch it here
 from pantau.central.config import CentralSettings
 from pantau.central.events import Event
 from pantau.central.scope import EVERYTHING, Scope
@@ -264,6 +266,11 @@ class Storage(ABC):
     def _lock_agents(self, agents: list[tuple[str, str]]) -> None:  # noqa: B027
         """Serialize writers per agent (sorted, so never in a deadlock) for this transaction;
         a backend with a single writer needs nothing."""
+
+    def try_lock(self, name: str) -> bool:
+        """Take the lock `name` for this transaction unless another worker holds it (False);
+        a backend with a single writer holds it with its write transaction already."""
+        return True
 
     def _prepare_days(self, days: set[int]) -> None:  # noqa: B027
         """Make room for raw rows of these UTC days (epoch of midnight) before a transaction
@@ -665,9 +672,11 @@ class Storage(ABC):
         ).fetchone()
         if stored is None:
             self.execute("INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            self._pending_events += alert_objects.on_message(self, msg, duplicate=False)
             return None
         # A resend may be stamped anew (created_at, msg_id); what it says must be the same.
         if tuple(stored[:-2]) == row[:-2]:
+            self._pending_events += alert_objects.on_message(self, msg, duplicate=True)
             return DUPLICATE
         return (
             f"conflict: alert {p.alert_id} ({p.state}) of {msg.site}/{msg.agent} is already "
@@ -877,6 +886,81 @@ class Storage(ABC):
             self.rollback()
             raise
         return dataclasses.replace(live[0], revoked_at=at)
+
+    # --- alert objects (see pantau.central.alerts) -----------------------------------------
+
+    def alerts(
+        self,
+        scope: Scope = Scope(),
+        open_only: bool = False,
+        since: str | None = None,
+        until: str | None = None,
+        site: str | None = None,
+        jurisdiction: str | None = None,
+        type: str | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Alert objects of agents and count rules that `scope` covers, newest raised first;
+        `since`/`until` bound raised_at."""
+        clauses, args = alert_objects.scope_where(scope)
+        for clause, value in (
+            ("o.state = 'open'", True if open_only else None),
+            ("o.raised_at >= ?", since),
+            ("o.raised_at < ?", until),
+            ("o.site = ?", site),
+            ("c.jurisdiction = ?", jurisdiction),
+            ("o.type = ?", type),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                args += [] if value is True else [value]
+        return alert_objects.fetch(
+            self, " AND ".join(clauses) or "1 = 1", [*args, limit],
+            "ORDER BY o.raised_at DESC, o.id DESC LIMIT ?",
+        )  # fmt: skip
+
+    def alert(self, id: int) -> dict[str, Any] | None:
+        """One alert object by id (None: no such alert)."""
+        found = alert_objects.fetch(self, "o.id = ?", [id])
+        return found[0] if found else None
+
+    def ack_alert(
+        self, id: int, who: str, note: str = "", now: float | None = None
+    ) -> dict[str, Any]:
+        """Acknowledge an alert (who, when, a note: visible to everyone who may see it);
+        AlertNotFound for an unknown id."""
+        now = time.time() if now is None else now
+        self._change_alerts(now, lambda: alert_objects.acknowledge(self, id, who, note, now))
+        return alert_objects.one(self, id)
+
+    def clear_alert(
+        self, id: int, who: str, note: str = "", now: float | None = None
+    ) -> dict[str, Any]:
+        """Clear an alert as operator `who` (an alert already cleared stays as it was);
+        AlertNotFound for an unknown id."""
+        now = time.time() if now is None else now
+        self._change_alerts(now, lambda: alert_objects.operator_clear(self, id, who, note, now))
+        return alert_objects.one(self, id)
+
+    def clear_silent_alerts(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Clear the open alerts of cameras and agents silent or offline for longer than
+        alerts.offline_clear_after; return them."""
+        now = time.time() if now is None else now
+        after = self.settings.alerts.offline_clear_after
+        events = self._change_alerts(now, lambda: alert_objects.clear_silent(self, now, after))
+        return [e.body for e in events]
+
+    def _change_alerts(self, now: float, change: Callable[[], list[Event]]) -> list[Event]:
+        """Run `change` in a transaction that also logs the events it returns."""
+        self.begin()
+        try:
+            events = change()
+            self._emit(events, _iso(now))
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        return events
 
     # --- outgoing events -------------------------------------------------------------------
 
@@ -1203,6 +1287,7 @@ class Storage(ABC):
             "count_rows": self.counter("count_rows") or 0,
             "buckets": self.counter("buckets") or 0,
             "alerts": self.one("SELECT COUNT(*) FROM alerts"),
+            "open_alerts": self.one("SELECT COUNT(*) FROM alert_objects WHERE state = 'open'"),
             "agents": self.one("SELECT COUNT(*) FROM agents"),
             "cameras": self.one("SELECT COUNT(*) FROM cameras"),
             "open_gaps": self.one("SELECT COUNT(*) FROM gaps WHERE closed_at IS NULL")

@@ -152,6 +152,10 @@ class PostgresStorage(Storage):
             key = zlib.crc32(f"{site}/{agent}".encode())
             self.conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (1, key - 2**31))
 
+    def try_lock(self, name: str) -> bool:
+        key = zlib.crc32(name.encode())
+        return bool(self.one("SELECT pg_try_advisory_xact_lock(2, ?)", (key - 2**31,)))
+
     def _prepare_days(self, days: set[int]) -> None:
         for day in sorted(days - self._days):
             name, end = _day_name(day), day + DAY

@@ -203,9 +203,67 @@ ALTER TABLE cameras ADD COLUMN address TEXT;
 ALTER TABLE cameras ADD COLUMN description TEXT;
 ALTER TABLE cameras ADD COLUMN tags TEXT;
 """
-# v6: reserved for another change of this release (a placeholder on this branch only: the
-# merge takes the real one).
-_SCHEMA_V6 = "SELECT 1;"
+# Alert messages stored before v6 (SQLite) / v4 (PostgreSQL) as alert objects, in the SQL both
+# speak: one object per agent alert_id, cleared when its cleared message is stored; of several
+# open for one condition (a restarted agent raised it anew) only the newest stays open.
+MIGRATE_ALERTS = """
+INSERT INTO alert_objects (site, agent, camera, source, alert_id, type, severity, rule, state,
+    raised_at, updated_at, cleared_at, cleared_by, details)
+SELECT r.site, r.agent, r.camera, 'agent', r.alert_id, r.type, r.severity, COALESCE(r.rule, ''),
+    CASE WHEN c.alert_id IS NULL THEN 'open' ELSE 'cleared' END, r.started_at,
+    COALESCE(c.created_at, r.created_at), COALESCE(c.ended_at, c.created_at),
+    CASE WHEN c.alert_id IS NULL THEN NULL ELSE 'agent' END, r.details
+FROM alerts r LEFT JOIN alerts c ON c.site = r.site AND c.agent = r.agent
+    AND c.alert_id = r.alert_id AND c.state = 'cleared'
+WHERE r.state = 'raised' ORDER BY r.started_at, r.created_at;
+INSERT INTO alert_objects (site, agent, camera, source, alert_id, type, severity, rule, state,
+    raised_at, updated_at, cleared_at, cleared_by, details)
+SELECT c.site, c.agent, c.camera, 'agent', c.alert_id, c.type, c.severity, COALESCE(c.rule, ''),
+    'cleared', c.started_at, c.created_at, COALESCE(c.ended_at, c.created_at), 'agent', c.details
+FROM alerts c WHERE c.state = 'cleared' AND NOT EXISTS (SELECT 1 FROM alerts r WHERE
+    r.site = c.site AND r.agent = c.agent AND r.alert_id = c.alert_id AND r.state = 'raised')
+ORDER BY c.started_at, c.created_at;
+UPDATE alert_objects SET state = 'cleared', cleared_at = updated_at,
+    cleared_by = 'central: superseded'
+WHERE state = 'open' AND EXISTS (SELECT 1 FROM alert_objects n WHERE n.state = 'open'
+    AND n.site = alert_objects.site AND n.agent = alert_objects.agent
+    AND n.camera = alert_objects.camera AND n.type = alert_objects.type
+    AND n.rule = alert_objects.rule AND n.id > alert_objects.id);
+INSERT INTO alert_links (site, agent, alert_id, object, open)
+SELECT site, agent, alert_id, id, CASE WHEN state = 'open' THEN 1 ELSE 0 END FROM alert_objects;
+CREATE UNIQUE INDEX alert_objects_open ON alert_objects (site, agent, camera, type, rule)
+    WHERE state = 'open';
+CREATE INDEX alert_objects_raised ON alert_objects (site, raised_at);
+CREATE INDEX alert_links_object ON alert_links (site, object);
+"""
+# v6: alert objects, one per condition episode with its life (raised, updated, acknowledged,
+# cleared; see pantau.central.alerts): at most one open per (site, agent, camera, type, rule), so
+# a restarted agent's re-announced condition updates the open one; `alert_links` ties each agent
+# alert_id to its object (open until the agent clears it); `rule_state` holds the count rules'
+# hold and clear timers. Stored alert messages become objects (of several open for one
+# condition, the restart bug, only the newest stays open).
+_SCHEMA_V6 = (
+    """
+CREATE TABLE alert_objects (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, site TEXT NOT NULL, agent TEXT NOT NULL,
+    camera TEXT NOT NULL, source TEXT NOT NULL, alert_id TEXT NOT NULL, type TEXT NOT NULL,
+    severity TEXT NOT NULL, rule TEXT NOT NULL, state TEXT NOT NULL, raised_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL, cleared_at TEXT, cleared_by TEXT, clear_note TEXT,
+    acknowledged_at TEXT, acknowledged_by TEXT, ack_note TEXT, details TEXT NOT NULL,
+    changes INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE alert_links (
+    site TEXT NOT NULL, agent TEXT NOT NULL, alert_id TEXT NOT NULL, object INTEGER NOT NULL,
+    open INTEGER NOT NULL,
+    PRIMARY KEY (site, agent, alert_id)
+);
+CREATE TABLE rule_state (
+    site TEXT NOT NULL, name TEXT NOT NULL, on_since REAL, off_since REAL,
+    PRIMARY KEY (site, name)
+);
+"""
+    + MIGRATE_ALERTS
+)
 # v7: API tokens (only a SHA-256 of each secret; the name is unique among tokens not revoked)
 # and what each camera's agent last said of it in the registry (`reported`) and central.yaml's
 # overrides applied (`overrides`), so the registry columns can be recomputed when either changes.
