@@ -8,18 +8,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pantau.agent.wire.protocol import check_segment
+from pantau.central.alerts import AlertNotFound
 from pantau.central.api import stream
-from pantau.central.api.auth import Admin, Viewer
+from pantau.central.api.auth import Admin, Operator, Viewer
 from pantau.central.config import CentralSettings
 from pantau.central.events import EVENT_KINDS
-from pantau.central.query import counts_filter
+from pantau.central.query import counts_filter, utc_time
 from pantau.central.scope import Scope
 from pantau.central.storage import CameraRef, Storage, open_storage
 from pantau.central.tokens import ROLES, Token, TokenError
 from pydantic import BaseModel, Field, field_validator
+from starlette.concurrency import run_in_threadpool
 
 PREFIX = "/api/v1"
 MAX_LIMIT = 1000
@@ -92,6 +94,31 @@ class NewToken(BaseModel):
         for name in names or []:
             check_segment(name, "name")
         return names
+
+
+class AlertNote(BaseModel):
+    """Who acts on an alert and why: stored with it, visible to everyone who may see it."""
+
+    by: str | None = Field(
+        None,
+        pattern=LABEL,
+        max_length=128,
+        description="The person, recorded after the "
+        "token's name (the token's name alone when absent).",
+    )
+    note: str = Field("", max_length=2000, description="Why, what was done.")
+
+    def who(self, token: Token) -> str:
+        return token.name if self.by is None else f"{token.name}: {self.by}"
+
+
+def alert_period(since: str | None, until: str | None) -> tuple[str | None, str | None]:
+    """`from`/`to` of an alerts question as UTC times, at most MAX_DAYS apart."""
+    first = None if since is None else utc_time("from", since)
+    last = None if until is None else utc_time("to", until)
+    if first is not None and last is not None:
+        counts_filter("bucket", first, last, names=("from", "to"), max_days=MAX_DAYS)
+    return first, last
 
 
 def create_app(settings: CentralSettings) -> FastAPI:
@@ -208,10 +235,18 @@ def create_app(settings: CentralSettings) -> FastAPI:
         ref = None if camera is None else covered_camera(token, camera)
         try:
             query = counts_filter(
-                granularity, since, until, site=site, camera=ref, rule=rule, cls=cls,
-                scope=token.scope, names=("from", "to"), default_days=DEFAULT_DAYS[granularity],
+                granularity,
+                since,
+                until,
+                site=site,
+                camera=ref,
+                rule=rule,
+                cls=cls,
+                scope=token.scope,
+                names=("from", "to"),
+                default_days=DEFAULT_DAYS[granularity],
                 max_days=MAX_DAYS,
-            )  # fmt: skip
+            )
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         rows = storages.get().rollup(granularity, query, limit + 1, offset)
@@ -240,8 +275,76 @@ def create_app(settings: CentralSettings) -> FastAPI:
         ref = None if camera is None else covered_camera(token, camera)
         if ref is not None and ref.site != site:
             raise HTTPException(422, f"camera {camera} is not in site {site}")
-        return storages.get().pattern(site, weeks=weeks, camera=ref, rule=rule, cls=cls,
-                                      scope=token.scope)  # fmt: skip
+        return storages.get().pattern(
+            site, weeks=weeks, camera=ref, rule=rule, cls=cls, scope=token.scope
+        )
+
+    def covered_alert(token: Token, alert: int) -> dict[str, Any]:
+        found = storages.get().alert(alert)
+        if found is None or not token.scope.covers(
+            found["site"], found["agent"], found["camera"], found["jurisdiction"]
+        ):
+            raise HTTPException(404, f"no alert {alert} in this token's scope")
+        return found
+
+    @api.get(
+        "/alerts",
+        summary="Alert objects in scope, newest raised first",
+        description="`from`/`to` bound when they were raised (RFC 3339, at most 400 days "
+        "apart). When more match than `limit`, `next_to` is the `to` of the next page.",
+    )
+    def alerts(
+        token: Viewer,
+        state: Literal["open", "all"] = "all",
+        since: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+        until: Annotated[str | None, Query(alias="to", max_length=40)] = None,
+        site: Name = None,
+        jurisdiction: Name = None,
+        type: Annotated[str | None, Query(pattern=SEGMENT, description="An alert type.")] = None,
+        limit: Limit = MAX_LIMIT,
+    ) -> dict[str, Any]:
+        try:
+            period = alert_period(since, until)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        rows = storages.get().alerts(
+            token.scope,
+            state == "open",
+            *period,
+            site=site,
+            jurisdiction=jurisdiction,
+            type=type,
+            limit=limit + 1,
+        )
+        more = len(rows) > limit
+        return {"items": rows[:limit], "next_to": rows[limit - 1]["raised_at"] if more else None}
+
+    @api.get("/alerts/{alert}", summary="One alert object (404 outside scope)")
+    def alert(token: Viewer, alert: Annotated[int, Path(ge=1, le=2**62)]) -> dict[str, Any]:
+        return covered_alert(token, alert)
+
+    @api.post(
+        "/alerts/{alert}/ack",
+        summary="Acknowledge an alert (operator or admin): stored, visible to all who see it",
+    )
+    def ack(
+        token: Operator, alert: Annotated[int, Path(ge=1, le=2**62)], body: AlertNote
+    ) -> dict[str, Any]:
+        covered_alert(token, alert)
+        try:
+            return storages.get().ack_alert(alert, body.who(token), body.note)
+        except AlertNotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @api.post("/alerts/{alert}/clear", summary="Clear an alert as an operator (operator or admin)")
+    def clear(
+        token: Operator, alert: Annotated[int, Path(ge=1, le=2**62)], body: AlertNote
+    ) -> dict[str, Any]:
+        covered_alert(token, alert)
+        try:
+            return storages.get().clear_alert(alert, body.who(token), body.note)
+        except AlertNotFound as exc:
+            raise HTTPException(404, str(exc)) from None
 
     @api.get("/gaps", summary="Holes in the seqs of agents with a camera in scope")
     def gaps(
@@ -287,6 +390,8 @@ def create_app(settings: CentralSettings) -> FastAPI:
         if unknown or not wanted:
             raise HTTPException(422, f"kinds: one or more of {', '.join(EVENT_KINDS)}")
         start = last_event_id if last_event_id is not None else after
+        if start is None:  # from now on: fixed before the answer starts, so nothing slips by
+            start = await run_in_threadpool(lambda: storages.get().last_event_id())
         body = stream.events(storages.get, token.scope, wanted, start, request.is_disconnected)
         return StreamingResponse(
             body,
@@ -305,8 +410,9 @@ def create_app(settings: CentralSettings) -> FastAPI:
             raise HTTPException(422, "give jurisdictions and/or sites, or all: true")
         scope = Scope.of(sites=new.sites, jurisdictions=new.jurisdictions)
         if not scope.within(token.scope):
-            raise HTTPException(403, f"a token may not see more than its creator's scope "
-                                f"({token.scope.describe()})")  # fmt: skip
+            raise HTTPException(
+                403, f"a token may not see more than its creator's scope ({token.scope.describe()})"
+            )
         if ROLES.index(new.role) > ROLES.index(token.role):
             raise HTTPException(403, "a token may not have a higher role than its creator's")
         try:

@@ -35,14 +35,12 @@ async def events(
     storage: Callable[[], Storage],
     scope: Scope,
     kinds: list[str],
-    after: int | None,
+    after: int,
     disconnected: Callable[[], Awaitable[bool]],
     poll: float = POLL_SECONDS,
 ) -> AsyncIterator[str]:
-    """SSE frames of the events in `scope` logged after id `after` (None: from now on),
-    until the client goes away. Out-of-scope events advance the cursor and are never sent."""
-    if after is None:
-        after = await run_in_threadpool(lambda: storage().last_event_id())
+    """SSE frames of the events in `scope` logged after id `after`, until the client goes
+    away. Out-of-scope events advance the cursor and are never sent."""
     yield f"retry: {RETRY_MS}\n\n"
     quiet_since = time.monotonic()
     while not await disconnected():

@@ -1,5 +1,6 @@
 """A small stored world for the read-API tests: two sites, three cameras in two jurisdictions,
-counts, a seq gap per agent, and tokens of every role and a few scopes (one revoked)."""
+counts, an open alert per camera, a seq gap per agent, and tokens of every role and a few
+scopes (one revoked)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from pantau.agent.wire.protocol import CountsMessage, CountsPayload, LineCount
+from pantau.agent.wire.protocol import (
+    AlertMessage,
+    AlertPayload,
+    CountsMessage,
+    CountsPayload,
+    LineCount,
+)
 from pantau.central.config import CentralSettings
 from pantau.central.scope import Scope
 from pantau.central.storage import Received, Storage
@@ -37,6 +44,27 @@ def bucket(path: str, seq: int, minute: int, people: int = 2) -> Received:
             bucket_seconds=60,
             observed_seconds=60,
             lines={"door": {"person": LineCount(**{"in": people, "out": 1})}},
+        ),
+    )
+    return Received(msg.topic, msg.encode(), msg)
+
+
+def alert(path: str, seq: int, alert_id: str, state: str = "raised") -> Received:
+    site, agent, camera = path.split("/")
+    msg = AlertMessage(
+        msg_id=f"{path}-{seq}",
+        seq=seq,
+        agent=agent,
+        site=site,
+        camera=camera,
+        created_at=T0,
+        payload=AlertPayload(
+            alert_id=alert_id,
+            type="intrusion",
+            state=state,
+            severity="critical",
+            started_at=T0,
+            rule="fence",
         ),
     )
     return Received(msg.topic, msg.encode(), msg)
@@ -73,6 +101,14 @@ def build(url: str, **settings: Any) -> World:
         [bucket("s1/a1/cam", i, i, people=3) for i in range(2)]
         + [bucket("s1/a1/cam2", i, i) for i in (2, 3, 6)]
         + [bucket("s2/b1/cx", i, i, people=5) for i in (0, 3)]
+    )
+    # One open intrusion per camera (their alert objects get ids 1, 2, 3 in this order).
+    st.store(
+        [
+            alert("s1/a1/cam", 7, "i-cam"),
+            alert("s1/a1/cam2", 8, "i-cam2"),
+            alert("s2/b1/cx", 4, "i-cx"),
+        ]
     )
     world = World(st, cfg)
     for name, role, scope in (

@@ -25,6 +25,8 @@ GETS = [
     "/api/v1/gaps",
     "/api/v1/stream",
     "/api/v1/tokens",
+    "/api/v1/alerts",
+    "/api/v1/alerts/1",
 ]
 DAY = T0.date().isoformat()
 
@@ -67,7 +69,13 @@ def test_writes_refuse_without_a_live_token_or_role(client, world):
             == 401
         )
         assert client.delete("/api/v1/tokens/polres-a", headers=world.auth(who)).status_code == 401
-    # A viewer or operator may not manage tokens.
+    for who in (None, "revoked"):
+        for action in ("ack", "clear"):
+            res = client.post(f"/api/v1/alerts/1/{action}", headers=world.auth(who), json={})
+            assert res.status_code == 401
+    # A viewer may not acknowledge; a viewer or operator may not manage tokens.
+    res = client.post("/api/v1/alerts/1/ack", headers=world.auth("polres-a"), json={})
+    assert res.status_code == 403 and "needs operator" in res.json()["detail"]
     for who in ("polres-a", "operator-a"):
         res = client.get("/api/v1/tokens", headers=world.auth(who))
         assert res.status_code == 403 and "needs admin" in res.json()["detail"]
@@ -261,3 +269,52 @@ def test_api_on_postgresql_smoke(storage_url):
             assert pattern["site"] == "s1"
     finally:
         world.storage.close()
+
+
+def test_alerts_in_scope_and_acknowledged_by_operators(client, world):
+    every = get(client, world, "admin", "/api/v1/alerts")["items"]
+    assert sorted(a["camera_path"] for a in every) == ["s1/a1/cam", "s1/a1/cam2", "s2/b1/cx"]
+    ids = {a["camera"]: a["id"] for a in every}
+    theirs = get(client, world, "polres-b", "/api/v1/alerts", state="open")["items"]
+    assert sorted(a["camera"] for a in theirs) == ["cam2", "cx"]
+    assert get(client, world, "site-s2", "/api/v1/alerts", site="s1")["items"] == []
+    one = get(client, world, "polres-a", f"/api/v1/alerts/{ids['cam']}")
+    assert one["jurisdiction"] == "polres-a" and one["state"] == "open"
+    for who, alert in (("polres-a", ids["cam2"]), ("polres-a", ids["cx"]), ("admin", 999)):
+        res = client.get(f"/api/v1/alerts/{alert}", headers=world.auth(who))
+        assert res.status_code == 404 and "scope" in res.text
+    # An operator outside the alert's scope cannot acknowledge it: 404, nothing stored.
+    res = client.post(
+        f"/api/v1/alerts/{ids['cam2']}/ack", headers=world.auth("operator-a"), json={"note": "x"}
+    )
+    assert res.status_code == 404
+    assert world.storage.alert(ids["cam2"])["acknowledged_at"] is None
+    res = client.post(
+        f"/api/v1/alerts/{ids['cam']}/ack",
+        headers=world.auth("operator-a"),
+        json={"by": "Bripka Andi", "note": "unit dikirim"},
+    )
+    assert res.status_code == 200, res.text
+    assert res.json()["acknowledged_by"] == "operator-a: Bripka Andi"
+    # Stored, visible to others who see the camera.
+    seen = get(client, world, "admin", f"/api/v1/alerts/{ids['cam']}")
+    assert seen["ack_note"] == "unit dikirim" and seen["acknowledged_at"] is not None
+    res = client.post(
+        f"/api/v1/alerts/{ids['cam']}/clear", headers=world.auth("admin"), json={"note": "selesai"}
+    )
+    assert res.status_code == 200 and res.json()["state"] == "cleared"
+    assert [
+        a["camera"] for a in get(client, world, "polres-a", "/api/v1/alerts", state="open")["items"]
+    ] == []
+    # Paging by raised time, and bounded periods.
+    first = get(client, world, "admin", "/api/v1/alerts", limit=2)
+    assert len(first["items"]) == 2 and first["next_to"] is not None
+    for params in (
+        {"from": "2025-01-01T00:00:00Z", "to": "2026-06-01T00:00:00Z"},
+        {"from": "soon"},
+        {"state": "closed"},
+    ):
+        assert (
+            client.get("/api/v1/alerts", headers=world.auth("admin"), params=params).status_code
+            == 422
+        )

@@ -85,6 +85,15 @@ def test_stream_delivers_in_scope_and_never_out_of_scope(served):
             assert set(cameras) == {"cam2", "cx"} and cameras.count("cx") == 3
             assert [int(e["id"]) for e in replay] == sorted(int(e["id"]) for e in replay)
             assert int(replay[-1]["id"]) < last  # cx's bucket 10 came before cam's 11
+        # Alerts as they are acknowledged: polres-a hears of its camera's only.
+        with client.stream("GET", "/api/v1/stream", headers=world.auth("polres-a")) as mine:
+            by_camera = {a["camera"]: a["id"] for a in world.storage.alerts()}
+            world.storage.ack_alert(by_camera["cx"], "admin", "not theirs")
+            world.storage.ack_alert(by_camera["cam"], "admin", "theirs")
+            (event,) = events(mine, 1)
+            assert event["event"] == "alerts" and event["data"]["action"] == "ack"
+            assert event["data"]["body"]["id"] == by_camera["cam"]
+            assert event["data"]["body"]["ack_note"] == "theirs"
         res = client.get(
             "/api/v1/stream", params={"kinds": "nothing"}, headers=world.auth("polres-a")
         )
