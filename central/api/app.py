@@ -4,7 +4,9 @@ thread): every answer limited to the caller's scope, every list paged, every per
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
@@ -30,6 +32,7 @@ MAX_DAYS = 400  # the longest period one counts question may span
 # The period of a counts question that names no start: a day of buckets, a week of hours, a
 # month of days.
 DEFAULT_DAYS = {"bucket": 1, "hour": 7, "day": 31}
+PATTERN_TTL = 60.0  # seconds one visit pattern answer is reused for the same question
 SEGMENT = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 CAMERA = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}/[A-Za-z0-9][A-Za-z0-9._-]{0,63}/[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # noqa: E501
 LABEL = r"^[^\x00-\x1f\x7f]{1,128}$"  # rule and class names: printable text
@@ -41,6 +44,32 @@ CameraName = Annotated[
 Label = Annotated[str | None, Query(pattern=LABEL, description="A rule or class name.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Most items in this page.")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip (paging).")]
+
+
+class Recent:
+    """Answers kept for `ttl` seconds, at most `size` of them (the oldest dropped first): a
+    visit pattern spans weeks, so live screens asking it again within a minute may share one
+    answer instead of each scanning the weeks."""
+
+    def __init__(self, ttl: float, size: int = 256) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._kept: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        now = time.monotonic()
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is not None and now - kept[0] < self.ttl:
+                return kept[1]
+        value = make()
+        with self._lock:
+            self._kept[key] = (now, value)
+            self._kept.move_to_end(key)
+            while len(self._kept) > self.size:
+                self._kept.popitem(last=False)
+        return value
 
 
 class Storages:
@@ -124,6 +153,7 @@ def alert_period(since: str | None, until: str | None) -> tuple[str | None, str 
 def create_app(settings: CentralSettings) -> FastAPI:
     """The API app over the storage `settings` name."""
     storages = Storages(settings)
+    recent_patterns = Recent(PATTERN_TTL)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -262,6 +292,7 @@ def create_app(settings: CentralSettings) -> FastAPI:
     @api.get(
         "/patterns",
         summary="Visit pattern: per local weekday and hour, mean/median/p90 over N weeks",
+        description="The same question is answered from one computation for up to a minute.",
     )
     def patterns(
         token: Viewer,
@@ -275,8 +306,11 @@ def create_app(settings: CentralSettings) -> FastAPI:
         ref = None if camera is None else covered_camera(token, camera)
         if ref is not None and ref.site != site:
             raise HTTPException(422, f"camera {camera} is not in site {site}")
-        return storages.get().pattern(
-            site, weeks=weeks, camera=ref, rule=rule, cls=cls, scope=token.scope
+        return recent_patterns.get(
+            (site, weeks, ref, rule, cls, token.scope),
+            lambda: storages.get().pattern(
+                site, weeks=weeks, camera=ref, rule=rule, cls=cls, scope=token.scope
+            ),
         )
 
     def covered_alert(token: Token, alert: int) -> dict[str, Any]:

@@ -5,12 +5,13 @@ scope correctly, and bounds pages and periods with clear 4xx answers."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from pantau.central.api.app import create_app
+from pantau.central.api.app import Recent, create_app
 from pantau.central.storage import CameraRef
 
 from tests.datapath.api_world import World, build
@@ -318,3 +319,21 @@ def test_alerts_in_scope_and_acknowledged_by_operators(client, world):
             client.get("/api/v1/alerts", headers=world.auth("admin"), params=params).status_code
             == 422
         )
+
+
+def test_recent_answers_expire_and_stay_bounded():
+    recent = Recent(ttl=0.2, size=2)
+    made: list[str] = []
+
+    def make(key: str):
+        return lambda: made.append(key) or key
+
+    assert recent.get("a", make("a")) == "a" and recent.get("a", make("a")) == "a"
+    assert made == ["a"]  # the second came from memory
+    time.sleep(0.25)
+    recent.get("a", make("a"))
+    assert made == ["a", "a"]  # expired: made anew
+    recent.get("b", make("b"))
+    recent.get("c", make("c"))  # "a" is dropped: at most two are kept
+    recent.get("a", make("a"))
+    assert made == ["a", "a", "b", "c", "a"]
