@@ -634,4 +634,6 @@ def serve(
 
     settings = load_or_exit(CentralSettings, config)
     _storage(settings, must_exist=False).close()  # a bad storage URL fails here, clearly
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    # Open streams end within the grace period on SIGINT/SIGTERM (browsers reconnect).
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
+                timeout_graceful_shutdown=5)  # fmt: skip

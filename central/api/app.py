@@ -36,12 +36,14 @@ PATTERN_TTL = 60.0  # seconds one visit pattern answer is reused for the same qu
 SEGMENT = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 CAMERA = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}/[A-Za-z0-9][A-Za-z0-9._-]{0,63}/[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # noqa: E501
 LABEL = r"^[^\x00-\x1f\x7f]{1,128}$"  # rule and class names: printable text
+NOTE = r"^[^\x00]*$"  # no database stores a NUL in text
 
 Name = Annotated[str | None, Query(pattern=SEGMENT, description="A site, agent or jurisdiction.")]
 CameraName = Annotated[
     str | None, Query(pattern=CAMERA, description="A camera, named SITE/AGENT/CAMERA.")
 ]
 Label = Annotated[str | None, Query(pattern=LABEL, description="A rule or class name.")]
+Segment = Annotated[str, Path(pattern=SEGMENT)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Most items in this page.")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip (paging).")]
 
@@ -135,7 +137,9 @@ class AlertNote(BaseModel):
         description="The person, recorded after the "
         "token's name (the token's name alone when absent).",
     )
-    note: str = Field("", max_length=2000, description="Why, what was done.")
+    note: str = Field(
+        "", max_length=2000, pattern=NOTE, description="Why, what was done (any text but NUL)."
+    )
 
     def who(self, token: Token) -> str:
         return token.name if self.by is None else f"{token.name}: {self.by}"
@@ -215,12 +219,8 @@ def create_app(settings: CentralSettings) -> FastAPI:
         return page(rows[offset : offset + limit + 1], limit, offset)
 
     @api.get("/cameras/{site}/{agent}/{camera}", summary="One camera (404 outside scope)")
-    def camera(token: Viewer, site: str, agent: str, camera: str) -> dict[str, Any]:
-        name = f"{site}/{agent}/{camera}"
-        try:
-            ref = covered_camera(token, name)
-        except ValueError:
-            raise HTTPException(404, f"no camera {name} in this token's scope") from None
+    def camera(token: Viewer, site: Segment, agent: Segment, camera: Segment) -> dict[str, Any]:
+        ref = covered_camera(token, f"{site}/{agent}/{camera}")
         return storages.get().camera(ref) or {}
 
     @api.get("/agents", summary="Agents with a camera in scope: state, last seen, backlog")
@@ -456,7 +456,7 @@ def create_app(settings: CentralSettings) -> FastAPI:
         return {"token": secret, "name": new.name, "role": new.role, "scope": scope.to_json()}
 
     @api.delete("/tokens/{name}", summary="Revoke a token within the admin's scope")
-    def revoke_token(token: Admin, name: str) -> dict[str, Any]:
+    def revoke_token(token: Admin, name: Segment) -> dict[str, Any]:
         st = storages.get()
         live = [t for t in st.tokens(include_revoked=False) if t.name == name]
         if not live or not live[0].scope.within(token.scope):

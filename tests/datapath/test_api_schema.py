@@ -1,9 +1,8 @@
 """Schemathesis against the read API's own OpenAPI document: generated requests (valid and
-not) to every operation but the endless stream, with an admin token, never get a 5xx."""
+not) to every operation but the endless stream, with an admin token, never get a 5xx, on SQLite
+and on PostgreSQL (which refuses more than SQLite: NUL in text, out-of-range integers)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -17,8 +16,8 @@ RUNNER = "schemathesis-runner-7f3a"  # a name no generated DELETE is likely to r
 EXAMPLES = 30  # per operation: the whole run stays well under a minute
 
 
-def test_no_server_errors_on_generated_requests(tmp_path: Path):
-    world = build(f"sqlite:///{tmp_path}/central.db")
+def test_no_server_errors_on_generated_requests(storage_url):
+    world = build(storage_url())
     headers = {"Authorization": f"Bearer {world.storage.add_token(RUNNER, 'admin', Scope())}"}
     schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", create_app(world.settings))
     tried = []
