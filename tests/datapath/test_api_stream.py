@@ -4,6 +4,7 @@ stores from now on, only those in the token's scope, resumable with Last-Event-I
 from __future__ import annotations
 
 import json
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +14,9 @@ import pytest
 import uvicorn
 from pantau.central.api.app import create_app
 
-from tests.conftest import free_port, wait_port
+from tests.conftest import free_port, spawn, wait_port
 from tests.datapath.api_world import World, bucket, build
+from tests.datapath.conftest import write_central_config
 
 
 @pytest.fixture
@@ -98,3 +100,25 @@ def test_stream_delivers_in_scope_and_never_out_of_scope(served):
             "/api/v1/stream", params={"kinds": "nothing"}, headers=world.auth("polres-a")
         )
         assert res.status_code == 422
+
+
+def test_serve_command_answers_and_stops(tmp_path):
+    """`pantau-central serve` over a central.yaml: OpenAPI and a scoped answer, then a clean
+    stop on SIGTERM."""
+    world = build(f"sqlite:///{tmp_path}/central.db")
+    world.storage.close()
+    config = write_central_config(tmp_path, 1883, world.settings.storage)
+    port = free_port()
+    proc = spawn("pantau-central", "serve", "-c", str(config), "--port", str(port))
+    try:
+        wait_port(port, up=True, timeout=30)
+        base = f"http://127.0.0.1:{port}/api/v1"
+        assert httpx.get(f"{base}/openapi.json").json()["info"]["title"]
+        res = httpx.get(f"{base}/cameras", headers=world.auth("site-s2"))
+        assert res.status_code == 200 and [c["camera"] for c in res.json()["items"]] == ["cx"]
+        assert httpx.get(f"{base}/cameras").status_code == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal (the exit status says so).
+        assert proc.wait(20) in (0, -signal.SIGTERM)
+    assert "Finished server process" in proc.stderr.read()
