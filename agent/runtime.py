@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from pantau.agent.allocator import limit_heap_growth
 from pantau.agent.config.agent import AgentSettings
-from pantau.agent.delivery.outbox import Outbox, OutboxFullError
+from pantau.agent.delivery.outbox import REANNOUNCE_SECONDS, Outbox, OutboxFullError
 from pantau.agent.delivery.publisher import Publisher
 from pantau.agent.wire.errors import PantauError
 
@@ -76,8 +76,9 @@ def check_frame(analytics: CameraAnalytics, size: tuple[int, int] | None) -> Non
         raise StartError("rules outside the camera frame:\n  " + "\n  ".join(errors))
 
 
-def open_outbox(settings: AgentSettings) -> Outbox:
-    """The outbox the agent's settings describe."""
+def open_outbox(settings: AgentSettings, *, reannounce: bool = False) -> Outbox:
+    """The outbox the agent's settings describe; with `reannounce` (the live agent) it keeps
+    the open alerts, to continue them after a restart (see Outbox.settle)."""
     b = settings.buffer
     try:
         return Outbox(
@@ -86,6 +87,7 @@ def open_outbox(settings: AgentSettings) -> Outbox:
             site=settings.site,
             max_bytes=int(b.max_mb * 1024 * 1024),
             max_age_seconds=b.max_age_hours * 3600,
+            reannounce_seconds=REANNOUNCE_SECONDS if reannounce else None,
         )
     except PantauError as exc:  # says which file already
         raise StartError(str(exc)) from None
@@ -169,7 +171,7 @@ class LiveAgent:
                                               for c in settings.cameras.values()})
         runners = self._open_cameras(detectors)
         try:
-            self.outbox = open_outbox(settings)
+            self.outbox = open_outbox(settings, reannounce=True)
         except StartError:
             for runner in runners:
                 runner.reader.close()

@@ -141,27 +141,9 @@ def create(
     `cleared` (when, by whom); its id."""
     site, agent, camera, type_, rule = key
     state, at, by = (OPEN, None, None) if cleared is None else (CLEARED, *cleared)
-    return int(
-        st.one(
-            _INSERT,
-            (
-                site,
-                agent,
-                camera,
-                source,
-                alert_id,
-                type_,
-                severity,
-                rule,
-                state,
-                raised_at,
-                updated_at,
-                at,
-                by,
-                json.dumps(details),
-            ),
-        )
-    )
+    row = (site, agent, camera, source, alert_id, type_, severity, rule, state, raised_at,
+           updated_at, at, by, json.dumps(details))  # fmt: skip
+    return int(st.one(_INSERT, row))
 
 
 def clear(st: Storage, alert: int, at: str, by: str, when: str, note: str | None = None,

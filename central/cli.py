@@ -388,6 +388,7 @@ def alerts_list(
 ) -> None:
     """Agent and central alerts together, newest raised first."""
     if ctx.invoked_subcommand is not None:
+        ctx.obj = config  # `alerts -c FILE ack ...` as well as `alerts ack ... -c FILE`
         return
     settings = load_or_exit(CentralSettings, config)
     rows = _storage(settings).alerts(
@@ -417,17 +418,17 @@ def _change_alert(config: Path | None, change: str, alert: int, by: str, note: s
 
 
 @alerts_app.command("ack")
-def alerts_ack(alert: AlertId, by: ByOption, note: NoteOption = "",
+def alerts_ack(ctx: typer.Context, alert: AlertId, by: ByOption, note: NoteOption = "",
                config: ConfigOption = None) -> None:  # fmt: skip
     """Acknowledge an alert: who, when and a note, visible to everyone who sees it."""
-    _change_alert(config, "ack", alert, by, note)
+    _change_alert(config or ctx.obj, "ack", alert, by, note)
 
 
 @alerts_app.command("clear")
-def alerts_clear(alert: AlertId, by: ByOption, note: NoteOption = "",
+def alerts_clear(ctx: typer.Context, alert: AlertId, by: ByOption, note: NoteOption = "",
                  config: ConfigOption = None) -> None:  # fmt: skip
     """Clear an alert as an operator (cleared_by 'operator: NAME')."""
-    _change_alert(config, "clear", alert, by, note)
+    _change_alert(config or ctx.obj, "clear", alert, by, note)
 
 
 rules_app = typer.Typer(no_args_is_help=True, help="Count rules (central.yaml count_rules).")

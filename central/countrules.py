@@ -112,6 +112,8 @@ def _evaluate(st: Storage, name: str, rule: CountRuleSettings, now: float) -> li
         held.reset()
         switched: bool | None = False
         ended = now
+    elif on and not held.active and _dismissed(st, key, held.on_since):
+        switched, ended = None, now  # an operator cleared this episode: not raised again
     else:
         switched = held.update(on, not on, now)
         ended = held.off_since if held.off_since is not None else now
@@ -133,6 +135,23 @@ def _evaluate(st: Storage, name: str, rule: CountRuleSettings, now: float) -> li
         if alerts.clear(st, open_id, alerts.iso(ended), alerts.BY_RULE, when, None, final):
             return [alerts.changed(st, open_id, "clear")]
     return []
+
+
+def _dismissed(st: Storage, key: tuple[str, ...], on_since: float | None) -> bool:
+    """Whether an operator cleared the alert of the episode that began at `on_since` (the
+    condition has held since: it raises again only after it has been gone)."""
+    if on_since is None:
+        return False
+    last = st.execute(
+        "SELECT raised_at, cleared_by FROM alert_objects WHERE site = ? AND agent = ? AND "
+        "camera = ? AND type = ? AND rule = ? ORDER BY id DESC LIMIT 1",
+        key,
+    ).fetchone()
+    return (
+        last is not None
+        and last[0] == alerts.iso(on_since)
+        and str(last[1] or "").startswith(alerts.OPERATOR)
+    )
 
 
 def _threshold(

@@ -200,9 +200,10 @@ class Outbox:
         site: str,
         max_bytes: int = 256 * 1024 * 1024,
         max_age_seconds: float = 7 * 86400,
-        reannounce_seconds: float = REANNOUNCE_SECONDS,
+        reannounce_seconds: float | None = None,
     ) -> None:
         self.path = Path(path)
+        # None: no open alerts are kept or continued (a simulation, a tool reading the outbox).
         self.reannounce_seconds = reannounce_seconds
         self.agent = agent
         self.site = site
@@ -237,7 +238,8 @@ class Outbox:
         # and this run's alert_ids that continue one of them.
         self._carried: dict[tuple[str, str, str], list[AlertPayload]] = {}
         for camera, type_, rule, body in self._db.execute(
-            "SELECT camera, type, rule, body FROM open_alerts ORDER BY rowid"
+            "SELECT camera, type, rule, body FROM open_alerts WHERE ? ORDER BY rowid",
+            (reannounce_seconds is not None,),
         ):
             payload = AlertPayload.model_validate_json(body)
             self._carried.setdefault((camera, type_, rule), []).append(payload)
@@ -428,7 +430,8 @@ class Outbox:
         with self._lock:
             if self._settle_from is None:
                 self._settle_from = now
-            if not any(self._carried.values()) or now - self._settle_from < self.reannounce_seconds:
+            wait = self.reannounce_seconds or 0.0
+            if not any(self._carried.values()) or now - self._settle_from < wait:
                 return []
             ended = datetime.fromtimestamp(now, timezone.utc)
             reason = "not raised again after the agent restarted"
@@ -477,7 +480,8 @@ class Outbox:
             rows = self._build(items, created)
         with self._transaction():
             self._db.executemany(_INSERT, rows)
-            self._remember_alerts(items)
+            if self.reannounce_seconds is not None:
+                self._remember_alerts(items)
             if rows:
                 self._set_meta("next_seq", rows[-1].seq + 1)
             for key, value in meta.items():

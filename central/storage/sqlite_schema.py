@@ -234,6 +234,8 @@ SELECT site, agent, alert_id, id, CASE WHEN state = 'open' THEN 1 ELSE 0 END FRO
 CREATE UNIQUE INDEX alert_objects_open ON alert_objects (site, agent, camera, type, rule)
     WHERE state = 'open';
 CREATE INDEX alert_objects_raised ON alert_objects (site, raised_at);
+-- Joins with cameras (jurisdiction scopes), and one camera's alerts.
+CREATE INDEX alert_objects_camera ON alert_objects (site, agent, camera, raised_at);
 CREATE INDEX alert_links_object ON alert_links (site, object);
 """
 # v6: alert objects, one per condition episode with its life (raised, updated, acknowledged,

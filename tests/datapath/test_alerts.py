@@ -254,7 +254,7 @@ def test_restarted_outbox_reannounces_and_central_matches(tmp_path, new_storage)
         st.store([Received(m.topic, m.encode(), m) for m in msgs])
         ob.ack(m.seq for m in msgs)
 
-    ob = Outbox(path, agent="a1", site="s1")
+    ob = Outbox(path, agent="a1", site="s1", reannounce_seconds=300)
     ob.enqueue([raise_("g1", "gate", t0), raise_("y1", "yard", t0)])
     deliver(ob)
     ob.close()
@@ -305,7 +305,7 @@ def test_alerts_cli_lists_acks_and_clears(tmp_path, storage_url):
     ack = cli("pantau-central", "alerts", "ack", str(ids["x1"]), "--by", "budi", "--note",
               "on my way", "-c", config)  # fmt: skip
     assert ack.returncode == 0, ack.stderr
-    clear = cli("pantau-central", "alerts", "clear", str(ids["c1"]), "--by", "sari", "-c", config)
+    clear = cli("pantau-central", "alerts", "-c", config, "clear", str(ids["c1"]), "--by", "sari")
     assert clear.returncode == 0, clear.stderr
     rows = cli("pantau-central", "alerts", "-c", config, "--format", "csv", "--open")
     assert rows.returncode == 0, rows.stderr
@@ -382,10 +382,10 @@ def test_camera_offline_across_an_agent_restart_is_one_alert(tmp_path, new_stora
         ob.ack(m.seq for m in msgs)
         return [(m.payload.alert_id, m.payload.state) for m in msgs]
 
-    ob = Outbox(path, agent="a1", site="s1")
+    ob = Outbox(path, agent="a1", site="s1", reannounce_seconds=300)
     (first,) = run(HealthMonitor(), ob, [t0 + s for s in range(0, 15)], None)
     ob.close()
-    ob = Outbox(path, agent="a1", site="s1")
+    ob = Outbox(path, agent="a1", site="s1", reannounce_seconds=300)
     monitor = HealthMonitor()
     again = run(monitor, ob, [t0 + 100 + s for s in range(12)], None)
     assert again == [(first[0], "raised")]  # the old alert, re-announced
@@ -396,3 +396,17 @@ def test_camera_offline_across_an_agent_restart_is_one_alert(tmp_path, new_stora
     assert (a["alert_id"], a["type"], a["state"], a["cleared_by"]) == (
         first[0], "camera_offline", "cleared", "agent")  # fmt: skip
     assert [e[0] for e in alert_events(st)] == ["raise", "clear"]
+
+
+def test_an_outbox_without_reannounce_keeps_its_alerts_as_given(tmp_path):
+    """A simulation (no reannounce_seconds) resumed on the same outbox sends what it generates."""
+    path = tmp_path / "outbox.db"
+    raised = AlertPayload(alert_id="s1", type="crowd", state="raised", started_at=T0, rule="p")
+    for alert_id in ("s1", "s2"):
+        ob = Outbox(path, agent="a1", site="s1")
+        ob.enqueue([("alerts", "cam", raised.model_copy(update={"alert_id": alert_id}))])
+        ob.settle(now=time.time() + 10**6)
+        ob.close()
+    ob = Outbox(path, agent="a1", site="s1")
+    assert [m.payload.alert_id for m in ob.messages("alerts")] == ["s1", "s2"]
+    ob.close()

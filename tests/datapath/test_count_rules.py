@@ -121,6 +121,20 @@ def test_max_with_hold_and_clear_is_one_alert_with_start_and_end(new_storage):
     assert alert["details"]["max"] == 10 and alert["details"]["end"]["count"] == 0
 
 
+def test_an_episode_an_operator_cleared_is_not_raised_again(new_storage):
+    st = new_storage(settings(trucks=TRUCKS))
+    cam = Agent(st)
+    for minute in (0, 5, 10, 25):
+        cam.bucket(wita(23, minute), 1)
+    (raised,) = evaluate(st, wita(23, 3).timestamp())
+    st.clear_alert(raised["id"], "sari", "our own truck", now=wita(23, 4).timestamp())
+    assert evaluate(st, wita(23, 8).timestamp()) == []  # the same episode goes on
+    assert evaluate(st, wita(23, 13).timestamp()) == []
+    assert evaluate(st, wita(23, 24).timestamp()) == []  # gone (no truck 23:14-23:24)
+    (again,) = evaluate(st, wita(23, 27).timestamp())  # a new episode: a new alert
+    assert again["id"] != raised["id"] and again["raised_at"] == iso(wita(23, 27))
+
+
 def _hour_bucket(cam: Agent, start: datetime, n: int) -> None:
     cam.bucket(start, n, "car", seconds=3600)
 
