@@ -23,6 +23,7 @@ from pantau.agent.wire.console import (
 )
 from pantau.agent.wire.errors import PantauError
 from pantau.central.config import CentralSettings
+from pantau.central.scope import Scope
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.callback()(logging_option)
@@ -83,17 +84,14 @@ def _camera(value: str | None):
 
 def _time(name: str, value: str | None) -> str | None:
     """An RFC 3339 option as a UTC time string, or a clear exit."""
-    from datetime import datetime, timezone
-
-    from pantau.agent.wire.protocol import format_time
+    from pantau.central.query import utc_time
 
     if value is None:
         return None
     try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        fail(f"{name} {value!r}: not an RFC 3339 time (e.g. 2026-11-27T08:00:00Z)")
-    return format_time(t if t.tzinfo else t.replace(tzinfo=timezone.utc))
+        return utc_time(name, value)
+    except ValueError as exc:
+        fail(str(exc))
 
 
 def _write(rows: list[dict], fmt: str, columns: list[str], title: str) -> None:
@@ -208,6 +206,30 @@ def agents(
     )
 
 
+@app.command("cameras")
+def cameras_command(
+    config: ConfigOption = None,
+    jurisdiction: Annotated[
+        list[str] | None, typer.Option(help="Only cameras in this jurisdiction (repeatable).")
+    ] = None,
+    site: Annotated[list[str] | None, typer.Option(help="Only this site (repeatable).")] = None,
+    fmt: Annotated[Output, typer.Option("--format", help="Output format.")] = Output.table,
+) -> None:
+    """The camera registry: where each camera is, whose area it is in, its health and when it
+    was last heard from (agents' status, central.yaml `cameras` winning)."""
+    settings = load_or_exit(CentralSettings, config)
+    rows = _storage(settings).cameras(Scope.of(sites=site, jurisdictions=jurisdiction))
+    if fmt is not Output.json:  # flat columns for a table or CSV
+        rows = [
+            {**r, "location": "" if r["location"] is None else
+             f"{r['location']['lat']:.6f},{r['location']['lon']:.6f}", "tags": ",".join(r["tags"])}
+            for r in rows
+        ]  # fmt: skip
+    columns = ["site", "agent", "camera", "jurisdiction", "location", "address", "tags", "health",
+               "last_seen"]  # fmt: skip
+    _write(rows, fmt.value, columns, "Cameras")
+
+
 @app.command()
 def gaps(
     config: ConfigOption = None,
@@ -286,32 +308,19 @@ def counts(
     fmt: Annotated[Output, typer.Option("--format", help="Output format.")] = Output.table,
 ) -> None:
     """Totals per camera, rule and class per bucket, hour or day, from the rollups."""
-    from pantau.central.storage import Filter
+    from pantau.central.query import counts_filter
 
     settings = load_or_exit(CentralSettings, config)
-    if granularity is Granularity.day:
-        bounds = [v or None for v in (since, until)]
-        for name, value in (("--from", since), ("--to", until)):
-            if value and not _is_date(value):
-                fail(f"{name} {value!r}: with --granularity day, a local date like 2026-11-27")
-    else:
-        bounds = [_time("--from", since or None), _time("--to", until or None)]
-    query = Filter(bounds[0], bounds[1], site, None, _camera(camera), rule, cls)
+    try:
+        query = counts_filter(granularity.value, since, until, site=site, camera=_camera(camera),
+                              rule=rule, cls=cls)  # fmt: skip
+    except ValueError as exc:
+        fail(str(exc).replace("with granularity", "with --granularity"))
     rows = _storage(settings).rollup(granularity.value, query)
     period = {"bucket": "bucket_start", "hour": "local", "day": "day"}[granularity.value]
     columns = [period, "site", "agent", "camera", "rule", "class", "in", "out", "entries",
                "dwell_mean"]  # fmt: skip
     _write(rows, fmt.value, columns, f"Counts per {granularity.value}")
-
-
-def _is_date(value: str) -> bool:
-    from datetime import date
-
-    try:
-        date.fromisoformat(value)
-    except ValueError:
-        return False
-    return len(value) == 10
 
 
 @app.command()
@@ -628,3 +637,98 @@ def evidence_save(
         fail(f"no evidence frame {evidence_id}")
     output.write_bytes(jpeg)
     typer.echo(f"wrote {output} ({len(jpeg)} bytes)", err=True)
+
+tokens_app = typer.Typer(
+    no_args_is_help=True,
+    help="API tokens: each with a role (viewer reads, operator also acknowledges alerts, admin "
+    "also manages tokens) and a scope (jurisdictions or sites); only a hash is stored.",
+)
+app.add_typer(tokens_app, name="tokens")
+ListOption = Annotated[str | None, typer.Option(help="Comma-separated names.")]
+
+
+def _names(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+class Role(str, Enum):
+    viewer = "viewer"
+    operator = "operator"
+    admin = "admin"
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Option(help="Who holds it, e.g. polres-balikpapan.")],
+    role: Annotated[Role, typer.Option(help="viewer, operator or admin.")],
+    config: ConfigOption = None,
+    jurisdictions: Annotated[
+        str | None, typer.Option(help="Only cameras of these jurisdictions (comma-separated).")
+    ] = None,
+    sites: Annotated[str | None, typer.Option(help="Only these sites (comma-separated).")] = None,
+    all_cameras: Annotated[bool, typer.Option("--all", help="Every camera.")] = False,
+) -> None:
+    """Create a token and print it once, alone on standard output (only its hash is kept)."""
+    from pantau.central.tokens import TokenError
+
+    given = [_names(jurisdictions), _names(sites)]
+    if all_cameras == any(v is not None for v in given):
+        fail("give the token's scope: --jurisdictions A,B and/or --sites X,Y, or --all")
+    if any(v == [] for v in given):
+        fail("--jurisdictions and --sites need at least one name")
+    scope = Scope.of(sites=given[1], jurisdictions=given[0])
+    settings = load_or_exit(CentralSettings, config)
+    try:
+        secret = _storage(settings, must_exist=False).add_token(name, role.value, scope, "cli")
+    except TokenError as exc:
+        fail(str(exc))
+    typer.echo(f"created token {name!r} ({role.value}, {scope.describe()}); it is shown once, "
+               "keep it now", err=True)  # fmt: skip
+    typer.echo(secret)
+
+
+@tokens_app.command("list")
+def tokens_list(
+    config: ConfigOption = None,
+    fmt: Annotated[Output, typer.Option("--format", help="Output format.")] = Output.table,
+) -> None:
+    """Tokens with role, scope, and when created or revoked (never their secrets)."""
+    settings = load_or_exit(CentralSettings, config)
+    rows = [t.to_json() for t in _storage(settings, must_exist=False).tokens()]
+    if fmt is not Output.json:
+        rows = [{**r, "scope": Scope.from_json(r["scope"]).describe()} for r in rows]
+    _write(rows, fmt.value, ["name", "role", "scope", "created_at", "revoked_at"], "Tokens")
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    name: Annotated[str, typer.Argument(help="The token's name.")],
+    config: ConfigOption = None,
+) -> None:
+    """Revoke a token: requests with it are refused at once."""
+    from pantau.central.tokens import TokenError
+
+    settings = load_or_exit(CentralSettings, config)
+    try:
+        _storage(settings, must_exist=False).revoke_token(name)
+    except TokenError as exc:
+        fail(str(exc))
+    typer.echo(f"revoked token {name!r}", err=True)
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8080,
+) -> None:
+    """The read API (OpenAPI at /api/v1/openapi.json) and its live stream, for bearer tokens
+    from `pantau-central tokens create`. Put a TLS proxy in front of it beyond localhost."""
+    import uvicorn
+    from pantau.central.api.app import create_app
+
+    settings = load_or_exit(CentralSettings, config)
+    _storage(settings, must_exist=False).close()  # a bad storage URL fails here, clearly
+    # Open streams end within the grace period on SIGINT/SIGTERM (browsers reconnect).
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
+                timeout_graceful_shutdown=5)  # fmt: skip

@@ -1,5 +1,5 @@
 """Central's configuration: broker, storage URL, shared-subscription group and batching,
-retention, and each site's time zone."""
+retention, each site's time zone, and camera registry overrides."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pantau.agent.wire.paths import central_database
-from pantau.agent.wire.protocol import segment_validator
+from pantau.agent.wire.protocol import RegistryFields, segment_validator
 from pantau.agent.wire.schedule import parse_daily_window
 from pantau.agent.wire.settings import BrokerSettings, PantauSettings, Section
 from pydantic import BeforeValidator, Field, field_validator, model_validator
@@ -63,6 +63,21 @@ class SiteSettings(Section):
     )
 
     _zone = field_validator("timezone")(_check_timezone)
+
+
+class CameraOverride(Section, RegistryFields):
+    """A camera's registry entry as central.yaml sets it: each field given here wins over what
+    the camera's agent says (the others still come from the agent)."""
+
+
+def _check_camera_names(cameras: dict[str, CameraOverride]) -> dict[str, CameraOverride]:
+    for name in cameras:
+        parts = name.split("/")
+        if len(parts) != 3:
+            raise ValueError(f"camera {name!r}: name it as SITE/AGENT/CAMERA")
+        for what, part in zip(("site", "agent", "camera"), parts, strict=True):
+            segment_validator(what)(part)
+    return cameras
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -266,6 +281,11 @@ class CentralSettings(PantauSettings):
     sites: dict[str, SiteSettings] = Field(
         default_factory=dict, description="Per-site settings, by site name."
     )
+    cameras: dict[str, CameraOverride] = Field(
+        default_factory=dict,
+        description="Camera registry overrides by SITE/AGENT/CAMERA (location, address, "
+        "description, jurisdiction, tags): a field set here wins over the agent's.",
+    )
     alerts: AlertSettings = Field(
         default_factory=AlertSettings,
         description="Alert lifecycle: clearing silent cameras' "
@@ -283,6 +303,7 @@ class CentralSettings(PantauSettings):
     )
 
     _check_names = field_validator("group", "worker")(segment_validator("name"))
+    _camera_names = field_validator("cameras")(_check_camera_names)
     _zone = field_validator("timezone")(_check_timezone)
 
     def zone(self, site: str) -> ZoneInfo:

@@ -4,6 +4,7 @@ cameras. API tokens and forwarders share this one definition of "what Polres X m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,38 @@ class Scope:
             return False
         return self.cameras is None or f"{site}/{agent}/{camera}" in self.cameras
 
+    def within(self, other: Scope) -> bool:
+        """Whether every camera this scope covers is covered by `other` (each axis `other`
+        restricts, this one restricts at least as much): what an admin may hand on."""
+        return all(
+            theirs is None or (mine is not None and mine <= theirs)
+            for mine, theirs in (
+                (self.sites, other.sites),
+                (self.jurisdictions, other.jurisdictions),
+                (self.cameras, other.cameras),
+            )
+        )
+
+    def to_json(self) -> dict[str, list[str]]:
+        """The restricted axes as sorted lists (an unrestricted scope is {})."""
+        return {
+            name: sorted(values)
+            for name, values in (
+                ("sites", self.sites),
+                ("jurisdictions", self.jurisdictions),
+                ("cameras", self.cameras),
+            )
+            if values is not None
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, list[str]]) -> Scope:
+        # Not `of`: an empty list stored here means "nothing", never "no restriction".
+        return cls(*(
+            None if data.get(name) is None else frozenset(data[name])
+            for name in ("sites", "jurisdictions", "cameras")
+        ))  # fmt: skip
+
     def describe(self) -> str:
         parts = [
             f"{name} {','.join(sorted(values))}"
@@ -64,3 +97,6 @@ class Scope:
             if values is not None
         ]
         return "; ".join(parts) or "everything"
+
+
+EVERYTHING: Final = Scope()

@@ -17,7 +17,7 @@ from pantau.agent.config.tuning import HealthConfig, MotionConfig, TrackerConfig
 from pantau.agent.rules.schedule import box_timezone, box_timezone_name, check_timezone
 from pantau.agent.vision.geometry import Point
 from pantau.agent.wire.paths import outbox_file
-from pantau.agent.wire.protocol import segment_validator
+from pantau.agent.wire.protocol import CameraInfo, RegistryFields, segment_validator
 from pantau.agent.wire.settings import BrokerSettings, PantauSettings, Section, redact_url
 from pydantic import (
     Field,
@@ -154,7 +154,10 @@ class EvidenceSettings(Section):
     )
 
 
-class CameraConfig(Section):
+class CameraConfig(Section, RegistryFields):
+    """One camera: its source, analysis and rules, and its registry entry (location, address,
+    description, jurisdiction, tags: sent to central in the agent's status message)."""
+
     source: str | None = Field(
         None, description="rtsp:// or http(s):// URL, a file path, or a device index."
     )
@@ -213,6 +216,10 @@ class CameraConfig(Section):
     def _units_in_force(self, units: Units | None) -> Units | None:
         # Printed settings show how the points are read, not only whether `units` was set.
         return self.units_in_force
+
+    def registry(self) -> CameraInfo:
+        """This camera's registry entry as the agent's status message carries it."""
+        return CameraInfo.model_validate(self.model_dump(include=set(RegistryFields.model_fields)))
 
     @property
     def fixed_fps(self) -> float | None:

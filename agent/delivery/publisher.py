@@ -18,6 +18,7 @@ from pantau.agent.delivery.outbox import LANE_ALERT, LANE_DATA, Outbox, OutboxFu
 from pantau.agent.wire.mqtt import MqttConnection
 from pantau.agent.wire.protocol import (
     AckMessage,
+    CameraInfo,
     HeartbeatMessage,
     HeartbeatPayload,
     ProtocolError,
@@ -140,8 +141,14 @@ class Publisher:
         }
 
     def _status(self, state: str) -> StatusMessage:
+        # The registry goes along only once some camera has an entry: a status without it
+        # stays readable by a central from before the registry.
+        cameras = {name: cam.registry() for name, cam in self.settings.cameras.items()}
+        if not any(info != CameraInfo() for info in cameras.values()):
+            cameras = {}
         return StatusMessage(
-            **self._envelope(), payload=StatusPayload(state=state, software=SOFTWARE)
+            **self._envelope(),
+            payload=StatusPayload(state=state, software=SOFTWARE, cameras=cameras),
         )
 
     def _heartbeat(self) -> HeartbeatMessage:

@@ -236,9 +236,77 @@ class HealthPayload(_Model):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+MAX_TAGS = 32
+MAX_REGISTRY_CAMERAS = 1024
+
+
+class Location(_Model):
+    """Where a camera stands (WGS 84)."""
+
+    lat: float = Field(ge=-90, le=90, description="Latitude in degrees, -90 to 90.")
+    lon: float = Field(ge=-180, le=180, description="Longitude in degrees, -180 to 180.")
+
+
+def _check_tags(tags: list[str]) -> list[str]:
+    for tag in tags:
+        if not tag or len(tag) > MAX_SEGMENT_LENGTH or tag != tag.strip():
+            raise ValueError(
+                f"tag {tag[:80]!r}: 1 to {MAX_SEGMENT_LENGTH} characters, no surrounding spaces"
+            )
+    return tags
+
+
+class RegistryFields(BaseModel):
+    """What an operator needs to find and act on a camera (the camera registry): in the
+    agent's camera config, its status message, and central's `cameras` overrides."""
+
+    location: Location | None = Field(None, description="Where the camera stands: {lat, lon}.")
+    address: str | None = Field(
+        None, max_length=500, description="Street address or landmark, for people."
+    )
+    description: str | None = Field(
+        None, max_length=2000, description="What the camera looks at, for people."
+    )
+    jurisdiction: str | None = Field(
+        None,
+        description="The unit whose area the camera is in, e.g. polres-balikpapan (letters, "
+        "digits, '.', '_', '-'): API tokens and forwarders are scoped by it.",
+    )
+    tags: list[str] = Field(
+        default_factory=list, max_length=MAX_TAGS, description="Free labels, e.g. gate, night."
+    )
+
+    @field_validator("jurisdiction")
+    @classmethod
+    def _jurisdiction(cls, value: str | None) -> str | None:
+        return None if value is None else segment_validator("jurisdiction")(value)
+
+    _tags = field_validator("tags")(_check_tags)
+
+
+class CameraInfo(_Model, RegistryFields):
+    """One camera's registry entry as the agent's status message carries it."""
+
+
 class StatusPayload(_Model):
     state: Literal["online", "offline"]
     software: str = ""
+    cameras: dict[str, CameraInfo] = Field(
+        default_factory=dict,
+        max_length=MAX_REGISTRY_CAMERAS,
+        # Left out when empty: a central from before the registry accepts the message.
+        exclude_if=lambda cameras: not cameras,
+        description="The agent's cameras by name with their registry entries (location, "
+        "address, description, jurisdiction, tags). Optional: absent in messages from agents "
+        "before the registry, which central reads as 'nothing said'.",
+    )
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_names(cls, value: dict[str, CameraInfo]) -> dict[str, CameraInfo]:
+        for name in value:
+            check_segment(name, "camera")
+        return value
 
 
 class HeartbeatPayload(_Model):

@@ -10,7 +10,9 @@ Times are RFC 3339 UTC strings in and out of both.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import itertools
 import json
 import random
 import time
@@ -27,16 +29,19 @@ from pantau.agent.wire.protocol import (
     CountsPayload,
     HealthMessage,
     HeartbeatMessage,
+    ProtocolError,
     StatusMessage,
+    check_segment,
     format_time,
 )
 from pantau.central import alerts as alert_objects
 from pantau.central.alerts import AlertNotFound as AlertNotFound  # callers catch it here
 from pantau.central.config import CentralSettings
 from pantau.central.events import Event
-from pantau.central.scope import Scope
+from pantau.central.scope import EVERYTHING, Scope
 from pantau.central.seqs import Range, SeqTracker
 from pantau.central.storage import patterns, rollups
+from pantau.central.tokens import Token, TokenError, check_role, digest, new_secret
 
 DEAD_LETTER_BYTES = 4096  # raw bytes kept of a rejected message
 _SEQUENCED = (CountsMessage, AlertMessage, HealthMessage)
@@ -128,6 +133,30 @@ class CameraRef:
         return cls(*parts)
 
 
+def scope_where(scope: Scope) -> tuple[list[str], list[Any]]:
+    """SQL conditions (and their arguments) on a table's site, agent and camera columns that
+    keep the rows of the cameras `scope` covers."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    if scope.sites is not None:
+        clauses.append(f"site IN ({', '.join('?' * len(scope.sites)) or 'NULL'})")
+        args += sorted(scope.sites)
+    if scope.jurisdictions is not None:
+        clauses.append(
+            "(site, agent, camera) IN (SELECT site, agent, camera FROM cameras WHERE "
+            f"jurisdiction IN ({', '.join('?' * len(scope.jurisdictions)) or 'NULL'}))"
+        )
+        args += sorted(scope.jurisdictions)
+    if scope.cameras is not None:
+        refs = sorted((r.site, r.agent, r.camera) for r in map(CameraRef.parse, scope.cameras))
+        clauses.append(
+            f"(site, agent, camera) IN (VALUES {', '.join(['(?, ?, ?)'] * len(refs))})"
+            if refs else "1 = 0"
+        )  # fmt: skip
+        args += [v for r in refs for v in r]
+    return clauses, args
+
+
 @dataclass(frozen=True)
 class Filter:
     """Which counts an operator asks for: a period and any of site, camera, rule, class."""
@@ -139,9 +168,10 @@ class Filter:
     camera: CameraRef | None = None
     rule: str | None = None
     cls: str | None = None
+    scope: Scope = EVERYTHING
 
     def where(self, time_column: str) -> tuple[str, list[Any]]:
-        clauses, args = [], []
+        clauses, args = scope_where(self.scope)
         cam = self.camera
         for clause, value in (
             (f"{time_column} >= ?", self.since),
@@ -183,6 +213,7 @@ class Storage(ABC):
         self._zones_synced: set[str] = set()
         self._pending_events: list[Event] = []
         self._sync_site_zones()
+        self._sync_registry()
 
     # --- what each backend provides -----------------------------------------------------
 
@@ -557,7 +588,7 @@ class Storage(ABC):
                 )
             )  # fmt: skip
             # A retained status can be older than one already applied: keep the newest.
-            self.execute(
+            newest = self.execute(
                 "UPDATE agents SET status = ?, status_at = ?, software = ? WHERE site = ? AND "
                 "agent = ? AND (status_at IS NULL OR status_at <= ?)",
                 (
@@ -568,7 +599,14 @@ class Storage(ABC):
                     msg.agent,
                     format_time(msg.created_at),
                 ),
-            )
+            ).rowcount
+            if newest and msg.payload.cameras:
+                self._register(
+                    [
+                        (msg.site, msg.agent, name, info.model_dump(mode="json"))
+                        for name, info in sorted(msg.payload.cameras.items())
+                    ]
+                )
         else:
             self.execute(
                 "UPDATE agents SET last_heartbeat = ?, outbox_messages = ?, "
@@ -695,6 +733,159 @@ class Storage(ABC):
     def acknowledgement(self, site: str, agent: str, epoch: str) -> tuple[int, list[Range]]:
         """What central has durably accounted for of one agent epoch (see SeqTracker)."""
         return self.seqs.received_ranges(site, agent, epoch, MAX_ACK_RANGES)
+
+    # --- camera registry -------------------------------------------------------------------
+
+    def _register(self, reported: list[tuple[str, str, str, dict[str, Any] | None]]) -> None:
+        """Store what agents say of their cameras (None: keep what is stored) and set the
+        registry columns to it with central.yaml's overrides on top, in the caller's
+        transaction."""
+        rows = []
+        for site, agent, camera, entry in reported:
+            if entry is None:
+                entry = json.loads(
+                    self.one(
+                        "SELECT reported FROM cameras WHERE site = ? AND agent = ? AND camera = ?",
+                        (site, agent, camera),
+                    )
+                    or "null"
+                )
+            override = self.settings.cameras.get(f"{site}/{agent}/{camera}")
+            applied = (
+                None
+                if override is None
+                else override.model_dump(mode="json", include=override.model_fields_set)
+            )
+            rows.append(
+                (site, agent, camera, None if entry is None else json.dumps(entry, sort_keys=True),
+                 None if applied is None else json.dumps(applied, sort_keys=True),
+                 *registry_columns({**(entry or {}), **(applied or {})}))
+            )  # fmt: skip
+        self.executemany(
+            "INSERT INTO cameras (site, agent, camera, reported, overrides, jurisdiction, lat, "
+            "lon, address, description, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT "
+            "(site, agent, camera) DO UPDATE SET reported = excluded.reported, overrides = "
+            "excluded.overrides, jurisdiction = excluded.jurisdiction, lat = excluded.lat, "
+            "lon = excluded.lon, address = excluded.address, description = excluded.description, "
+            "tags = excluded.tags",
+            rows,
+        )
+
+    def _sync_registry(self) -> None:
+        """Apply central.yaml's camera overrides where they differ from those applied last
+        (added, changed or removed), creating the rows of cameras not seen yet."""
+        wanted: dict[tuple[Any, ...], str] = {
+            tuple(name.split("/")): json.dumps(
+                o.model_dump(mode="json", include=o.model_fields_set), sort_keys=True
+            )
+            for name, o in self.settings.cameras.items()
+        }
+        applied: dict[tuple[Any, ...], str] = {
+            (s, a, c): o
+            for s, a, c, o in self.fetch(
+                "SELECT site, agent, camera, overrides FROM cameras WHERE overrides IS NOT NULL"
+            )
+        }
+        stale = sorted(k for k in wanted.keys() | applied.keys() if wanted.get(k) != applied.get(k))
+        if not stale:
+            return
+        self.begin()
+        try:
+            self._register([(s, a, c, None) for s, a, c in stale])
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+
+    def cameras(self, scope: Scope = EVERYTHING) -> list[dict[str, Any]]:
+        """The cameras `scope` covers, with their registry entry, health and last seen."""
+        return [
+            r
+            for r in self._cameras("1 = 1", ())
+            if scope.covers(r["site"], r["agent"], r["camera"], r["jurisdiction"])
+        ]
+
+    def camera(self, ref: CameraRef) -> dict[str, Any] | None:
+        """One camera as `cameras` shows it (None: never seen nor configured)."""
+        found = self._cameras("site = ? AND agent = ? AND camera = ?",
+                              (ref.site, ref.agent, ref.camera))  # fmt: skip
+        return found[0] if found else None
+
+    def _cameras(self, where: str, args: Sequence[Any]) -> list[dict[str, Any]]:
+        found = self.rows(
+            "SELECT site, agent, camera, jurisdiction, lat, lon, address, description, tags, "
+            f"health, health_at, last_seen FROM cameras WHERE {where} "
+            "ORDER BY site, agent, camera",
+            args,
+        )
+        for r in found:
+            lat, lon = r.pop("lat"), r.pop("lon")
+            r["location"] = None if lat is None else {"lat": lat, "lon": lon}
+            r["tags"] = json.loads(r["tags"] or "[]")
+            r["last_seen"] = _ts(r["last_seen"])
+        return found
+
+    # --- API tokens --------------------------------------------------------------------------
+
+    def add_token(self, name: str, role: str, scope: Scope, created_by: str | None = None) -> str:
+        """Store a new token (only its hash) and return its secret, to be shown once."""
+        try:
+            check_segment(name, "token name")
+        except ProtocolError as exc:
+            raise TokenError(exc.reason) from None
+        check_role(role)
+        secret = new_secret()
+        self.begin()
+        try:
+            if self.one("SELECT 1 FROM tokens WHERE name = ? AND revoked_at IS NULL", (name,)):
+                raise TokenError(f"a token named {name!r} exists already (revoke it first)")
+            self.execute(
+                "INSERT INTO tokens (hash, name, role, scope, created_at, created_by) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (digest(secret), name, role, json.dumps(scope.to_json()), _iso(time.time()),
+                 created_by),
+            )  # fmt: skip
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        return secret
+
+    def token(self, secret: str) -> Token | None:
+        """The live (not revoked) token whose secret this is."""
+        rows = self._tokens("hash = ? AND revoked_at IS NULL", (digest(secret),))
+        return rows[0] if rows else None
+
+    def tokens(self, include_revoked: bool = True) -> list[Token]:
+        return self._tokens("1 = 1" if include_revoked else "revoked_at IS NULL", ())
+
+    def _tokens(self, where: str, args: Sequence[Any]) -> list[Token]:
+        return [
+            Token(name, role, Scope.from_json(json.loads(scope)), created, by, revoked)
+            for name, role, scope, created, by, revoked in self.fetch(
+                "SELECT name, role, scope, created_at, created_by, revoked_at FROM tokens "
+                f"WHERE {where} ORDER BY name, created_at",
+                args,
+            )
+        ]
+
+    def revoke_token(self, name: str) -> Token:
+        """Revoke the live token `name`: it stops working at once."""
+        live = self._tokens("name = ? AND revoked_at IS NULL", (name,))
+        if not live:
+            raise TokenError(f"no live token named {name!r}")
+        self.begin()
+        try:
+            at = _iso(time.time())
+            self.execute(
+                "UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                (at, name),
+            )
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        return dataclasses.replace(live[0], revoked_at=at)
 
     # --- alert objects (see pantau.central.alerts) -----------------------------------------
 
@@ -915,9 +1106,12 @@ class Storage(ABC):
         camera: CameraRef | None = None,
         rule: str | None = None,
         cls: str | None = None,
+        scope: Scope = EVERYTHING,
     ) -> Iterator[dict[str, Any]]:
         """Raw count rows, one per stored bucket, rule and class, oldest first."""
-        where, args = Filter(since, until, site, agent, camera, rule, cls).where("bucket_start")
+        where, args = Filter(since, until, site, agent, camera, rule, cls, scope).where(
+            "bucket_start"
+        )
         sql = (
             "SELECT site, agent, camera, bucket_start, bucket_seconds, rule, rule_type, class, "
             '"in", "out", occupancy_mean, occupancy_max, dwell_count, dwell_mean, dwell_p90, '
@@ -926,22 +1120,27 @@ class Storage(ABC):
         )
         yield from self.rows(sql, args)
 
-    def rollup(self, granularity: str, query: Filter) -> list[dict[str, Any]]:
+    def rollup(
+        self, granularity: str, query: Filter, limit: int | None = None, offset: int = 0
+    ) -> list[dict[str, Any]]:
         """Totals per camera, rule and class per period: `bucket` (the raw rows), `hour` (UTC
         hours, with the site's local time) or `day` (the site's local days; `since`/`until`
         are then compared with the local date). Line rules have in/out, zone rules entries
-        and mean dwell."""
+        and mean dwell. `limit` and `offset` page through them."""
         if granularity == "bucket":
-            return list(self.counts(since=query.since, until=query.until, site=query.site,
-                                    agent=query.agent, camera=query.camera, rule=query.rule,
-                                    cls=query.cls))  # fmt: skip
+            found = self.counts(since=query.since, until=query.until, site=query.site,
+                                agent=query.agent, camera=query.camera, rule=query.rule,
+                                cls=query.cls, scope=query.scope)  # fmt: skip
+            stop = None if limit is None else offset + limit
+            return list(itertools.islice(found, offset, stop))
         table, period = {"hour": ("hourly", "hour_start"), "day": ("daily", "day")}[granularity]
         where, args = query.where(period)
         rows = self.rows(
             f"SELECT site, agent, camera, {period}, rule, rule_type, class, "
             f'"in", "out", entries, dwell_seconds, observed_seconds, rows AS buckets FROM {table} '
-            f"WHERE {where} ORDER BY {period}, site, agent, camera, rule, class",
-            args,
+            f"WHERE {where} ORDER BY {period}, site, agent, camera, rule, class"
+            + ("" if limit is None else " LIMIT ? OFFSET ?"),
+            args if limit is None else [*args, limit, offset],
         )
         for r in rows:
             dwell = r.pop("dwell_seconds")
@@ -974,6 +1173,7 @@ class Storage(ABC):
         rule: str | None = None,
         cls: str | None = None,
         now: float | None = None,
+        scope: Scope = EVERYTHING,
     ) -> dict[str, Any]:
         """The visit pattern of a site (or one camera, rule or class) over the `weeks` weeks
         before the current hour: per local hour of week the mean, median and p90 of line
@@ -983,7 +1183,8 @@ class Storage(ABC):
             raise ValueError(f"camera {camera.site}/{camera.agent}/{camera.camera} is not in "
                              f"site {site}")  # fmt: skip
         end = rollups.hour_start(time.time() if now is None else now)
-        query = Filter(_iso(end - weeks * 7 * DAY), _iso(end), site, None, camera, rule, cls)
+        query = Filter(_iso(end - weeks * 7 * DAY), _iso(end), site, None, camera, rule, cls,
+                       scope)  # fmt: skip
         where, args = query.where("hour_start")
         hours = self.fetch(
             "SELECT hour_start, "
@@ -1041,12 +1242,6 @@ class Storage(ABC):
                 }
             )
         return rows
-
-    def cameras(self) -> list[dict[str, Any]]:
-        return [
-            {**r, "last_seen": _ts(r["last_seen"])}
-            for r in self.rows("SELECT * FROM cameras ORDER BY site, agent, camera")
-        ]
 
     def gaps(self, include_closed: bool = True, now: float | None = None) -> list[dict[str, Any]]:
         """Stored gaps, and each epoch's tail: seqs its heartbeats said were sent more than
@@ -1273,6 +1468,14 @@ def count_rows(msg: CountsMessage) -> list[tuple[Any, ...]]:
         # A camera with no rules still proves it was watched: keep the bucket as a row.
         out.append(row("", "none", ""))
     return out
+
+
+def registry_columns(entry: dict[str, Any]) -> tuple[Any, ...]:
+    """A registry entry (CameraInfo fields, as JSON) as the cameras table's columns:
+    jurisdiction, lat, lon, address, description, tags (JSON text)."""
+    where = entry.get("location") or {}
+    return (entry.get("jurisdiction"), where.get("lat"), where.get("lon"), entry.get("address"),
+            entry.get("description"), json.dumps(entry.get("tags") or []))  # fmt: skip
 
 
 def _ts(value: float | None) -> str | None:

@@ -180,15 +180,25 @@ CREATE TABLE rule_state (
 """
     + MIGRATE_ALERTS
 )
+# v5: API tokens (only a SHA-256 of each secret; the name is unique among tokens not revoked)
+# and what each camera's agent last said of it in the registry (`reported`) and central.yaml's
+# overrides applied (`overrides`), so the registry columns can be recomputed when either changes.
+_SCHEMA_V5 = """
+CREATE TABLE tokens (
+    hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, scope TEXT NOT NULL,
+    created_at TEXT NOT NULL, created_by TEXT, revoked_at TEXT
+);
+CREATE UNIQUE INDEX tokens_active_name ON tokens (name) WHERE revoked_at IS NULL;
+ALTER TABLE cameras ADD COLUMN reported TEXT;
+ALTER TABLE cameras ADD COLUMN overrides TEXT;
+"""
 # The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
 MIGRATIONS = (
     Migration(1, _SCHEMA_V1),
     Migration(2, _SCHEMA_V2),
     Migration(3, _SCHEMA_V3),
     Migration(4, _SCHEMA_V4),
-    # 5-6 are the other parts of issue 17 (API tokens, forwarders): empty stand-ins until
-    # they are merged.
-    Migration(5, "SELECT 1"),
-    Migration(6, "SELECT 1"),
+    Migration(5, _SCHEMA_V5),
+    Migration(6, "SELECT 1"),  # forwarders (issue 17): an empty stand-in until merged
     Migration(7, _SCHEMA_V7),
 )
