@@ -11,13 +11,14 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Path, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pantau.agent.wire.protocol import check_segment
 from pantau.central.alerts import AlertNotFound
 from pantau.central.api import stream
 from pantau.central.api.auth import Admin, Operator, Viewer
 from pantau.central.config import CentralSettings
 from pantau.central.events import EVENT_KINDS
+from pantau.central.evidence import EvidenceUnavailable, request_evidence
 from pantau.central.query import counts_filter, utc_time
 from pantau.central.scope import Scope
 from pantau.central.storage import CameraRef, Storage, open_storage
@@ -143,6 +144,20 @@ class AlertNote(BaseModel):
 
     def who(self, token: Token) -> str:
         return token.name if self.by is None else f"{token.name}: {self.by}"
+
+
+class EvidenceAsk(AlertNote):
+    """An operator's request for the frames of one alert: who (after the token's name) and
+    why, both kept in the audit."""
+
+    why: str = Field(min_length=1, max_length=500, pattern=NOTE, description="Why the frames "
+                     "are needed (kept in the audit).")  # fmt: skip
+    timeout: float = Field(20, ge=1, le=60, description="Seconds to wait for the agent.")
+
+
+# How a request that brought no frame answers: the agent's refusals are 404 (there is nothing
+# to see), no answer is 504, frames that fail their checks 502.
+EVIDENCE_STATUS = {"timeout": 504, "bad_reply": 502}
 
 
 def alert_period(since: str | None, until: str | None) -> tuple[str | None, str | None]:
@@ -379,6 +394,58 @@ def create_app(settings: CentralSettings) -> FastAPI:
             return storages.get().clear_alert(alert, body.who(token), body.note)
         except AlertNotFound as exc:
             raise HTTPException(404, str(exc)) from None
+
+    @api.get(
+        "/alerts/{alert}/evidence",
+        summary="Evidence frames kept at central for an alert (operator or admin, in scope)",
+    )
+    def evidence(token: Operator, alert: Annotated[int, Path(ge=1, le=2**62)]) -> dict[str, Any]:
+        found = covered_alert(token, alert)
+        return {"items": kept_frames(found)}
+
+    @api.post(
+        "/alerts/{alert}/evidence",
+        summary="Ask the alert's agent for its frames (operator or admin, in scope; audited)",
+        description="Frames already kept at central are answered without asking again. 404 "
+        "when the agent has none (not found, expired, evidence disabled), 504 when it does not "
+        "answer in time; every request is in the audit (`pantau-central evidence audit`).",
+    )
+    def ask_evidence(
+        token: Operator, alert: Annotated[int, Path(ge=1, le=2**62)], body: EvidenceAsk
+    ) -> dict[str, Any]:
+        found = covered_alert(token, alert)
+        try:
+            request_evidence(settings, storages.get(), found, body.who(token), body.why,
+                             body.timeout)  # fmt: skip
+        except EvidenceUnavailable as exc:
+            raise HTTPException(EVIDENCE_STATUS.get(exc.outcome, 404), str(exc)) from None
+        return {"items": kept_frames(found)}
+
+    def kept_frames(found: dict[str, Any]) -> list[dict[str, Any]]:
+        rows = storages.get().evidence_for(found["site"], found["agent"], found["alert_id"])
+        return [
+            {**r, "url": f"{PREFIX}/evidence/{r['id']}.jpg"}
+            for r in rows
+            if r["camera"] == found["camera"]
+        ]
+
+    @api.get(
+        "/evidence/{frame}.jpg",
+        summary="One kept evidence frame as JPEG (operator or admin, in scope)",
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}},
+    )
+    def evidence_frame(token: Operator, frame: Annotated[int, Path(ge=1, le=2**62)]) -> Response:
+        storage = storages.get()
+        meta = storage.evidence_frame(frame)
+        if meta is None or not token.scope.covers(
+            meta["site"], meta["agent"], meta["camera"],
+            storage.jurisdiction(meta["site"], meta["agent"], meta["camera"]),
+        ):  # fmt: skip
+            raise HTTPException(404, f"no evidence frame {frame} in this token's scope")
+        jpeg = storage.evidence_jpeg(frame)
+        assert jpeg is not None  # its metadata was just read; frames are never updated
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     @api.get("/gaps", summary="Holes in the seqs of agents with a camera in scope")
     def gaps(

@@ -1326,10 +1326,14 @@ class Storage(ABC):
         all three are given, in alert and time order."""
         where, args = _equal(site=site, agent=agent, alert_id=alert_id)
         return self.rows(
-            f"SELECT id, {', '.join(EVIDENCE_COLUMNS)}, stored_at, size FROM evidence {where} "
-            "ORDER BY site, agent, alert_id, idx LIMIT ?",
+            f"{_EVIDENCE_SELECT} {where} ORDER BY site, agent, alert_id, idx LIMIT ?",
             [*args, limit],
         )
+
+    def evidence_frame(self, evidence_id: int) -> dict[str, Any] | None:
+        """The metadata of one kept frame (as evidence_for gives it); None if there is none."""
+        rows = self.rows(f"{_EVIDENCE_SELECT} WHERE id = ?", (evidence_id,))
+        return rows[0] if rows else None
 
     def evidence_jpeg(self, evidence_id: int) -> bytes | None:
         """The JPEG of one kept frame (an id from evidence_for); None if there is none."""
@@ -1385,6 +1389,7 @@ EVIDENCE_COLUMNS: Final = (
     "site", "agent", "camera", "alert_id", "idx", "taken_at", "offset_seconds", "width",
     "height", "sha256",
 )  # fmt: skip
+_EVIDENCE_SELECT: Final = f"SELECT id, {', '.join(EVIDENCE_COLUMNS)}, stored_at, size FROM evidence"
 
 
 def _equal(**columns: Any) -> tuple[str, list[Any]]:
