@@ -47,6 +47,8 @@ class Granularity(str, Enum):
     day = "day"
 
 
+forwarders_app = typer.Typer(no_args_is_help=True, help="Forwarders: queues and dead letters.")
+app.add_typer(forwarders_app, name="forwarders")
 db_app = typer.Typer(no_args_is_help=True, help="The database's schema.")
 app.add_typer(db_app, name="db")
 CameraOption = Annotated[
@@ -125,6 +127,12 @@ def run(
     settings = load_or_exit(CentralSettings, config)
     _storage(settings, must_exist=False).close()  # a bad storage URL fails here, clearly
     ingest = Ingest(settings)
+    forwarding = None
+    if any(f.enabled for f in settings.forwarders.values()):
+        from pantau.central.forward.deliver import ForwardProcess
+
+        forwarding = ForwardProcess(settings)
+        forwarding.start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -155,6 +163,8 @@ def run(
             print(json.dumps(ingest.stats.__dict__), file=sys.stderr, flush=True)
             next_stats = now + stats_every
     ingest.stop()
+    if forwarding is not None:
+        forwarding.stop()
     print(json.dumps(ingest.stats.__dict__))
 
 
@@ -330,6 +340,63 @@ def patterns(
     title = (f"Pola kunjungan {site}: rata-rata per jam, {weeks} minggu, waktu lokal "
              f"{found['timezone']}")  # fmt: skip
     table(grid, ["hari", *(f"{h:02d}" for h in range(24))], title=title)
+
+
+@app.command()
+def forward(
+    config: ConfigOption = None,
+    duration: Annotated[
+        float, typer.Option(min=0, help="Stop after this many seconds (0: run until signalled).")
+    ] = 0.0,
+) -> None:
+    """Deliver the forwarders' queues (what `run` also does beside ingest), until SIGINT/SIGTERM
+    (or --duration)."""
+    from pantau.central.forward.deliver import run_forwarding
+
+    settings = load_or_exit(CentralSettings, config)
+    if not any(f.enabled for f in settings.forwarders.values()):
+        fail("no enabled forwarders in the configuration (forwarders: in central.yaml)")
+    _storage(settings, must_exist=False).close()  # a bad storage URL fails here, clearly
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if duration:
+        timer = threading.Timer(duration, stop.set)
+        timer.daemon = True
+        timer.start()
+    print(f"central: forwarding {', '.join(settings.forwarders)}", file=sys.stderr, flush=True)
+    run_forwarding(settings, stop)
+
+
+@forwarders_app.command("status")
+def forwarders_status(
+    config: ConfigOption = None,
+    fmt: Annotated[Output, typer.Option("--format", help="Output format.")] = Output.table,
+) -> None:
+    """Per forwarder: backlog, oldest waiting, delivered, last success and error, dead letters."""
+    from pantau.central.forward import queue
+
+    settings = load_or_exit(CentralSettings, config)
+    rows = queue.status(_storage(settings), settings.forwarders)
+    columns = ["forwarder", "type", "backlog", "oldest_waiting", "delivered", "last_success",
+               "last_error_at", "last_error", "dead_letters"]  # fmt: skip
+    _write(rows, fmt.value, columns, "Forwarders")
+
+
+@forwarders_app.command("dead-letters")
+def forwarders_dead_letters(
+    name: Annotated[str, typer.Argument(help="The forwarder.")],
+    config: ConfigOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="Newest N.")] = 50,
+    fmt: Annotated[Output, typer.Option("--format", help="Output format.")] = Output.table,
+) -> None:
+    """Events a forwarder's target rejected for good, with its answer (status and body)."""
+    from pantau.central.forward import queue
+
+    settings = load_or_exit(CentralSettings, config)
+    rows = queue.dead_letters(_storage(settings), name, limit)
+    columns = ["id", "dead_at", "key", "kind", "camera", "attempts", "status", "answer"]
+    _write(rows, fmt.value, columns, f"Dead letters of forwarder {name}")
 
 
 @db_app.command("upgrade")
