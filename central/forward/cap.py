@@ -72,9 +72,11 @@ def identifier(event: Event) -> str:
 
 
 def cap_time(value: str, zone: ZoneInfo) -> str:
-    """RFC 3339 UTC as CAP wants it: local time with its offset, no fraction, no Z."""
+    """RFC 3339 UTC as CAP wants it: local time with its offset, no fraction, no Z, and UTC
+    written -00:00 (CAP 1.2, 3.3.2)."""
     t = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(zone)
-    return t.replace(microsecond=0).isoformat()
+    text = t.replace(microsecond=0).isoformat()
+    return text[:-6] + "-00:00" if text.endswith("+00:00") else text
 
 
 def _started(event: Event) -> str:
