@@ -177,7 +177,12 @@ class CapSettings(Section):
 
 class BackoffSettings(Section):
     initial: float = Field(1.0, gt=0, description="First retry delay in seconds.")
-    max: float = Field(300.0, gt=0, description="Longest retry delay in seconds.")
+    max: float = Field(
+        30.0,
+        gt=0,
+        description="Longest retry delay in seconds: also the longest a target that is back "
+        "waits for the queue to move again.",
+    )
 
 
 class ForwarderSettings(Section):

@@ -26,6 +26,7 @@ from pantau.central.forward.deliver import Forwarding
 from pantau.central.storage import Storage
 
 from tests.conftest import REPO, Broker, cli, spawn
+from tests.datapath.conftest import write_central_config
 from tests.datapath.receiver import Receiver
 from tests.datapath.test_storage import at, counts
 
@@ -342,3 +343,30 @@ def test_config_needs_a_key_and_cap_carries_alerts_only(tmp_path: Path, monkeypa
     filed = load({"type": "cap", "url": "https://x.example/", "secret_file": str(tmp_path / "key")})
     assert filed.forwarders["f"].signing_key() == b"from-file"
     assert issubclass(ConfigError, PantauError)
+
+
+def test_run_forwards_what_ingest_stores(tmp_path: Path, broker: Broker, receiver: Receiver):
+    """`pantau-central run` delivers beside ingest: messages published to the broker reach the
+    webhook; a stop (SIGTERM) ends both."""
+    url = f"sqlite:///{tmp_path}/central.db"
+    cfg = write_central_config(tmp_path, broker.port, url, forwarders={"cc": webhook(receiver.url)})
+    proc = spawn("pantau-central", "run", "-c", str(cfg))
+    try:
+        line = proc.stderr.readline()
+        assert "subscribed to" in line, line
+        time.sleep(0.3)
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        for minute in range(10):
+            item = counts(minute, minute, "cam1")
+            pub.publish(item.topic, item.payload, qos=1).wait_for_publish(5)
+        pub.loop_stop()
+        pub.disconnect()
+        wait_for(lambda: len(receiver.accepted_events()) == 10, what="10 events forwarded")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["stored"] == 10
+    assert [e["at"] for e in receiver.accepted_events()] == [at(m) for m in range(10)]
