@@ -229,10 +229,11 @@ class ForwarderSettings(Section):
     )
     poll_interval: float = Field(0.5, gt=0, description="Seconds between looks at an empty queue.")
     lease_seconds: float = Field(
-        15.0,
+        30.0,
         gt=0,
         description="One process delivers a forwarder at a time: it holds a lease this long, "
-        "renewed while it works; a process that died frees it when it runs out.",
+        "renewed while it works; a process that died frees it when it runs out. More than "
+        "timeout + connect_timeout, so that one slow answer cannot outlast it.",
     )
     mqtt: ForwardMqttSettings | None = Field(None, description="The other broker (mqtt).")
     cap: CapSettings = Field(default_factory=CapSettings, description="CAP details (cap).")
@@ -255,6 +256,11 @@ class ForwarderSettings(Section):
                 raise ValueError(f"secret_file {str(self.secret_file)!r} is not a file")
             if self.ca_file is not None and not self.ca_file.is_file():
                 raise ValueError(f"ca_file {str(self.ca_file)!r} is not a file")
+        if self.lease_seconds <= self.timeout + self.connect_timeout:
+            raise ValueError(
+                f"lease_seconds ({self.lease_seconds:g}) must be more than timeout + "
+                f"connect_timeout ({self.timeout + self.connect_timeout:g})"
+            )
         if self.type == "mqtt" and self.mqtt is None:
             raise ValueError("an mqtt forwarder needs an mqtt: section (host, port, ...)")
         if self.type == "cap" and set(self.filter.kinds) - {"alerts"}:

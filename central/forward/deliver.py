@@ -36,10 +36,15 @@ log = logging.getLogger(__name__)
 
 # Events read from the queue per round (at least the forwarder's batch).
 ROUND = 200
+# Dead letters past retention (dead_letters.max_days) are dropped this often (seconds).
+PRUNE_INTERVAL = 3600.0
 
 
 class Sender(Protocol):
-    def send(self, items: Sequence[Queued]) -> Outcome: ...
+    def send(self, items: Sequence[Queued], deadline: float) -> Outcome:
+        """Send `items` in order, stopping at the first failure worth retrying or once
+        time.monotonic() passes `deadline` (the rest stays queued)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -93,24 +98,48 @@ class Forwarder:
         self.central = central
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.delivered = 0
+        self._held_until = 0.0  # epoch: when this process's lease runs out
+
+    def _hold(self, storage: Storage) -> bool:
+        """Whether this process holds the lease, renewing it once a third of it is used (not
+        on every round: each renewal is a write transaction beside ingest's)."""
+        now, lease = time.time(), self.settings.lease_seconds
+        if now < self._held_until - lease * 2 / 3:
+            return True
+        if queue.acquire(storage, self.name, self.owner, lease, now):
+            self._held_until = now + lease
+            return True
+        self._held_until = 0.0
+        return False
 
     def run(self, stop: threading.Event) -> None:
         storage = open_storage(self.central.storage, self.central)
         sender: Sender | None = None
         delays = Backoff(self.settings.backoff.initial, self.settings.backoff.max, jitter=True)
         lease = self.settings.lease_seconds
+        self._held_until = 0.0
+        pruned = 0.0
         try:
             while not stop.is_set():
-                if not queue.acquire(storage, self.name, self.owner, lease, time.time()):
+                if not self._hold(storage):
                     stop.wait(min(lease / 3, 5.0))
                     continue
+                if time.monotonic() - pruned > PRUNE_INTERVAL:
+                    keep = self.central.dead_letters.max_days * 86400
+                    queue.prune_dead(storage, self.name, _iso(time.time() - keep))
+                    pruned = time.monotonic()
                 items = queue.oldest(storage, self.name, max(ROUND, self.settings.batch))
                 if not items:
                     stop.wait(self.settings.poll_interval)
                     continue
-                if sender is None:
-                    sender = make_sender(self.name, self.settings, self.central, storage)
-                outcome = sender.send(items)
+                # A round ends well within the lease, so no other process takes over mid-round.
+                deadline = time.monotonic() + lease / 3
+                try:
+                    if sender is None:
+                        sender = make_sender(self.name, self.settings, self.central, storage)
+                    outcome = sender.send(items, deadline)
+                except (OSError, ValueError) as exc:  # a key file or CA that cannot be read
+                    outcome = Outcome([], [], f"cannot send: {exc}")
                 wait = 0.0
                 if outcome.retry is not None:
                     wait = max(next(delays), min(outcome.retry_after or 0.0,
@@ -126,12 +155,11 @@ class Forwarder:
                 queue.settle(storage, self.name, items, outcome, _iso(now),
                              _iso(now + wait) if wait else None)  # fmt: skip
                 self.delivered += len(outcome.delivered)
-                if wait:
-                    # Keep the lease while waiting: the target is down, not this process.
-                    end = time.monotonic() + wait
-                    while not stop.is_set() and time.monotonic() < end:
-                        queue.acquire(storage, self.name, self.owner, lease, time.time())
-                        stop.wait(min(lease / 3, end - time.monotonic()))
+                # Keep the lease while waiting: the target is down, not this process.
+                end = time.monotonic() + wait
+                while not stop.is_set() and time.monotonic() < end:
+                    self._hold(storage)
+                    stop.wait(min(lease / 3, end - time.monotonic()))
         finally:
             if sender is not None:
                 sender.close()

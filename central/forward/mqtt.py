@@ -47,7 +47,7 @@ class MqttSender:
             self._acked[mid] = reason
             self._changed.notify_all()
 
-    def send(self, items: Sequence[Queued]) -> Outcome:
+    def send(self, items: Sequence[Queued], deadline: float) -> Outcome:
         """Publish a window of events and wait for their PUBACKs; what is confirmed counts
         only up to the first event without one, so a resend keeps each camera's order."""
         out = Outcome([], [])
@@ -55,6 +55,8 @@ class MqttSender:
             out.retry = f"not connected to {self.conn.where}: {self.conn.last_error or 'no answer'}"
             return out
         for start in range(0, len(items), self.settings.batch):
+            if time.monotonic() > deadline:
+                break
             window = items[start : start + self.settings.batch]
             with self._changed:
                 self._acked.clear()  # a late PUBACK of an earlier window must not count here

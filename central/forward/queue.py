@@ -31,11 +31,6 @@ class Queued:
     recorded_at: str
     attempts: int
 
-    @property
-    def order_key(self) -> tuple[str, str, str | None]:
-        """What must arrive in order: one camera's events (an agent's own, for fleet)."""
-        return (self.event.site, self.event.agent, self.event.camera)
-
 
 @dataclass
 class Outcome:
@@ -208,6 +203,20 @@ def settle(
     except BaseException:
         storage.rollback()
         raise
+
+
+def prune_dead(storage: Storage, forwarder: str, before: str) -> int:
+    """Drop the forwarder's dead letters older than `before` (RFC 3339)."""
+    storage.begin()
+    try:
+        n = storage.execute(
+            "DELETE FROM forward_dead WHERE forwarder = ? AND dead_at < ?", (forwarder, before)
+        ).rowcount
+        storage.commit()
+    except BaseException:
+        storage.rollback()
+        raise
+    return int(n)
 
 
 def status(storage: Storage, configured: Mapping[str, Any]) -> list[dict[str, Any]]:

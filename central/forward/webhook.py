@@ -87,10 +87,12 @@ class HttpSender:
             raise Retry(f"POST {self.url}: {status} {answer[:200]}", _retry_after(response))
         raise Rejected(status, answer)
 
-    def send(self, items: Sequence[Queued]) -> Outcome:
-        """Send in order; stop at the first failure worth retrying."""
+    def send(self, items: Sequence[Queued], deadline: float) -> Outcome:
+        """Send in order; stop at the first failure worth retrying, or past `deadline`."""
         out = Outcome([], [])
         for i in range(0, len(items), self.batch):
+            if time.monotonic() > deadline:
+                break
             chunk = items[i : i + self.batch]
             try:
                 try:

@@ -39,7 +39,8 @@ def settings_for(url: str, **forwarders: dict[str, Any]) -> CentralSettings:
 
 def webhook(url: str, **more: Any) -> dict[str, Any]:
     return {"type": "webhook", "url": url, "secret": KEY, "backoff": {"initial": 0.1, "max": 0.5},
-            "poll_interval": 0.05, "lease_seconds": 2, **more}  # fmt: skip
+            "poll_interval": 0.05, "lease_seconds": 2, "timeout": 1, "connect_timeout": 0.5,
+            **more}  # fmt: skip
 
 
 def alert(st: Storage, camera: str, alert_id: str, action: str, minute: int = 0,
@@ -250,6 +251,36 @@ def test_forward_killed_mid_delivery_loses_nothing(storage_url, tmp_path: Path):
         assert list(seen) == sorted(seen)
 
 
+def test_two_processes_one_delivers(storage_url, receiver: Receiver):
+    """Several workers on one database: the lease lets one deliver a forwarder at a time, so
+    nothing arrives twice; when it stops, the other takes over."""
+    url = storage_url()
+    config = settings_for(url, cc=webhook(receiver.url))
+    st = Storage(url, config)
+    for minute in range(40):
+        st.store([counts(minute, minute, "cam1")])
+    receiver.delay = 0.01
+    first, second = Forwarding(config), Forwarding(config)
+    first.start()
+    second.start()
+    try:
+        wait_for(lambda: len(receiver.accepted()) >= 10, what="deliveries")
+        holder = queue.status(st, config.forwarders)[0]["delivering"]
+        assert holder in {f.owner for f in first.forwarders + second.forwarders}
+        (first if holder == first.forwarders[0].owner else second).stop()
+        for minute in range(40, 60):
+            st.store([counts(minute, minute, "cam1")])
+        wait_for(lambda: queue.status(st, config.forwarders)[0]["backlog"] == 0, what="delivery")
+        assert queue.status(st, config.forwarders)[0]["delivering"] != holder
+    finally:
+        first.stop()
+        second.stop()
+        st.close()
+    keys = [e["key"] for e in receiver.accepted_events()]
+    assert len(keys) == 60 and len(set(keys)) == 60
+    assert [e["at"] for e in receiver.accepted_events()] == [at(m) for m in range(60)]
+
+
 def test_mqtt_forwarder_republishes_to_another_broker(storage_url, tmp_path: Path):
     other = Broker(tmp_path)
     other.start()
@@ -264,7 +295,8 @@ def test_mqtt_forwarder_republishes_to_another_broker(storage_url, tmp_path: Pat
     assert subscribed.wait(10)
     url = storage_url()
     config = settings_for(url, police={
-        "type": "mqtt", "batch": 20, "poll_interval": 0.05, "lease_seconds": 2,
+        "type": "mqtt", "batch": 20, "poll_interval": 0.05, "lease_seconds": 5, "timeout": 2,
+        "connect_timeout": 1,
         "mqtt": {"host": "127.0.0.1", "port": other.port, "topic_prefix": "polisi"},
         "filter": {"kinds": ["counts", "alerts"]},
     })  # fmt: skip
