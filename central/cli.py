@@ -399,6 +399,22 @@ def forwarders_dead_letters(
     _write(rows, fmt.value, columns, f"Dead letters of forwarder {name}")
 
 
+@forwarders_app.command("retry")
+def forwarders_retry(
+    name: Annotated[str, typer.Argument(help="The forwarder.")],
+    config: ConfigOption = None,
+    ids: Annotated[
+        list[int] | None, typer.Option("--id", help="Only this dead letter (repeatable).")
+    ] = None,
+) -> None:
+    """Put a forwarder's dead letters back at the end of its queue (once its target is fixed)."""
+    from pantau.central.forward import queue
+
+    settings = load_or_exit(CentralSettings, config)
+    n = queue.requeue_dead(_storage(settings), name, ids)
+    print(f"requeued {n} dead letter{'s' if n != 1 else ''} of forwarder {name}")
+
+
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = None) -> None:
     """Apply pending schema migrations now (central also applies them when it starts)."""

@@ -205,6 +205,28 @@ def settle(
         raise
 
 
+def requeue_dead(storage: Storage, forwarder: str, ids: Sequence[int] | None = None) -> int:
+    """Put the forwarder's dead letters (all, or those with these ids) back at the end of its
+    queue, for a target that was fixed; return how many."""
+    where, args = "forwarder = ?", [forwarder, *(ids or [])]
+    if ids:
+        where += f" AND id IN ({', '.join('?' * len(ids))})"
+    columns = ", ".join(EVENT_COLUMNS)
+    storage.begin()
+    try:
+        storage.execute(
+            f"INSERT INTO forward_queue (forwarder, {columns}) SELECT forwarder, {columns} "
+            f"FROM forward_dead WHERE {where} ORDER BY id",
+            args,
+        )
+        n = storage.execute(f"DELETE FROM forward_dead WHERE {where}", args).rowcount
+        storage.commit()
+    except BaseException:
+        storage.rollback()
+        raise
+    return int(n)
+
+
 def prune_dead(storage: Storage, forwarder: str, before: str) -> int:
     """Drop the forwarder's dead letters older than `before` (RFC 3339)."""
     storage.begin()

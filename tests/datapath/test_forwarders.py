@@ -209,6 +209,16 @@ def test_permanent_rejection_is_dead_lettered_temporary_ones_retried(
     assert status.returncode == 0, status.stderr
     assert status.stdout.splitlines()[0].startswith("forwarder,type,backlog,oldest_waiting")
     assert ",1," in status.stdout.splitlines()[1]
+    # The target fixed, the operator sends the dead letter again.
+    receiver.status_for = lambda body: None
+    again = cli("pantau-central", "forwarders", "retry", "cc", "-c", cfg, "--id", str(dead["id"]))
+    assert again.returncode == 0 and "requeued 1 dead letter " in again.stdout, again.stderr
+    forwarding = Forwarding(config)
+    forwarding.start()
+    try:
+        wait_for(lambda: poison in {e["key"] for e in receiver.accepted_events()}, what="resend")
+    finally:
+        forwarding.stop()
 
 
 def test_forward_killed_mid_delivery_loses_nothing(storage_url, tmp_path: Path):
