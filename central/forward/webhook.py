@@ -5,6 +5,7 @@ rejects the event for good."""
 from __future__ import annotations
 
 import hashlib
+import ssl
 import time
 from collections.abc import Callable, Sequence
 
@@ -57,9 +58,9 @@ class HttpSender:
         self.render = render
         self.content_type = content_type
         self.batch = batch
-        verify: bool | str = settings.verify_tls
+        verify: bool | ssl.SSLContext = settings.verify_tls
         if settings.verify_tls and settings.ca_file is not None:
-            verify = str(settings.ca_file)
+            verify = ssl.create_default_context(cafile=str(settings.ca_file))
         self.client = httpx.Client(
             verify=verify,
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),

@@ -1,4 +1,4 @@
-"""A real HTTP receiver for forwarder tests: http.server on a free port in a thread, recording
+"""A real HTTP(S) receiver for forwarder tests: http.server on a free port in a thread, recording
 every request, answering 200 or, on demand, another status (for one event key, or for the next
 requests), and able to stop and start again on the same port."""
 
@@ -7,11 +7,13 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from tests.conftest import free_port, wait_port
@@ -31,9 +33,11 @@ class Request:
 
 
 class Receiver:
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, tls: tuple[Path, Path] | None = None) -> None:
+        """`tls`: (certificate, key) to answer HTTPS with."""
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.tls = tls
+        self.url = f"http{'s' if tls else ''}://127.0.0.1:{self.port}/hook"
         self.requests: list[Request] = []
         self.next_statuses: deque[int] = deque()  # answered to the next requests, in turn
         self.status_for: Callable[[bytes], int | None] = lambda body: None
@@ -82,6 +86,10 @@ class Receiver:
         ThreadingHTTPServer.allow_reuse_address = True
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         wait_port(self.port, up=True)
 

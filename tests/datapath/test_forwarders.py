@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import threading
 import time
@@ -29,6 +30,7 @@ from tests.conftest import REPO, Broker, cli, spawn
 from tests.datapath.conftest import write_central_config
 from tests.datapath.receiver import Receiver
 from tests.datapath.test_storage import at, counts
+from tests.datapath.test_tls_auth import make_certs
 
 KEY = "rahasia-uji"
 
@@ -357,6 +359,37 @@ def test_batches_go_as_arrays_and_a_rejected_batch_is_split(storage_url, receive
     assert accepted[0].headers["Idempotency-Key"].startswith("batch:")
     assert [d["key"] for d in queue.dead_letters(st, "cc", 10)] == [poison]
     st.close()
+
+
+def test_tls_is_verified_by_default(storage_url, tmp_path: Path):
+    if not shutil.which("openssl"):
+        pytest.skip("openssl missing")
+    make_certs(tmp_path)
+    receiver = Receiver(tls=(tmp_path / "server.crt", tmp_path / "server.key"))
+    receiver.start()
+    url = storage_url()
+    config = settings_for(
+        url,
+        strict=webhook(receiver.url),
+        trusting=webhook(receiver.url, ca_file=str(tmp_path / "ca.crt")),
+    )
+    st = Storage(url, config)
+    forwarding = Forwarding(config)
+    try:
+        st.store([counts(0, 0, "cam1")])
+        forwarding.start()
+        wait_for(lambda: len(receiver.accepted()) == 1, what="delivery with the CA")
+        wait_for(
+            lambda: queue.status(st, config.forwarders)[0]["last_error"] is not None,
+            what="an error without the CA",
+        )
+    finally:
+        forwarding.stop()
+        receiver.stop()
+    by_name = {r["forwarder"]: r for r in queue.status(st, config.forwarders)}
+    st.close()
+    assert "CERTIFICATE_VERIFY_FAILED" in by_name["strict"]["last_error"]
+    assert by_name["strict"]["backlog"] == 1 and by_name["trusting"]["backlog"] == 0
 
 
 def test_config_needs_a_key_and_cap_carries_alerts_only(tmp_path: Path, monkeypatch):
