@@ -133,6 +133,18 @@ class ForwardMqttSettings(BrokerSettings):
         description="Seconds the other broker keeps our session: 0, as central resends what "
         "was not acknowledged from its own queue.",
     )
+    password_env: str | None = Field(
+        None, description="Environment variable holding the password (instead of password)."
+    )
+
+    def resolved(self) -> ForwardMqttSettings:
+        """These settings with the password read from password_env, if set."""
+        if self.password_env is None:
+            return self
+        value = os.environ.get(self.password_env)
+        if not value:
+            raise ValueError(f"environment variable {self.password_env} (password_env) is unset")
+        return self.model_copy(update={"password": SecretStr(value)})
 
     @field_validator("topic_prefix")
     @classmethod

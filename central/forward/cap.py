@@ -20,6 +20,7 @@ from pantau.central.events import Event
 
 NAMESPACE = "urn:oasis:names:tc:emergency:cap:1.2"
 CONTENT_TYPE = "application/cap+xml"
+ET.register_namespace("", NAMESPACE)  # CAP's namespace as the default: <alert xmlns="...">
 MSG_TYPES = {"raise": "Alert", "clear": "Cancel"}  # anything else (update, ack): Update
 SEVERITY = {"critical": "Severe", "warning": "Moderate", "info": "Minor"}
 # Alert type: CAP category, and the event named in Bahasa Indonesia and in English.
@@ -150,5 +151,4 @@ def render(event: Event, place: Place | None, settings: CapSettings, zone: ZoneI
         _sub(area, "areaDesc", desc)
         if place.lat is not None and place.lon is not None:
             _sub(area, "circle", f"{place.lat},{place.lon} 0")
-    ET.register_namespace("", NAMESPACE)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)

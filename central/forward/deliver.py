@@ -20,17 +20,16 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from typing import Protocol
 
 from pantau.agent.wire.backoff import Backoff
 from pantau.agent.wire.console import setup_logging
-from pantau.agent.wire.protocol import format_time
 from pantau.central.config import CentralSettings, ForwarderSettings
 from pantau.central.forward import cap, queue
 from pantau.central.forward.queue import Outcome, Queued
 from pantau.central.forward.webhook import HttpSender
 from pantau.central.storage import Storage, open_storage
+from pantau.central.storage.base import _iso
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +46,6 @@ class Sender(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def _iso(epoch: float) -> str:
-    return format_time(datetime.fromtimestamp(epoch, timezone.utc))
 
 
 def _one(items: Sequence[Queued]) -> bytes:
@@ -76,15 +71,15 @@ def make_sender(
 
     def render_cap(items: Sequence[Queued]) -> bytes:
         e = items[0].event
-        row = None
+        place = None
         if e.camera is not None:
             found = storage.fetch(
                 "SELECT lat, lon, address, description FROM cameras WHERE site = ? AND "
                 "agent = ? AND camera = ?",
                 (e.site, e.agent, e.camera),
             )
-            row = cap.Place(*found[0]) if found else None
-        return cap.render(e, row, settings.cap, central.zone(e.site))
+            place = cap.Place(*found[0]) if found else None
+        return cap.render(e, place, settings.cap, central.zone(e.site))
 
     return HttpSender(settings, render_cap, cap.CONTENT_TYPE, 1)
 

@@ -34,7 +34,7 @@ class MqttSender:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self.conn = MqttConnection(
-            settings.mqtt,
+            settings.mqtt.resolved(),
             client_id=settings.mqtt.client_id or f"pantau-forward-{name}",
             clean_start=True,
             max_inflight=settings.batch,

@@ -178,7 +178,8 @@ def settle(
                 f"DELETE FROM forward_queue WHERE id IN ({', '.join('?' * len(chunk))})", chunk
             )
         if outcome.retry is not None:
-            waiting = [q.id for q in items if q.id not in set(gone)]
+            done = set(gone)
+            waiting = [q.id for q in items if q.id not in done]
             if waiting:
                 storage.execute(
                     "UPDATE forward_queue SET attempts = attempts + 1 WHERE id = ?", (waiting[0],)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import httpx
+from pantau.agent.wire.errors import PantauError
 from pantau.central.config import ForwarderSettings
 from pantau.central.forward.queue import Outcome, Queued
 from pantau.central.forward.signing import signed_headers
@@ -18,7 +19,7 @@ RETRYABLE_STATUS = frozenset({408, 429})
 ANSWER_BYTES = 500
 
 
-class Rejected(Exception):
+class Rejected(PantauError):
     """The target answered with a status that will not change on retry."""
 
     def __init__(self, status: int, answer: str) -> None:
@@ -27,7 +28,7 @@ class Rejected(Exception):
         self.answer = answer
 
 
-class Retry(Exception):
+class Retry(PantauError):
     """The target failed in a way worth retrying (down, overloaded, throttling)."""
 
     def __init__(self, reason: str, after: float | None = None) -> None:

@@ -414,6 +414,13 @@ def test_config_needs_a_key_and_cap_carries_alerts_only(tmp_path: Path, monkeypa
         env.forwarders["f"].signing_key()
     monkeypatch.setenv("PANTAU_T_KEY", "from-env")
     assert env.forwarders["f"].signing_key() == b"from-env"
+    mq = load(
+        {"type": "mqtt", "mqtt": {"host": "h", "username": "u", "password_env": "PANTAU_T_PW"}}
+    )
+    with pytest.raises(ValueError, match="PANTAU_T_PW"):
+        mq.forwarders["f"].mqtt.resolved()
+    monkeypatch.setenv("PANTAU_T_PW", "pw")
+    assert mq.forwarders["f"].mqtt.resolved().password.get_secret_value() == "pw"
     (tmp_path / "key").write_text("from-file\n")
     filed = load({"type": "cap", "url": "https://x.example/", "secret_file": str(tmp_path / "key")})
     assert filed.forwarders["f"].signing_key() == b"from-file"
