@@ -129,8 +129,10 @@ def run(
     ingest = Ingest(settings)
     forwarding = None
     if any(f.enabled for f in settings.forwarders.values()):
-        from pantau.central.forward.deliver import ForwardProcess
+        from pantau.central.forward.deliver import ForwardProcess, setup_problems
 
+        for problem in setup_problems(settings):
+            print(f"warning: {problem}; its events are queued until fixed", file=sys.stderr)
         forwarding = ForwardProcess(settings)
         forwarding.start()
     stop = threading.Event()
@@ -351,11 +353,13 @@ def forward(
 ) -> None:
     """Deliver the forwarders' queues (what `run` also does beside ingest), until SIGINT/SIGTERM
     (or --duration)."""
-    from pantau.central.forward.deliver import run_forwarding
+    from pantau.central.forward.deliver import run_forwarding, setup_problems
 
     settings = load_or_exit(CentralSettings, config)
     if not any(f.enabled for f in settings.forwarders.values()):
         fail("no enabled forwarders in the configuration (forwarders: in central.yaml)")
+    if problems := setup_problems(settings):
+        fail("; ".join(problems))
     _storage(settings, must_exist=False).close()  # a bad storage URL fails here, clearly
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

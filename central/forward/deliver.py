@@ -84,6 +84,21 @@ def make_sender(
     return HttpSender(settings, render_cap, cap.CONTENT_TYPE, 1)
 
 
+def setup_problems(settings: CentralSettings) -> list[str]:
+    """What keeps an enabled forwarder from sending: a signing key or password that cannot be
+    read now (events are still queued, and go once it is fixed)."""
+    problems = []
+    for name, f in settings.forwarders.items():
+        try:
+            if f.enabled and f.type in ("webhook", "cap"):
+                f.signing_key()
+            elif f.enabled and f.mqtt is not None:
+                f.mqtt.resolved()
+        except (OSError, ValueError) as exc:
+            problems.append(f"forwarders.{name}: {exc}")
+    return problems
+
+
 class Forwarder:
     """Delivers one forwarder's queue until stopped."""
 
