@@ -48,6 +48,8 @@ class Granularity(str, Enum):
     day = "day"
 
 
+forwarders_app = typer.Typer(no_args_is_help=True, help="Forwarders: queues and dead letters.")
+app.add_typer(forwarders_app, name="forwarders")
 db_app = typer.Typer(no_args_is_help=True, help="The database's schema.")
 app.add_typer(db_app, name="db")
 CameraOption = Annotated[
@@ -125,6 +127,14 @@ def run(
     # clears silent cameras' alerts, beside ingest's.
     checker = _storage(settings, must_exist=False)
     ingest = Ingest(settings)
+    forwarding = None
+    if any(f.enabled for f in settings.forwarders.values()):
+        from pantau.central.forward.deliver import ForwardProcess, setup_problems
+
+        for problem in setup_problems(settings):
+            print(f"warning: {problem}; its events are queued until fixed", file=sys.stderr)
+        forwarding = ForwardProcess(settings)
+        forwarding.start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -160,6 +170,8 @@ def run(
             next_stats = now + stats_every
     ingest.stop()
     checker.close()
+    if forwarding is not None:
+        forwarding.stop()
     print(json.dumps(ingest.stats.__dict__))
 
 
@@ -447,6 +459,80 @@ def rules_check(
     settings = load_or_exit(CentralSettings, config)
     rows = check(_storage(settings, must_exist=False), time.time())
     _write(rows, fmt.value, ALERT_COLUMNS, "Alerts changed")
+
+@app.command()
+def forward(
+    config: ConfigOption = None,
+    duration: Annotated[
+        float, typer.Option(min=0, help="Stop after this many seconds (0: run until signalled).")
+    ] = 0.0,
+) -> None:
+    """Deliver the forwarders' queues (what `run` also does beside ingest), until SIGINT/SIGTERM
+    (or --duration)."""
+    from pantau.central.forward.deliver import run_forwarding, setup_problems
+
+    settings = load_or_exit(CentralSettings, config)
+    if not any(f.enabled for f in settings.forwarders.values()):
+        fail("no enabled forwarders in the configuration (forwarders: in central.yaml)")
+    if problems := setup_problems(settings):
+        fail("; ".join(problems))
+    _storage(settings, must_exist=False).close()  # a bad storage URL fails here, clearly
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if duration:
+        timer = threading.Timer(duration, stop.set)
+        timer.daemon = True
+        timer.start()
+    print(f"central: forwarding {', '.join(settings.forwarders)}", file=sys.stderr, flush=True)
+    run_forwarding(settings, stop)
+
+
+@forwarders_app.command("status")
+def forwarders_status(
+    config: ConfigOption = None,
+    fmt: Annotated[Output, typer.Option("--format", help="Output format.")] = Output.table,
+) -> None:
+    """Per forwarder: backlog, oldest waiting, delivered, last success and error, dead letters."""
+    from pantau.central.forward import queue
+
+    settings = load_or_exit(CentralSettings, config)
+    rows = queue.status(_storage(settings), settings.forwarders)
+    columns = ["forwarder", "type", "backlog", "oldest_waiting", "delivered", "last_success",
+               "last_error_at", "last_error", "dead_letters"]  # fmt: skip
+    _write(rows, fmt.value, columns, "Forwarders")
+
+
+@forwarders_app.command("dead-letters")
+def forwarders_dead_letters(
+    name: Annotated[str, typer.Argument(help="The forwarder.")],
+    config: ConfigOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="Newest N.")] = 50,
+    fmt: Annotated[Output, typer.Option("--format", help="Output format.")] = Output.table,
+) -> None:
+    """Events a forwarder's target rejected for good, with its answer (status and body)."""
+    from pantau.central.forward import queue
+
+    settings = load_or_exit(CentralSettings, config)
+    rows = queue.dead_letters(_storage(settings), name, limit)
+    columns = ["id", "dead_at", "key", "kind", "camera", "attempts", "status", "answer"]
+    _write(rows, fmt.value, columns, f"Dead letters of forwarder {name}")
+
+
+@forwarders_app.command("retry")
+def forwarders_retry(
+    name: Annotated[str, typer.Argument(help="The forwarder.")],
+    config: ConfigOption = None,
+    ids: Annotated[
+        list[int] | None, typer.Option("--id", help="Only this dead letter (repeatable).")
+    ] = None,
+) -> None:
+    """Put a forwarder's dead letters back at the end of its queue (once its target is fixed)."""
+    from pantau.central.forward import queue
+
+    settings = load_or_exit(CentralSettings, config)
+    n = queue.requeue_dead(_storage(settings), name, ids)
+    print(f"requeued {n} dead letter{'s' if n != 1 else ''} of forwarder {name}")
 
 
 @db_app.command("upgrade")

@@ -1,9 +1,12 @@
 """Central's configuration: broker, storage URL, shared-subscription group and batching,
-retention, each site's time zone, and camera registry overrides."""
+retention, each site's time zone, camera registry overrides, and the forwarders that push
+events to other systems."""
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -11,7 +14,7 @@ from pantau.agent.wire.paths import central_database
 from pantau.agent.wire.protocol import RegistryFields, segment_validator
 from pantau.agent.wire.schedule import parse_daily_window
 from pantau.agent.wire.settings import BrokerSettings, PantauSettings, Section
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 
 DEFAULT_TIMEZONE = "Asia/Makassar"  # WITA, UTC+8: the capital's
 
@@ -226,6 +229,225 @@ class CentralBrokerSettings(BrokerSettings):
     )
 
 
+SEVERITIES = ("info", "warning", "critical")  # lowest first
+
+
+class ForwardFilterSettings(Section):
+    """Which events a forwarder sends: the scope (sites, jurisdictions, cameras; the same
+    model as API tokens, central.scope.Scope) and kinds, alert types and severity. Empty or
+    absent: no restriction on that axis."""
+
+    sites: list[str] = Field(default_factory=list, description="Only cameras of these sites.")
+    jurisdictions: list[str] = Field(
+        default_factory=list,
+        description="Only cameras in these jurisdictions (from the camera registry); a camera "
+        "of unknown jurisdiction, and an agent's own events (fleet), are then not sent.",
+    )
+    cameras: list[str] = Field(
+        default_factory=list, description="Only these cameras, named SITE/AGENT/CAMERA."
+    )
+    kinds: list[Literal["alerts", "counts", "health", "fleet"]] = Field(
+        default_factory=list,
+        description="Only these kinds of events (alerts, counts, health, "
+        "fleet); empty: all (a cap forwarder sends alerts only).",
+    )
+    alert_types: list[str] = Field(
+        default_factory=list,
+        description="Only alerts of these types (intrusion, crowd, ...); other kinds pass.",
+    )
+    min_severity: Literal["info", "warning", "critical"] = Field(
+        "info", description="Only alerts at least this severe (info < warning < critical)."
+    )
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            parts = path.split("/")
+            if len(parts) != 3 or not all(parts):
+                raise ValueError(f"camera {path!r}: name it as SITE/AGENT/CAMERA")
+        return value
+
+
+class ForwardMqttSettings(BrokerSettings):
+    """The other broker: host, port, TLS and credentials of its own."""
+
+    topic_prefix: str = Field(
+        "pantau",
+        min_length=1,
+        description="Events go to {topic_prefix}/{site}/{agent}/{camera}/{kind} (an agent's "
+        "own events, fleet: {topic_prefix}/{site}/{agent}/{kind}).",
+    )
+    client_id: str | None = Field(
+        None, description="MQTT client id (default pantau-forward-{forwarder name})."
+    )
+    session_expiry: int = Field(
+        0,
+        ge=0,
+        description="Seconds the other broker keeps our session: 0, as central resends what "
+        "was not acknowledged from its own queue.",
+    )
+    password_env: str | None = Field(
+        None, description="Environment variable holding the password (instead of password)."
+    )
+
+    def resolved(self) -> ForwardMqttSettings:
+        """These settings with the password read from password_env, if set."""
+        if self.password_env is None:
+            return self
+        value = os.environ.get(self.password_env)
+        if not value:
+            raise ValueError(f"environment variable {self.password_env} (password_env) is unset")
+        return self.model_copy(update={"password": SecretStr(value)})
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if any(c in value for c in "+#\0") or value.startswith("/") or value.endswith("/"):
+            raise ValueError("a topic prefix has no wildcards (+ #) and no leading/trailing /")
+        return value
+
+
+CAP_LANGUAGES: tuple[Literal["id-ID", "en-US"], ...] = ("id-ID", "en-US")
+
+
+class CapSettings(Section):
+    """How alerts are written as OASIS CAP 1.2."""
+
+    sender: str = Field(
+        "pantau@localhost",
+        description="CAP <sender>: this system's globally unique id (e.g. "
+        "pantau@kota.example.go.id); no spaces, commas or < &.",
+    )
+    sender_name: str = Field("Pantau", description="CAP <senderName>, shown to people.")
+    scope: Literal["Public", "Restricted"] = Field(
+        "Restricted", description="CAP <scope>: Public, or Restricted (with `restriction`)."
+    )
+    restriction: str = Field(
+        "For authorised command-center and police operators only.",
+        description="CAP <restriction> text, for a Restricted scope.",
+    )
+    languages: list[Literal["id-ID", "en-US"]] = Field(
+        default_factory=lambda: list(CAP_LANGUAGES),
+        min_length=1,
+        description="One CAP <info> block per language, in this order (id-ID, en-US).",
+    )
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        if not value or any(c in value for c in " ,<&"):
+            raise ValueError("a CAP sender has no spaces, commas, < or &")
+        return value
+
+
+class BackoffSettings(Section):
+    initial: float = Field(1.0, gt=0, description="First retry delay in seconds.")
+    max: float = Field(
+        30.0,
+        gt=0,
+        description="Longest retry delay in seconds: also the longest a target that is back "
+        "waits for the queue to move again.",
+    )
+
+
+class ForwarderSettings(Section):
+    """One target: a webhook, another MQTT broker, or a CAP endpoint. Each has its own durable
+    queue in central's storage, filled in the transaction that stores the change."""
+
+    type: Literal["webhook", "mqtt", "cap"] = Field(
+        description="webhook: POST JSON; mqtt: publish to another broker; cap: POST alerts as "
+        "OASIS CAP 1.2 XML."
+    )
+    enabled: bool = Field(
+        True, description="Queue and deliver; false keeps what is queued but adds nothing."
+    )
+    url: str | None = Field(None, description="Where to POST (webhook, cap): https://...")
+    secret: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 signing key (webhook, cap). Better not in the file: use "
+        "secret_file or secret_env.",
+    )
+    secret_file: Path | None = Field(
+        None, description="File holding the signing key (surrounding whitespace ignored)."
+    )
+    secret_env: str | None = Field(
+        None, description="Environment variable holding the signing key."
+    )
+    verify_tls: bool = Field(True, description="Check the target's TLS certificate (https).")
+    ca_file: Path | None = Field(
+        None, description="CA bundle (PEM) to check the target's certificate with."
+    )
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect to the target.")
+    timeout: float = Field(
+        15.0, gt=0, description="Seconds to wait for the target's answer (read/write/publish)."
+    )
+    batch: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="webhook: events per POST; 1 sends one event object per request, more "
+        "sends a JSON array (each element with its own key). mqtt: publishes in flight at once.",
+    )
+    backoff: BackoffSettings = Field(
+        default_factory=BackoffSettings,
+        description="Retry delays after a failure, doubling with jitter.",
+    )
+    poll_interval: float = Field(0.5, gt=0, description="Seconds between looks at an empty queue.")
+    lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="One process delivers a forwarder at a time: it holds a lease this long, "
+        "renewed while it works; a process that died frees it when it runs out. More than "
+        "timeout + connect_timeout, so that one slow answer cannot outlast it.",
+    )
+    mqtt: ForwardMqttSettings | None = Field(None, description="The other broker (mqtt).")
+    cap: CapSettings = Field(default_factory=CapSettings, description="CAP details (cap).")
+    filter: ForwardFilterSettings = Field(
+        default_factory=ForwardFilterSettings, description="Which events are sent."
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> ForwarderSettings:
+        if self.type in ("webhook", "cap"):
+            if not self.url or not self.url.startswith(("http://", "https://")):
+                raise ValueError(f"a {self.type} forwarder needs url: http(s)://...")
+            given = [n for n in ("secret", "secret_file", "secret_env") if getattr(self, n)]
+            if len(given) != 1:
+                raise ValueError(
+                    f"a {self.type} forwarder needs exactly one of secret, secret_file, "
+                    f"secret_env (to sign what it sends), not {len(given)}"
+                )
+            if self.secret_file is not None and not self.secret_file.is_file():
+                raise ValueError(f"secret_file {str(self.secret_file)!r} is not a file")
+            if self.ca_file is not None and not self.ca_file.is_file():
+                raise ValueError(f"ca_file {str(self.ca_file)!r} is not a file")
+        if self.lease_seconds <= self.timeout + self.connect_timeout:
+            raise ValueError(
+                f"lease_seconds ({self.lease_seconds:g}) must be more than timeout + "
+                f"connect_timeout ({self.timeout + self.connect_timeout:g})"
+            )
+        if self.type == "mqtt" and self.mqtt is None:
+            raise ValueError("an mqtt forwarder needs an mqtt: section (host, port, ...)")
+        if self.type == "cap" and set(self.filter.kinds) - {"alerts"}:
+            raise ValueError("a cap forwarder sends alerts only: filter.kinds may be [alerts]")
+        return self
+
+    def signing_key(self) -> bytes:
+        """The HMAC key, from wherever it is kept (read now, so a rotated file is picked up
+        on restart)."""
+        if self.secret is not None:
+            return self.secret.get_secret_value().encode()
+        if self.secret_file is not None:
+            return self.secret_file.read_text(encoding="utf-8").strip().encode()
+        if self.secret_env is not None:
+            value = os.environ.get(self.secret_env)
+            if not value:
+                raise ValueError(f"environment variable {self.secret_env} (secret_env) is unset")
+            return value.encode()
+        raise ValueError("no signing key configured")
+
+
 class CentralSettings(PantauSettings):
     broker: CentralBrokerSettings = Field(default_factory=CentralBrokerSettings)
     storage: str = Field(
@@ -302,8 +524,23 @@ class CentralSettings(PantauSettings):
         "seqs up to it that never arrived show as an open gap (a loss at the tail of its seqs).",
     )
 
+    forwarders: dict[str, ForwarderSettings] = Field(
+        default_factory=dict,
+        description="Where events are pushed (webhook, mqtt, cap), by forwarder name; see "
+        "docs/integration.md.",
+    )
+
     _check_names = field_validator("group", "worker")(segment_validator("name"))
     _camera_names = field_validator("cameras")(_check_camera_names)
+
+    @field_validator("forwarders")
+    @classmethod
+    def _forwarder_names(cls, value: dict[str, ForwarderSettings]) -> dict[str, ForwarderSettings]:
+        check = segment_validator("forwarder name")
+        for name in value:
+            check(name)
+        return value
+
     _zone = field_validator("timezone")(_check_timezone)
 
     def zone(self, site: str) -> ZoneInfo:

@@ -113,4 +113,3 @@ def spawn(name: str, *args: str, **kwargs) -> subprocess.Popen[str]:
         text=True,
         **kwargs,
     )
-

@@ -118,8 +118,10 @@ def test_every_error_class_is_a_pantau_error() -> None:
     for folder in FOLDERS:
         for path in sources(folder):
             for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.ClassDef) and node.name.endswith("Error") and (
-                    node.name != "PantauError"
+                if (
+                    isinstance(node, ast.ClassDef)
+                    and node.name.endswith("Error")
+                    and (node.name != "PantauError")
                 ):
                     bases = {b.id for b in node.bases if isinstance(b, ast.Name)}
                     if not bases & {"PantauError"} and not any(

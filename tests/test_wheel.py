@@ -52,13 +52,13 @@ def test_wheel_installs_beside_a_top_level_models_package(tmp_path: Path) -> Non
     owner = run(py, "-c", "import models, pantau.models; print(models.OWNER)", cwd=here)
     assert owner.stdout.strip() == "other-models"
     assert "Usage: pantau-agent" in run(env / "bin" / "pantau-agent", "--help", cwd=here).stdout
-    assert "Usage: pantau-central" in run(
-        env / "bin" / "pantau-central", "--help", cwd=here
-    ).stdout
+    assert "Usage: pantau-central" in run(env / "bin" / "pantau-central", "--help", cwd=here).stdout
     schema = run(env / "bin" / "pantau-agent", "protocol", "schema", cwd=here).stdout
     assert '"counts"' in schema
     status = subprocess.run(
         [env / "bin" / "pantau-central", "status", "-c", here / "missing.yaml"],
-        capture_output=True, text=True, cwd=here,
+        capture_output=True,
+        text=True,
+        cwd=here,
     )
     assert status.returncode == 2 and "missing.yaml" in status.stderr

@@ -38,6 +38,7 @@ from pantau.central import alerts as alert_objects
 from pantau.central.alerts import AlertNotFound as AlertNotFound  # callers catch it here
 from pantau.central.config import CentralSettings
 from pantau.central.events import Event
+from pantau.central.forward import queue as forward_queue
 from pantau.central.scope import EVERYTHING, Scope
 from pantau.central.seqs import Range, SeqTracker
 from pantau.central.storage import patterns, rollups
@@ -212,6 +213,7 @@ class Storage(ABC):
         self._shard = random.randrange(COUNTER_SHARDS)
         self._zones_synced: set[str] = set()
         self._pending_events: list[Event] = []
+        self._forwarders = forward_queue.filters(self.settings.forwarders)
         self._sync_site_zones()
         self._sync_registry()
 
@@ -967,21 +969,24 @@ class Storage(ABC):
     def _emit(self, events: list[Event], recorded_at: str) -> None:
         """Append `events` to the event log, in the caller's transaction, each with its
         camera's jurisdiction from the registry; an event whose key is logged already (the same
-        change recorded again) is not logged twice."""
+        change recorded again) is not logged twice. Each new one is queued for every forwarder
+        whose filter it matches."""
         if not events:
             return
         places = sorted({(e.site, e.agent, e.camera) for e in events if e.camera is not None})
         where: dict[tuple[str, str, str | None], str | None] = {
             (s, a, c): self.jurisdiction(s, a, c) for s, a, c in places if c is not None
         }
+        events = forward_queue.with_jurisdictions(events, where)
+        # Before logging: what is logged already was queued when it was.
+        forward_queue.enqueue(self, self._forwarders, events, recorded_at)
         self.executemany(
             "INSERT INTO events (at, recorded_at, kind, action, site, agent, camera, "
             "jurisdiction, key, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (key) DO NOTHING",
             [
                 (e.at, recorded_at, e.kind, e.action, e.site, e.agent, e.camera,
-                 e.jurisdiction or where.get((e.site, e.agent, e.camera)), e.key,
-                 json.dumps(e.body, separators=(",", ":")))
+                 e.jurisdiction, e.key, json.dumps(e.body, separators=(",", ":")))
                 for e in events
             ],
         )  # fmt: skip

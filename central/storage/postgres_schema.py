@@ -192,6 +192,33 @@ CREATE UNIQUE INDEX tokens_active_name ON tokens (name) WHERE revoked_at IS NULL
 ALTER TABLE cameras ADD COLUMN reported TEXT;
 ALTER TABLE cameras ADD COLUMN overrides TEXT;
 """
+# v6 (forwarders): each forwarder's durable queue, filled in the transaction that stores the change
+# (a copy of the event: the event log keeps only retention.events_hours), its dead letters (what
+# the target rejected for good, with its answer) and its delivery state (who holds the delivery
+# lease, last success and error).
+_SCHEMA_V6 = """
+-- Per forwarder, not per site: tables local to the coordinator under Citus.
+CREATE TABLE forward_queue (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, forwarder TEXT NOT NULL, key TEXT NOT NULL,
+    kind TEXT NOT NULL, action TEXT NOT NULL, site TEXT NOT NULL, agent TEXT NOT NULL,
+    camera TEXT, jurisdiction TEXT, at TEXT NOT NULL, recorded_at TEXT NOT NULL,
+    body TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX forward_queue_order ON forward_queue (forwarder, id);
+CREATE TABLE forward_dead (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, forwarder TEXT NOT NULL, key TEXT NOT NULL,
+    kind TEXT NOT NULL, action TEXT NOT NULL, site TEXT NOT NULL, agent TEXT NOT NULL,
+    camera TEXT, jurisdiction TEXT, at TEXT NOT NULL, recorded_at TEXT NOT NULL,
+    body TEXT NOT NULL, attempts INTEGER NOT NULL, dead_at TEXT NOT NULL, status INTEGER,
+    answer TEXT NOT NULL
+);
+CREATE INDEX forward_dead_order ON forward_dead (forwarder, id);
+CREATE TABLE forward_state (
+    forwarder TEXT PRIMARY KEY, owner TEXT, lease_until DOUBLE PRECISION,
+    delivered BIGINT NOT NULL DEFAULT 0,
+    last_success_at TEXT, last_error_at TEXT, last_error TEXT, retry_at TEXT
+);
+"""
 # The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
 MIGRATIONS = (
     Migration(1, _SCHEMA_V1),
@@ -199,6 +226,6 @@ MIGRATIONS = (
     Migration(3, _SCHEMA_V3),
     Migration(4, _SCHEMA_V4),
     Migration(5, _SCHEMA_V5),
-    Migration(6, "SELECT 1"),  # forwarders (issue 17): an empty stand-in until merged
+    Migration(6, _SCHEMA_V6),
     Migration(7, _SCHEMA_V7),
 )

@@ -104,7 +104,9 @@ def supervision_once(seqs: list[Sequence], source: str, step: int, k: int) -> di
         anchors = (sv.Position.BOTTOM_CENTER,)
         lines = {
             n: sv.LineZone(
-                sv.Point(*a), sv.Point(*b), triggering_anchors=anchors,
+                sv.Point(*a),
+                sv.Point(*b),
+                triggering_anchors=anchors,
                 minimum_crossing_threshold=k,
             )
             for n, (a, b) in LINES[seq.name].items()
@@ -112,8 +114,9 @@ def supervision_once(seqs: list[Sequence], source: str, step: int, k: int) -> di
         zone = sv.PolygonZone(np.array(ZONES[seq.name], int), triggering_anchors=anchors)
         for f in seq.frames(step):
             d = seq.detections(f)
-            det = sv.Detections(xyxy=d.xyxy.astype(float), confidence=d.confidence,
-                                class_id=d.class_id)
+            det = sv.Detections(
+                xyxy=d.xyxy.astype(float), confidence=d.confidence, class_id=d.class_id
+            )
             start = CLOCK()
             tracked = tracker.update(det)
             # Unconfirmed tracks all carry id -1; keeping them would merge their line state
@@ -128,8 +131,7 @@ def supervision_once(seqs: list[Sequence], source: str, step: int, k: int) -> di
         for n, (a, b) in LINES[seq.name].items():
             truth = true_crossings(seq.counting_gt(), a, b)
             line = lines[n]
-            per_line[f"{seq.name}/{n}"] = (line.in_count, truth["in"], line.out_count,
-                                           truth["out"])
+            per_line[f"{seq.name}/{n}"] = (line.in_count, truth["in"], line.out_count, truth["out"])
             abs_error += abs(line.in_count - truth["in"]) + abs(line.out_count - truth["out"])
             true_total += truth["in"] + truth["out"]
     return {
@@ -172,8 +174,12 @@ def compare(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--side", choices=["ours", "both"], default="ours",
-                        help="both: run in the benchmark venv (set by --supervision)")
+    parser.add_argument(
+        "--side",
+        choices=["ours", "both"],
+        default="ours",
+        help="both: run in the benchmark venv (set by --supervision)",
+    )
     parser.add_argument("--supervision", help="python of a venv with supervision installed")
     parser.add_argument(
         "--dets",
@@ -182,22 +188,32 @@ def main() -> None:
         help="detections: det.txt (ACF), our default detector, both, or the annotated boxes "
         "(the error of tracker and rules alone)",
     )
-    parser.add_argument("--hide-covered", type=float, metavar="FRACTION",
-                        help="with --dets truth: leave out boxes more than FRACTION covered "
-                        "by nearer people, as a detector that misses them")
+    parser.add_argument(
+        "--hide-covered",
+        type=float,
+        metavar="FRACTION",
+        help="with --dets truth: leave out boxes more than FRACTION covered "
+        "by nearer people, as a detector that misses them",
+    )
     parser.add_argument("--ours-dets", help=argparse.SUPPRESS)  # set for the subprocess
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", action="store_true", help="print JSON rows only")
-    parser.add_argument("--grid", action="store_true",
-                        help="count on vertical lines every 40 px instead of the chosen lines")
-    parser.add_argument("--input-size", type=int,
-                        help="our detector's input side (default the model's, 416)")
-    parser.add_argument("--nms-iou", type=float,
-                        help="our detector's NMS IoU (default the agent's, 0.5)")
+    parser.add_argument(
+        "--grid",
+        action="store_true",
+        help="count on vertical lines every 40 px instead of the chosen lines",
+    )
+    parser.add_argument(
+        "--input-size", type=int, help="our detector's input side (default the model's, 416)"
+    )
+    parser.add_argument(
+        "--nms-iou", type=float, help="our detector's NMS IoU (default the agent's, 0.5)"
+    )
     parser.add_argument("--model", help="our detector's model in the store (default nanodet-m)")
     args = parser.parse_args()
-    detector = {k: v for k in ("model", "input_size", "nms_iou")
-                if (v := getattr(args, k)) is not None}
+    detector = {
+        k: v for k in ("model", "input_size", "nms_iou") if (v := getattr(args, k)) is not None
+    }
     if args.grid:
         use_line_grid()
     sources = ["public", "ours"] if args.dets == "both" else [args.dets]
@@ -206,7 +222,11 @@ def main() -> None:
     for source in sources:
         if not args.supervision:
             rows += compare(
-                source, args.repeats, args.ours_dets, args.side == "both", detector,
+                source,
+                args.repeats,
+                args.ours_dets,
+                args.side == "both",
+                detector,
                 args.hide_covered,
             )
             continue

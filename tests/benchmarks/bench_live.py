@@ -31,24 +31,37 @@ BUCKET = 10
 def run(n: int, isolate: bool, seconds: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "agent.yaml"
-        config.write_text(yaml.safe_dump({
-            "broker": {"port": 1, "reconnect_min": 5, "reconnect_max": 30},
-            "buffer": {"path": str(Path(tmp) / "outbox.db")},
-            "bucket_seconds": BUCKET,
-            "decoders": {"isolate": isolate},
-            "cameras": {f"c{k}": {"source": VTEST, "analysis_fps": 5} for k in range(n)},
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "broker": {"port": 1, "reconnect_min": 5, "reconnect_max": 30},
+                    "buffer": {"path": str(Path(tmp) / "outbox.db")},
+                    "bucket_seconds": BUCKET,
+                    "decoders": {"isolate": isolate},
+                    "cameras": {f"c{k}": {"source": VTEST, "analysis_fps": 5} for k in range(n)},
+                }
+            )
+        )
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         agent = subprocess.Popen(
-            [str(Path(sys.executable).with_name("pantau-agent")), "run", "-c", str(config),
-             "--duration", str(seconds)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                str(Path(sys.executable).with_name("pantau-agent")),
+                "run",
+                "-c",
+                str(config),
+                "--duration",
+                str(seconds),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         agent.wait()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         db = sqlite3.connect(Path(tmp) / "outbox.db")
-        rows = db.execute("SELECT camera, body FROM outbox WHERE kind = 'health' "
-                          "ORDER BY seq").fetchall()
+        rows = db.execute(
+            "SELECT camera, body FROM outbox WHERE kind = 'health' ORDER BY seq"
+        ).fetchall()
         db.close()
     per_camera: dict[str, list[float]] = {}
     for camera, body in rows:
@@ -77,11 +90,15 @@ def main() -> None:
             r = run(n, isolate, args.seconds)
             if r["min_fps"] >= 4.5:
                 capacity[isolate] = max(capacity[isolate], n)
-            print(f"{'isolated' if isolate else 'threads':9} {n:7d}  {r['min_fps']:7.2f}  "
-                  f"{r['mean_fps']:8.2f}  {r['total_fps']:14.1f}  {r['cpu_per_camera_s']:.3f}",
-                  flush=True)
-    print(f"live capacity (cameras at >= 4.5 fps): threads {capacity[False]}, "
-          f"isolated {capacity[True]}")
+            print(
+                f"{'isolated' if isolate else 'threads':9} {n:7d}  {r['min_fps']:7.2f}  "
+                f"{r['mean_fps']:8.2f}  {r['total_fps']:14.1f}  {r['cpu_per_camera_s']:.3f}",
+                flush=True,
+            )
+    print(
+        f"live capacity (cameras at >= 4.5 fps): threads {capacity[False]}, "
+        f"isolated {capacity[True]}"
+    )
 
 
 if __name__ == "__main__":

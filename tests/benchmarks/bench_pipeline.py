@@ -48,8 +48,9 @@ def legacy_prepare(detector, frame: np.ndarray, input_size=None):
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         px, py = (tw - nw) // 2, (th - nh) // 2
         image = np.full((th, tw, frame.shape[2]), m.pad_value, dtype=frame.dtype)
-        image[py : py + nh, px : px + nw] = cv2.resize(frame, (nw, nh),
-                                                       interpolation=cv2.INTER_LINEAR)
+        image[py : py + nh, px : px + nw] = cv2.resize(
+            frame, (nw, nh), interpolation=cv2.INTER_LINEAR
+        )
         transform = Transform(nw / w, nh / h, float(px), float(py), w, h)
     if m.channel_order == "rgb":
         image = image[:, :, ::-1]
@@ -89,12 +90,15 @@ def camera(width: int, height: int, fps: float, classes: list[str] | None = None
 
     w, h = width - 1, height - 1
     classes = classes or ["person"]
-    return CameraConfig.model_validate({
-        "analysis_fps": fps,
-        "lines": {"middle": {"points": [[w // 2, 0], [w // 2, h]], "classes": classes}},
-        "zones": {"left": {"polygon": [[0, 0], [w // 2, 0], [w // 2, h], [0, h]],
-                           "classes": classes}},
-    })
+    return CameraConfig.model_validate(
+        {
+            "analysis_fps": fps,
+            "lines": {"middle": {"points": [[w // 2, 0], [w // 2, h]], "classes": classes}},
+            "zones": {
+                "left": {"polygon": [[0, 0], [w // 2, 0], [w // 2, h], [0, h]], "classes": classes}
+            },
+        }
+    )
 
 
 def run_motion(video: Path, gate: bool, detector, fps: float) -> dict:
@@ -116,11 +120,15 @@ def run_motion(video: Path, gate: bool, detector, fps: float) -> dict:
     wall = time.perf_counter() - began
     t = analytics.totals
     return {
-        "video": video.name, "gate": gate, "frames": analytics.frames_analyzed,
+        "video": video.name,
+        "gate": gate,
+        "frames": analytics.frames_analyzed,
         "skipped_pct": round(100 * analytics.gate.skipped / max(analytics.frames_analyzed, 1), 1),
         "fps": round(analytics.frames_analyzed / wall, 1),
-        "line_in_out": [sum(v[0] for v in t.lines["middle"].values()),
-                        sum(v[1] for v in t.lines["middle"].values())],
+        "line_in_out": [
+            sum(v[0] for v in t.lines["middle"].values()),
+            sum(v[1] for v in t.lines["middle"].values()),
+        ],
         "zone_mean": round(sum(t.zone_area["left"].values()) / max(t.observed, 1e-9), 3),
         "zone_peak": t.zone_peak.get("left", 0),
     }
@@ -177,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         v = VARIANTS[n]
         key = (v["pad"], v["spin"])
         if key not in detectors:
-            detectors[key] = Detector.from_store(DetectorSettings(
-                confidence=DETECTOR_FLOOR, pad=v["pad"], allow_spinning=v["spin"]))
+            detectors[key] = Detector.from_store(
+                DetectorSettings(confidence=DETECTOR_FLOOR, pad=v["pad"], allow_spinning=v["spin"])
+            )
     frames = args.frames or 10**9
     rates: dict[str, list[float]] = {n: [] for n in names}
     counts: dict[str, dict] = {}
@@ -190,12 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     base = statistics.median(rates[names[0]])
     for n in names:
         r = rates[n]
-        print(json.dumps({
-            "variant": n, "best_fps": round(max(r), 1),
-            "median_fps": round(statistics.median(r), 1),
-            "median_ratio": round(statistics.median(r) / base, 2), "runs": [round(x, 1) for x in r],
-            "line_totals": counts[n],
-        }))
+        print(
+            json.dumps(
+                {
+                    "variant": n,
+                    "best_fps": round(max(r), 1),
+                    "median_fps": round(statistics.median(r), 1),
+                    "median_ratio": round(statistics.median(r) / base, 2),
+                    "runs": [round(x, 1) for x in r],
+                    "line_totals": counts[n],
+                }
+            )
+        )
     return 0
 
 

@@ -63,11 +63,9 @@ def build(cameras: int, fps: float, videos: list[Path], outbox_path: Path, bucke
         cfg = CameraConfig.model_validate(camera_config(*reader.size, fps))
         # Bounded alert history, as `pantau-agent run` keeps it: a soak that kept every alert
         # measured its own list growing (looping files raise health alerts at every loop).
-        analytics = CameraAnalytics(f"cam{k:02d}", cfg, names,
-                                    alert_history=LIVE_ALERT_HISTORY)
+        analytics = CameraAnalytics(f"cam{k:02d}", cfg, names, alert_history=LIVE_ALERT_HISTORY)
         runners.append(CameraRunner(analytics, reader, "nanodet-m", fps))
-    pipeline = Pipeline(runners, detectors, bucket_seconds=bucket, sink=outbox.enqueue,
-                        live=True)
+    pipeline = Pipeline(runners, detectors, bucket_seconds=bucket, sink=outbox.enqueue, live=True)
     return pipeline, outbox
 
 
@@ -119,8 +117,11 @@ def print_growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, n: i
     skip = [tracemalloc.Filter(False, tracemalloc.__file__)]
     diff = after.filter_traces(skip).compare_to(before.filter_traces(skip), "traceback")
     for stat in diff[:n]:
-        print(f"{stat.size_diff / 2**20:+.2f} MiB {stat.count_diff:+d} blocks "
-              f"(now {stat.size / 2**20:.2f} MiB)", flush=True)
+        print(
+            f"{stat.size_diff / 2**20:+.2f} MiB {stat.count_diff:+d} blocks "
+            f"(now {stat.size / 2**20:.2f} MiB)",
+            flush=True,
+        )
         for line in stat.traceback.format(limit=8, most_recent_first=True):
             print("   ", line, flush=True)
 
@@ -134,13 +135,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=float, default=30.0, help="seconds between RSS samples")
     p.add_argument("--bucket", type=int, default=60, help="bucket_seconds")
     p.add_argument("--out", type=Path, default=None, help="JSON-lines samples file")
-    p.add_argument("--summarize", type=Path, default=None, metavar="JSONL",
-                   help="only summarize the samples of an earlier soak (with its --warmup)")
-    p.add_argument("--default-malloc", action="store_true",
-                   help="leave glibc's malloc as it is (the agent tunes it: pantau.allocator)")
-    p.add_argument("--tracemalloc", type=int, default=0, metavar="N",
-                   help="trace Python allocations (slow) and print the N source lines whose "
-                        "memory grew most from the end of the warm-up to the end")
+    p.add_argument(
+        "--summarize",
+        type=Path,
+        default=None,
+        metavar="JSONL",
+        help="only summarize the samples of an earlier soak (with its --warmup)",
+    )
+    p.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's malloc as it is (the agent tunes it: pantau.allocator)",
+    )
+    p.add_argument(
+        "--tracemalloc",
+        type=int,
+        default=0,
+        metavar="N",
+        help="trace Python allocations (slow) and print the N source lines whose "
+        "memory grew most from the end of the warm-up to the end",
+    )
     args = p.parse_args(argv)
 
     if args.summarize:
@@ -203,8 +217,12 @@ def main(argv: list[str] | None = None) -> int:
         outbox.close()
     if snapshots:
         print_growth(snapshots[0], tracemalloc.take_snapshot(), args.tracemalloc)
-    summary = {"summary": True, "cameras": args.cameras, "analysis_fps": args.fps,
-               **summarize(samples, args.warmup)}
+    summary = {
+        "summary": True,
+        "cameras": args.cameras,
+        "analysis_fps": args.fps,
+        **summarize(samples, args.warmup),
+    }
     print(json.dumps(summary), flush=True)
     if out:
         out.write(json.dumps(summary) + "\n")

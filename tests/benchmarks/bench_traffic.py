@@ -65,9 +65,16 @@ def run(clip: Clip, fps: str, data: Path) -> Run:
         pipeline.run()
     finally:
         pipeline.close()
-    return Run(clip.name, fps, sorted(crossings), reader.frames_read,
-               analytics.frames_analyzed, analytics.frames_detected,
-               time.perf_counter() - began, analytics.rate.note)
+    return Run(
+        clip.name,
+        fps,
+        sorted(crossings),
+        reader.frames_read,
+        analytics.frames_analyzed,
+        analytics.frames_detected,
+        time.perf_counter() - began,
+        analytics.rate.note,
+    )
 
 
 def _fps(text: str) -> Any:
@@ -82,8 +89,10 @@ def main() -> None:
     parser.add_argument("--fps", nargs="*", default=["5", "10", "auto"])
     parser.add_argument("-v", "--verbose", action="store_true", help="list every crossing")
     args = parser.parse_args()
-    print(f"{'clip':14} {'fps':>5} {'true':>5} {'count':>5} {'error':>7} {'analysed/s':>10} "
-          f"{'detected':>8} {'wall s':>6}  rate")
+    print(
+        f"{'clip':14} {'fps':>5} {'true':>5} {'count':>5} {'error':>7} {'analysed/s':>10} "
+        f"{'detected':>8} {'wall s':>6}  rate"
+    )
     for clip in CLIPS:
         if clip.name not in args.clips:
             continue
@@ -91,9 +100,11 @@ def main() -> None:
             r = run(clip, fps, research_data())
             s = score(clip, r.crossings)
             duration = r.frames_read / clip.source_fps
-            print(f"{clip.name:14} {fps:>5} {s.true:5d} {s.counted:5d} {s.error:7.1%} "
-                  f"{r.frames_analyzed / duration:10.1f} {r.frames_detected:8d} "
-                  f"{r.seconds:6.1f}  {r.rate_note}")
+            print(
+                f"{clip.name:14} {fps:>5} {s.true:5d} {s.counted:5d} {s.error:7.1%} "
+                f"{r.frames_analyzed / duration:10.1f} {r.frames_detected:8d} "
+                f"{r.seconds:6.1f}  {r.rate_note}"
+            )
             if args.verbose:
                 for row in r.crossings:
                     print("   ", *row)

@@ -145,7 +145,8 @@ def test_a_new_epoch_starts_its_own_bookkeeping_and_old_gaps_stay(new_storage):
     assert st.acknowledgement("s1", "a1", "e3") == (-1, [])
     st.store([with_epoch(counts(5, 15), "e2")])
     assert [(g["epoch"], g["seq_from"]) for g in st.gaps(include_closed=False)] == [
-        ("", 2), ("e2", 3)
+        ("", 2),
+        ("e2", 3),
     ]
     st.close()
 

@@ -108,9 +108,7 @@ def test_seqs_far_ahead_are_dead_lettered_not_believed(st):
     t = time.time()
     assert st.store([counts(0, minute(0)), counts(1, minute(1))], now=t)["stored"] == 2
     far = counts(10**6, minute(2))
-    result, dead = st.store_batch(
-        [far, heartbeat(10**6), alert(2, lost=[[3, 10**7]])], now=t + 1
-    )
+    result, dead = st.store_batch([far, heartbeat(10**6), alert(2, lost=[[3, 10**7]])], now=t + 1)
     assert result == {"stored": 0, "duplicate": 0, "dead": 3}
     assert [d.error.split(":")[0] for d in dead if d.error] == ["seq far ahead"] * 3
     assert "10000000 is more than 10050 beyond 1" in reasons(st)[2]

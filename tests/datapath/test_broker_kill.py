@@ -149,8 +149,9 @@ def kill_repeatedly(broker: Broker, times: int, spread: float, rng: random.Rando
         broker.start()
 
 
-@pytest.mark.parametrize("kills", [pytest.param(3, id="3"), pytest.param(10, id="10",
-                                                                         marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "kills", [pytest.param(3, id="3"), pytest.param(10, id="10", marks=pytest.mark.slow)]
+)
 def test_broker_kill9_at_random_moments_live_and_in_replay(tmp_path, broker, kills):
     rng = random.Random(kills)
     agent_cfg, _ = configure(tmp_path, broker.port)

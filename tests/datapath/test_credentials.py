@@ -37,8 +37,9 @@ class SecureBroker:
         self.port = free_port()
         self.conf = tmp / "secure.conf"
         self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous false\n{auth}")
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_port(self.port, up=True)
 
     def stop(self) -> None:
@@ -189,22 +190,41 @@ def test_central_and_agent_through_their_own_users(dynsec, tmp_path):
     broker, pw = dynsec
     db = tmp_path / "central.db"
     central_cfg = tmp_path / "central.yaml"
-    central_cfg.write_text(yaml.safe_dump({
-        "broker": {"port": broker.port, "username": "central", "password": pw["central"]},
-        "storage": f"sqlite:///{db}",
-    }))
+    central_cfg.write_text(
+        yaml.safe_dump(
+            {
+                "broker": {"port": broker.port, "username": "central", "password": pw["central"]},
+                "storage": f"sqlite:///{db}",
+            }
+        )
+    )
     agent_cfg = tmp_path / "agent.yaml"
-    agent_cfg.write_text(yaml.safe_dump({
-        "id": "a1", "site": "s1",
-        "broker": {"port": broker.port, "username": "s1/a1", "password": pw["a1"]},
-        "buffer": {"path": str(tmp_path / "outbox.db")},
-    }))
+    agent_cfg.write_text(
+        yaml.safe_dump(
+            {
+                "id": "a1",
+                "site": "s1",
+                "broker": {"port": broker.port, "username": "s1/a1", "password": pw["a1"]},
+                "buffer": {"path": str(tmp_path / "outbox.db")},
+            }
+        )
+    )
     central = spawn("pantau-central", "run", "-c", str(central_cfg))
     try:
         assert "subscribed to" in central.stderr.readline()
         time.sleep(0.3)
-        res = cli("pantau-agent", "simulate", "-c", str(agent_cfg), "--cameras", "2",
-                  "--hours", "0.5", "--start", START)
+        res = cli(
+            "pantau-agent",
+            "simulate",
+            "-c",
+            str(agent_cfg),
+            "--cameras",
+            "2",
+            "--hours",
+            "0.5",
+            "--start",
+            START,
+        )
         assert res.returncode == 0, res.stderr
         assert wait_buckets(tmp_path, 60) == 60
         assert query(tmp_path, "SELECT COUNT(*) FROM dead_letters")[0][0] == 0

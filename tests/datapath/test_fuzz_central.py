@@ -41,21 +41,36 @@ kinds = st.sampled_from(["counts", "alerts", "health", "status", "heartbeat", "v
 
 def valid_counts(seq: int) -> dict[str, Any]:
     return {
-        "v": 1, "kind": "counts", "msg_id": f"m{seq}", "seq": seq, "agent": "a1", "site": "s1",
-        "camera": "cam", "created_at": T0.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "v": 1,
+        "kind": "counts",
+        "msg_id": f"m{seq}",
+        "seq": seq,
+        "agent": "a1",
+        "site": "s1",
+        "camera": "cam",
+        "created_at": T0.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "payload": {
             "bucket_start": (T0 + timedelta(minutes=seq)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "bucket_seconds": 60, "observed_seconds": 60,
+            "bucket_seconds": 60,
+            "observed_seconds": 60,
             "lines": {"door": {"person": {"in": 1, "out": 0}}},
         },
     }
 
 
 PATHS = [
-    ("seq",), ("msg_id",), ("created_at",), ("payload", "bucket_seconds"),
-    ("payload", "observed_seconds"), ("payload", "lines", "door", "person", "in"),
-    ("payload", "lines", "door", "person", "out"), ("payload", "merged_seqs"),
-    ("payload", "zones"), ("payload", "lines"), ("v",), ("kind",),
+    ("seq",),
+    ("msg_id",),
+    ("created_at",),
+    ("payload", "bucket_seconds"),
+    ("payload", "observed_seconds"),
+    ("payload", "lines", "door", "person", "in"),
+    ("payload", "lines", "door", "person", "out"),
+    ("payload", "merged_seqs"),
+    ("payload", "zones"),
+    ("payload", "lines"),
+    ("v",),
+    ("kind",),
 ]
 
 

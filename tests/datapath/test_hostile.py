@@ -61,12 +61,25 @@ def with_value(msg: CountsMessage, path: tuple[str | int, ...], value: object) -
 
 
 def alert_with_details(seq: int, details: object, agent: str = "a1") -> bytes:
-    return json.dumps({
-        "v": 1, "kind": "alerts", "msg_id": f"alert-{seq}", "seq": seq, "agent": agent,
-        "site": "s1", "camera": "cam", "created_at": "2026-11-27T08:00:00Z",
-        "payload": {"alert_id": f"x{seq}", "type": "buffer_overflow", "state": "raised",
-                    "started_at": "2026-11-27T08:00:00Z", "details": details},
-    }).encode()
+    return json.dumps(
+        {
+            "v": 1,
+            "kind": "alerts",
+            "msg_id": f"alert-{seq}",
+            "seq": seq,
+            "agent": agent,
+            "site": "s1",
+            "camera": "cam",
+            "created_at": "2026-11-27T08:00:00Z",
+            "payload": {
+                "alert_id": f"x{seq}",
+                "type": "buffer_overflow",
+                "state": "raised",
+                "started_at": "2026-11-27T08:00:00Z",
+                "details": details,
+            },
+        }
+    ).encode()
 
 
 TOPIC = "pantau/v1/s1/a1/cam"
@@ -88,10 +101,14 @@ def query(url: str, sql: str) -> list[tuple]:
     finally:
         st.close()
 
+
 # (what, topic kind, payload) of each single message that once stopped central.
 POISON = [
-    ("count >= 2^63", "counts",
-     with_value(counts(100), ("payload", "lines", "door", "person", "in"), 2**63)),
+    (
+        "count >= 2^63",
+        "counts",
+        with_value(counts(100), ("payload", "lines", "door", "person", "in"), 2**63),
+    ),
     ("seq >= 2^63", "counts", with_value(counts(101), ("seq",), 2**63)),
     ("merged seq >= 2^63", "counts", with_value(counts(102), ("payload", "merged_seqs"), [2**63])),
     ("lost_seqs [[1]]", "alerts", alert_with_details(103, {"lost_seqs": [[1]]})),
@@ -127,7 +144,7 @@ def test_poison_between_valid_messages_central_keeps_storing(tmp_path, broker, s
                 break
             time.sleep(0.2)
         assert central.poll() is None, "central must keep running"
-        assert query(url, "SELECT COUNT(*), SUM(\"in\") FROM counts") == [(seq, seq)]
+        assert query(url, 'SELECT COUNT(*), SUM("in") FROM counts') == [(seq, seq)]
         reasons = [r for (r,) in query(url, "SELECT reason FROM dead_letters ORDER BY id")]
         assert len(reasons) == len(POISON)
         assert "less than or equal" in reasons[0] and "lost_seqs" in reasons[3]
@@ -196,8 +213,14 @@ def test_dead_letter_log_is_one_line_per_reason_per_interval(caplog):
     assert "late" in lines[2] and "and 7999 more" in lines[2]
 
 
-def forged(seq: int, start: datetime, seconds: int = 60, merged: tuple[int, ...] = (),
-           people: int = 99, agent: str = "a1") -> tuple[str, bytes]:
+def forged(
+    seq: int,
+    start: datetime,
+    seconds: int = 60,
+    merged: tuple[int, ...] = (),
+    people: int = 99,
+    agent: str = "a1",
+) -> tuple[str, bytes]:
     msg = CountsMessage(
         msg_id=f"forged-{agent}-{seq}", seq=seq, agent=agent, site="s1", camera="cam",
         created_at=T0,

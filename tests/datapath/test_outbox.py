@@ -46,8 +46,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 8 MiB filesystem (tmpfs) of its own, unmounted afterwards."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
     try:
@@ -59,8 +62,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def fill_disk(folder: Path) -> Path:
     """Fill the filesystem of `folder` to the last byte from another process (dd)."""
     filler = folder / "filler"
-    done = subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True, text=True
+    )
     assert done.returncode != 0 and "No space left" in done.stderr, done.stderr
     assert shutil.disk_usage(folder).free < 4096
     return filler

@@ -14,8 +14,16 @@ from pantau.agent.wire import paths
 from pantau.central.config import CentralSettings
 from pantau.central.storage import Storage, sqlite_path
 
-ROOT_ENVS = ("PANTAU_HOME", "STATE_DIRECTORY", "XDG_DATA_HOME", "PANTAU_MODEL_DIR",
-             "PANTAU_TEST_DATA", "PANTAU_BUFFER__PATH", "PANTAU_STORAGE", "PANTAU_CONFIG")
+ROOT_ENVS = (
+    "PANTAU_HOME",
+    "STATE_DIRECTORY",
+    "XDG_DATA_HOME",
+    "PANTAU_MODEL_DIR",
+    "PANTAU_TEST_DATA",
+    "PANTAU_BUFFER__PATH",
+    "PANTAU_STORAGE",
+    "PANTAU_CONFIG",
+)
 
 
 @pytest.fixture
@@ -76,8 +84,13 @@ def test_a_config_without_paths_writes_nothing_under_the_current_folder(
     monkeypatch.chdir(cwd)
     agent, central = AgentSettings(), CentralSettings()
     root = bare_env / ".local" / "share" / "pantau"
-    defaults = [agent.buffer.path, sqlite_path(central.storage), ModelStore().root,
-                paths.cache_dir(), paths.research_data()]
+    defaults = [
+        agent.buffer.path,
+        sqlite_path(central.storage),
+        ModelStore().root,
+        paths.cache_dir(),
+        paths.research_data(),
+    ]
     for path in defaults:
         assert path.is_absolute() and path.is_relative_to(root), path
     Outbox(agent.buffer.path, agent=agent.id, site=agent.site).close()

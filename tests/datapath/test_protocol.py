@@ -200,12 +200,25 @@ def test_documented_examples_are_valid():
 
 
 def _alert_body(details: dict) -> bytes:
-    return json.dumps({
-        "v": 1, "kind": "alerts", "msg_id": "m2", "seq": 3, "agent": "a1", "site": "s1",
-        "camera": "cam", "created_at": "2026-11-27T08:00:00Z",
-        "payload": {"alert_id": "x", "type": "buffer_overflow", "state": "raised",
-                    "started_at": "2026-11-27T08:00:00Z", "details": details},
-    }).encode()
+    return json.dumps(
+        {
+            "v": 1,
+            "kind": "alerts",
+            "msg_id": "m2",
+            "seq": 3,
+            "agent": "a1",
+            "site": "s1",
+            "camera": "cam",
+            "created_at": "2026-11-27T08:00:00Z",
+            "payload": {
+                "alert_id": "x",
+                "type": "buffer_overflow",
+                "state": "raised",
+                "started_at": "2026-11-27T08:00:00Z",
+                "details": details,
+            },
+        }
+    ).encode()
 
 
 @pytest.mark.parametrize(

@@ -28,8 +28,16 @@ T0 = (datetime.now(timezone.utc) - timedelta(days=2)).replace(
 )
 
 
-def bucket(seq: int, minute: int, parts: int = 1, camera: str = "cam", people: int = 1,
-           agent: str = "a1", site: str = "s1", msg_id: str | None = None) -> Received:
+def bucket(
+    seq: int,
+    minute: int,
+    parts: int = 1,
+    camera: str = "cam",
+    people: int = 1,
+    agent: str = "a1",
+    site: str = "s1",
+    msg_id: str | None = None,
+) -> Received:
     msg = CountsMessage(
         msg_id=msg_id or f"{site}-{agent}-{camera}-{seq}", seq=seq, agent=agent, site=site,
         camera=camera, created_at=T0,
@@ -187,7 +195,8 @@ def test_counts_cli_granularities(new_storage, tmp_path):
     assert [r["in"] for r in run("--granularity", "hour", *cam)] == [4, 4, 4]
     day = T0.astimezone(ZoneInfo("Asia/Makassar")).date()
     assert {r["day"]: r["in"] for r in run("--granularity", "day", *cam)} == {
-        day.isoformat(): 8, (day + timedelta(days=1)).isoformat(): 4
+        day.isoformat(): 8,
+        (day + timedelta(days=1)).isoformat(): 4,
     }
     assert len(run("--granularity", "bucket", *cam)) == 6
     assert sum(r["in"] for r in run("--granularity", "hour", "--rule", "door")) == 17

@@ -267,6 +267,9 @@ def test_seq_ranges_agree_with_per_seq_bookkeeping(storage_url, batches):
 def test_range_arithmetic():
     assert coalesce([(5, 6), (0, 1), (2, 2), (8, 9), (9, 12)]) == [(0, 2), (5, 6), (8, 12)]
     assert subtract([(0, 10), (20, 30)], [(2, 3), (9, 21), (25, 25)]) == [
-        (0, 1), (4, 8), (22, 24), (26, 30)
+        (0, 1),
+        (4, 8),
+        (22, 24),
+        (26, 30),
     ]
     assert overlaps([(0, 4), (8, 9)], [(3, 8), (9, 20), (21, 22)]) == [3, 1, 0]

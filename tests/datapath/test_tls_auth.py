@@ -176,12 +176,31 @@ def test_the_wrong_transport_is_named(tmp_path, tls_dir, tls_broker, broker):
     ]
     for section, hint in cases:
         config = tmp_path / "agent.yaml"
-        config.write_text(yaml.safe_dump({
-            "id": "a1", "site": "s1",
-            "broker": {"host": "localhost", "reconnect_min": 0.2, "reconnect_max": 0.5,
-                       **section},
-            "buffer": {"path": str(tmp_path / "outbox.db")},
-        }))
-        res = cli("pantau-agent", "simulate", "-c", str(config), "--cameras", "1",
-                  "--hours", "0.1", "--drain-timeout", "3")
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "id": "a1",
+                    "site": "s1",
+                    "broker": {
+                        "host": "localhost",
+                        "reconnect_min": 0.2,
+                        "reconnect_max": 0.5,
+                        **section,
+                    },
+                    "buffer": {"path": str(tmp_path / "outbox.db")},
+                }
+            )
+        )
+        res = cli(
+            "pantau-agent",
+            "simulate",
+            "-c",
+            str(config),
+            "--cameras",
+            "1",
+            "--hours",
+            "0.1",
+            "--drain-timeout",
+            "3",
+        )
         assert res.returncode == 1 and hint in res.stderr, res.stderr

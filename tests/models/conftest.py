@@ -24,13 +24,16 @@ def data() -> Path:
 def built_store() -> ModelStore:
     store = ModelStore()  # the default store, as `pantau-agent models build` fills it
     if not store.intact("nanodet-m"):
-        pytest.skip(f"nanodet-m is not built in {store.root}: run "
-                    "`.venv/bin/pantau-agent models build nanodet-m` first")
+        pytest.skip(
+            f"nanodet-m is not built in {store.root}: run "
+            "`.venv/bin/pantau-agent models build nanodet-m` first"
+        )
     return store
 
 
-def constant_model(outputs: dict[str, np.ndarray], size: int = 64, batch: int | str = "batch"
-                   ) -> onnx.ModelProto:
+def constant_model(
+    outputs: dict[str, np.ndarray], size: int = 64, batch: int | str = "batch"
+) -> onnx.ModelProto:
     """A model whose outputs are fixed tensors (per frame, tiled over the batch): decoders and
     the runtime see exactly the layout a real export of that family produces.
     """
@@ -41,14 +44,17 @@ def constant_model(outputs: dict[str, np.ndarray], size: int = 64, batch: int | 
         inits.append(numpy_helper.from_array(value[None], f"{name}_c"))
         reps = np.ones(value.ndim + 1, np.int64)
         inits.append(numpy_helper.from_array(reps[1:], f"{name}_rest"))
-        nodes.append(helper.make_node("Concat", ["shape", f"{name}_rest"], [f"{name}_reps"],
-                                      axis=0))
+        nodes.append(
+            helper.make_node("Concat", ["shape", f"{name}_rest"], [f"{name}_reps"], axis=0)
+        )
         nodes.append(helper.make_node("Tile", [f"{name}_c", f"{name}_reps"], [name]))
         outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     graph = helper.make_graph(
-        nodes, "const",
+        nodes,
+        "const",
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, size, size])],
-        outs, inits,
+        outs,
+        inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 

@@ -78,7 +78,9 @@ def test_darknet_conversion_is_deterministic_and_runs(tmp_path: Path) -> None:
     assert a == b
     done = darknet.convert(cfg, weights)
     assert [(h.stride, h.anchors) for h in done.heads] == [
-        (2, [(4, 4), (8, 8), (16, 16)]), (1, [(8, 8), (16, 16), (24, 24)])]
+        (2, [(4, 4), (8, 8), (16, 16)]),
+        (1, [(8, 8), (16, 16), (24, 24)]),
+    ]
     session = ort.InferenceSession(a, providers=["CPUExecutionProvider"])
     outs = session.run(None, {"images": np.zeros((2, 3, 64, 64), np.float32)})
     assert [o.shape for o in outs] == [(2, 21, 32, 32), (2, 21, 64, 64)]
@@ -131,16 +133,30 @@ def test_darknet_conversion_matches_opencv_darknet_reader(
     tmp_path: Path, name: str, head_layers: str
 ) -> None:
     if not (OPENCV4 / "cv2").is_dir():
-        pytest.skip("reference needs OpenCV 4 (5.x dropped the darknet reader): pip install "
-                    "--target var/cache/opencv4 'opencv-python-headless>=4.10,<5'")
+        pytest.skip(
+            "reference needs OpenCV 4 (5.x dropped the darknet reader): pip install "
+            "--target var/cache/opencv4 'opencv-python-headless>=4.10,<5'"
+        )
     files = _source(name)
     model, _ = RECIPES[name].convert(files)
     x = np.random.default_rng(0).random((1, 3, 416, 416), np.float32)
     np.save(tmp_path / "x.npy", x)
     env = {**os.environ, "PYTHONPATH": str(OPENCV4)}
-    subprocess.run([sys.executable, "-c", REFERENCE, str(files[f"{name}.cfg"]),
-                    str(files[f"{name}.weights"]), str(tmp_path / "x.npy"),
-                    str(tmp_path / "ref.npz"), head_layers], check=True, env=env, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            REFERENCE,
+            str(files[f"{name}.cfg"]),
+            str(files[f"{name}.weights"]),
+            str(tmp_path / "x.npy"),
+            str(tmp_path / "ref.npz"),
+            head_layers,
+        ],
+        check=True,
+        env=env,
+        timeout=120,
+    )
     ref = np.load(tmp_path / "ref.npz")
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     ours = session.run(None, {"images": x})
@@ -152,16 +168,20 @@ def test_yolov4_tiny_int8_keeps_its_edges_in_float_and_passes_the_gate(built_sto
     import onnx
 
     if not built_store.intact("yolov4-tiny"):
-        pytest.skip("yolov4-tiny is not built: run `.venv/bin/pantau-agent models build "
-                    "yolov4-tiny`")
+        pytest.skip(
+            "yolov4-tiny is not built: run `.venv/bin/pantau-agent models build yolov4-tiny`"
+        )
     manifest = built_store.manifest("yolov4-tiny")
     # Person AP drop 0.29 here; quantized whole, 2.34 (over the gate of 1.5).
     assert manifest.int8_accepted, manifest.metrics
     assert manifest.scale_xy == pytest.approx(1.05)
     graph = onnx.load(str(built_store.file(manifest, "int8"))).graph
     made_by = {out: node.op_type for node in graph.node for out in node.output}
-    float_convs = {n.name for n in graph.node
-                   if n.op_type == "Conv" and made_by.get(n.input[1]) != "DequantizeLinear"}
+    float_convs = {
+        n.name
+        for n in graph.node
+        if n.op_type == "Conv" and made_by.get(n.input[1]) != "DequantizeLinear"
+    }
     convs = [n for n in graph.node if n.op_type == "Conv"]
     assert float_convs == set(RECIPES["yolov4-tiny"].keep_float)
     assert len(convs) - len(float_convs) == 18  # every other convolution runs in INT8

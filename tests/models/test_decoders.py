@@ -25,8 +25,9 @@ DARKNET_BOX = BOX + 4  # its centre must fall inside a cell, not on a cell edge
 
 
 def _cxcywh(box: np.ndarray) -> np.ndarray:
-    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0],
-                     box[3] - box[1]])
+    return np.array(
+        [(box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0], box[3] - box[1]]
+    )
 
 
 def _yolov5() -> dict[str, np.ndarray]:
@@ -65,8 +66,12 @@ def _end2end_single() -> dict[str, np.ndarray]:
 def _end2end_split() -> dict[str, np.ndarray]:
     boxes = np.zeros((4, 4))
     boxes[0] = BOX
-    return {"num_dets": np.array([1.0]), "boxes": boxes, "scores": np.array([0.9, 0.8, 0, 0]),
-            "labels": np.array([1.0, 2.0, 0, 0])}
+    return {
+        "num_dets": np.array([1.0]),
+        "boxes": boxes,
+        "scores": np.array([0.9, 0.8, 0, 0]),
+        "labels": np.array([1.0, 2.0, 0, 0]),
+    }
 
 
 def _nanodet() -> dict[str, np.ndarray]:
@@ -77,8 +82,10 @@ def _nanodet() -> dict[str, np.ndarray]:
     stride, gx, gy = 8, 3, 2
     row = gy * (SIZE // stride) + gx
     centre = np.array([gx, gy]) * stride  # NanoDet-Plus: cell corner, no half-cell offset
-    sides = np.array([centre[0] - BOX[0], centre[1] - BOX[1], BOX[2] - centre[0],
-                      BOX[3] - centre[1]]) / stride
+    sides = (
+        np.array([centre[0] - BOX[0], centre[1] - BOX[1], BOX[2] - centre[0], BOX[3] - centre[1]])
+        / stride
+    )
     for k, d in enumerate(sides):  # all mass on one bin: the expected value is exact
         out[row, C + k * bins + int(d)] = 20.0
     out[row, 1] = 0.9
@@ -101,9 +108,12 @@ def _darknet() -> dict[str, np.ndarray]:
 
 
 CASES = {
-    "yolov5": (_yolov5, 1, SOURCE_BOX), "yolov8": (_yolov8, 1, SOURCE_BOX),
-    "yolox": (_yolox, 1, SOURCE_BOX), "end2end": (_end2end_single, 2, SOURCE_BOX),
-    "nanodet": (_nanodet, 1, SOURCE_BOX), "darknet-yolo": (_darknet, 1, DARKNET_BOX * 2),
+    "yolov5": (_yolov5, 1, SOURCE_BOX),
+    "yolov8": (_yolov8, 1, SOURCE_BOX),
+    "yolox": (_yolox, 1, SOURCE_BOX),
+    "end2end": (_end2end_single, 2, SOURCE_BOX),
+    "nanodet": (_nanodet, 1, SOURCE_BOX),
+    "darknet-yolo": (_darknet, 1, DARKNET_BOX * 2),
 }
 
 
@@ -114,9 +124,23 @@ def _import(
     onnx.save(make(outputs, SIZE), str(model_file))
     (tmp_path / "names.txt").write_text(NAMES)
     store = tmp_path / "store"
-    result = CliRunner().invoke(app, [
-        "models", "import", str(model_file), "--family", family, "--names",
-        str(tmp_path / "names.txt"), "--name", "m", "--store", str(store), *extra])
+    result = CliRunner().invoke(
+        app,
+        [
+            "models",
+            "import",
+            str(model_file),
+            "--family",
+            family,
+            "--names",
+            str(tmp_path / "names.txt"),
+            "--name",
+            "m",
+            "--store",
+            str(store),
+            *extra,
+        ],
+    )
     assert result.exit_code == 0, result.output
     return ModelStore(store)
 
@@ -124,11 +148,15 @@ def _import(
 @pytest.mark.parametrize("family", list(CASES))
 def test_family_end_to_end(tmp_path: Path, family: str, const_model) -> None:
     make, expected, box = CASES[family]
-    extra = ["--anchors", "32:81,82,135,169,344,319;16:10,14,23,27,32,32"] if (
-        family == "darknet-yolo") else []
+    extra = (
+        ["--anchors", "32:81,82,135,169,344,319;16:10,14,23,27,32,32"]
+        if (family == "darknet-yolo")
+        else []
+    )
     store = _import(tmp_path, family, make(), const_model, extra)
-    settings = DetectorSettings(model="m", precision="fp32", classes=["person", "car"],
-                                confidence=0.5)
+    settings = DetectorSettings(
+        model="m", precision="fp32", classes=["person", "car"], confidence=0.5
+    )
     detector = Detector.from_store(settings, store)
     frames = [np.zeros((128, 128, 3), np.uint8)] * 2
     for dets in detector.detect(frames):

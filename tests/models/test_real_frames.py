@@ -82,8 +82,15 @@ def test_verify_at_another_input_size_keeps_the_models_own_record(
     keep = {im["id"] for im in images}
     subset = tmp_path / "few" / "annotations" / "instances.json"
     subset.parent.mkdir(parents=True)
-    subset.write_text(json.dumps({**coco, "images": images, "annotations": [
-        a for a in coco["annotations"] if a["image_id"] in keep]}))
+    subset.write_text(
+        json.dumps(
+            {
+                **coco,
+                "images": images,
+                "annotations": [a for a in coco["annotations"] if a["image_id"] in keep],
+            }
+        )
+    )
     store = ModelStore(tmp_path / "store")
     shutil.copytree(built_store.root / "nanodet-m", store.root / "nanodet-m")
     own = verify(store, "nanodet-m", subset, data / "coco-tiny/val2017", force=True)

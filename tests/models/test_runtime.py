@@ -21,8 +21,7 @@ runner = CliRunner()
 
 
 def test_nms_is_class_aware_and_sorted() -> None:
-    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10], [50, 50, 60, 60]],
-                     np.float32)
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10], [50, 50, 60, 60]], np.float32)
     scores = np.array([0.8, 0.9, 0.7, 0.6], np.float32)
     ids = np.array([0, 0, 1, 0])
     keep = nms(boxes, scores, ids, 0.5)
@@ -32,9 +31,11 @@ def test_nms_is_class_aware_and_sorted() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(
-    w=st.integers(16, 1920), h=st.integers(16, 1080),
+    w=st.integers(16, 1920),
+    h=st.integers(16, 1080),
     mode=st.sampled_from(["letterbox", "stretch"]),
-    fx=st.floats(0, 0.9), fy=st.floats(0, 0.9),
+    fx=st.floats(0, 0.9),
+    fy=st.floats(0, 0.9),
 )
 def test_box_coordinates_round_trip(w: int, h: int, mode: str, fx: float, fy: float) -> None:
     frame = np.zeros((h, w, 3), np.uint8)
@@ -60,8 +61,20 @@ def _tiny_store(tmp_path: Path, const_model) -> ModelStore:
     model = tmp_path / "tiny.onnx"
     onnx.save(const_model({"output0": np.zeros((4 + 2, 5))}, 64), str(model))
     (tmp_path / "names.txt").write_text("person\ncar\n")
-    result = runner.invoke(app, ["models", "import", str(model), "--family", "yolov8", "--names",
-                                 str(tmp_path / "names.txt"), "--store", str(tmp_path / "s")])
+    result = runner.invoke(
+        app,
+        [
+            "models",
+            "import",
+            str(model),
+            "--family",
+            "yolov8",
+            "--names",
+            str(tmp_path / "names.txt"),
+            "--store",
+            str(tmp_path / "s"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return ModelStore(tmp_path / "s")
 
@@ -89,14 +102,17 @@ def test_missing_provider_and_unknown_class_are_clear(tmp_path: Path, const_mode
         Detector.from_store(DetectorSettings(model="tiny", classes=[], input_size=640), store)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["build", "no-such-model"], "unknown model 'no-such-model'"),
-    (["install", "/nonexistent/model.tar.gz"], "no such file"),
-    (["import", "/nonexistent.onnx", "--family", "yolov8", "--names", "/x"], "no such file"),
-    (["import", "/nonexistent.onnx", "--family", "ssd", "--names", "/x"], "unknown family"),
-    (["verify", "nope", "--coco", "/nonexistent.json", "--images", "/tmp"], "no such file"),
-    (["bench", "nope"], "not in the store"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["build", "no-such-model"], "unknown model 'no-such-model'"),
+        (["install", "/nonexistent/model.tar.gz"], "no such file"),
+        (["import", "/nonexistent.onnx", "--family", "yolov8", "--names", "/x"], "no such file"),
+        (["import", "/nonexistent.onnx", "--family", "ssd", "--names", "/x"], "unknown family"),
+        (["verify", "nope", "--coco", "/nonexistent.json", "--images", "/tmp"], "no such file"),
+        (["bench", "nope"], "not in the store"),
+    ],
+)
 def test_cli_errors_are_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     result = runner.invoke(app, ["models", *args, "--store", str(tmp_path)])
     assert result.exit_code == 2, result.output
@@ -122,8 +138,20 @@ def test_nms_merges_confusable_classes(tmp_path: Path, const_model) -> None:
     model = tmp_path / "van.onnx"
     onnx.save(const_model({"output0": out}, 64), str(model))
     (tmp_path / "names.txt").write_text("person\ncar\ntruck\n")
-    result = runner.invoke(app, ["models", "import", str(model), "--family", "yolov8", "--names",
-                                 str(tmp_path / "names.txt"), "--store", str(tmp_path / "s")])
+    result = runner.invoke(
+        app,
+        [
+            "models",
+            "import",
+            str(model),
+            "--family",
+            "yolov8",
+            "--names",
+            str(tmp_path / "names.txt"),
+            "--store",
+            str(tmp_path / "s"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     store = ModelStore(tmp_path / "s")
     frame = np.zeros((64, 64, 3), np.uint8)

@@ -21,9 +21,21 @@ def _import(tmp_path: Path, const_model, rows: int, *extra: str) -> tuple[int, s
     model = tmp_path / "m.onnx"
     onnx.save(const_model({"output0": np.zeros((rows, 5))}, 64), str(model))
     (tmp_path / "names.txt").write_text("person\ncar\n")
-    result = runner.invoke(app, ["models", "import", str(model), "--family", "yolov8", "--names",
-                                 str(tmp_path / "names.txt"), "--store", str(tmp_path / "s"),
-                                 *extra])
+    result = runner.invoke(
+        app,
+        [
+            "models",
+            "import",
+            str(model),
+            "--family",
+            "yolov8",
+            "--names",
+            str(tmp_path / "names.txt"),
+            "--store",
+            str(tmp_path / "s"),
+            *extra,
+        ],
+    )
     return result.exit_code, result.output
 
 

@@ -45,8 +45,13 @@ print(",".join(changed) or "-", heaps, libc.mallinfo2().hblks - before)
 
 def probe(mode: str, **env: str) -> tuple[str, int, int]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True,
-                         check=True, env={**clean, **env}).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**clean, **env},
+    ).stdout.split()
     return out[0], int(out[1]), int(out[2])
 
 

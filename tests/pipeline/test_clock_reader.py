@@ -13,8 +13,7 @@ from pantau.agent.vision.capture import FileReader
 from tests.pipeline.test_pipeline import SteppedClock
 
 
-def test_a_realtime_file_follows_a_wall_clock_jump_without_decoding_it(shared_data: Path
-                                                                        ) -> None:
+def test_a_realtime_file_follows_a_wall_clock_jump_without_decoding_it(shared_data: Path) -> None:
     video = shared_data / "videos" / "TUD-Campus.mp4"
     if not video.is_file():
         pytest.skip(f"{video} is missing")

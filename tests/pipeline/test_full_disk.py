@@ -30,7 +30,10 @@ def _wait(predicate, timeout: float) -> bool:
 
 @pytest.mark.skipif(not _model_built(), reason="nanodet-m is not built")
 def test_a_full_disk_never_stops_the_agent(
-    tmp_path: Path, shared_data: Path, broker, small_disk: Path  # noqa: F811
+    tmp_path: Path,
+    shared_data: Path,
+    broker,
+    small_disk: Path,  # noqa: F811
 ) -> None:
     video = shared_data / "videos" / "TUD-Campus.mp4"
     if not video.is_file():
@@ -51,12 +54,25 @@ def test_a_full_disk_never_stops_the_agent(
         broker.start()
         # New buckets, closed after the space came back, reach central; so does the report
         # of what the full disk cost.
-        assert _wait(lambda: query(
-            tmp_path, "SELECT COUNT(*) FROM counts WHERE CAST(strftime('%s', bucket_start) "
-            "AS INTEGER) > ?", (int(freed),))[0][0] > 0, timeout=30)
-        assert _wait(lambda: query(
-            tmp_path, "SELECT COUNT(*) FROM alerts WHERE type = 'buffer_overflow'")[0][0] > 0,
-            timeout=15)
+        assert _wait(
+            lambda: (
+                query(
+                    tmp_path,
+                    "SELECT COUNT(*) FROM counts WHERE CAST(strftime('%s', bucket_start) "
+                    "AS INTEGER) > ?",
+                    (int(freed),),
+                )[0][0]
+                > 0
+            ),
+            timeout=30,
+        )
+        assert _wait(
+            lambda: (
+                query(tmp_path, "SELECT COUNT(*) FROM alerts WHERE type = 'buffer_overflow'")[0][0]
+                > 0
+            ),
+            timeout=15,
+        )
         agent.send_signal(signal.SIGTERM)
         _, err = agent.communicate(timeout=30)
         assert agent.returncode == 0, err[-3000:]

@@ -91,13 +91,18 @@ def test_kill_9_of_a_decoder_is_survived(shared_data: Path) -> None:
         os.kill(first, signal.SIGKILL)
         assert _wait(lambda: reader.take_fault()[0], 5), "the dead decoder must be noticed"
         _, fault = reader.take_fault()
-        assert fault == {"reason": "decoder_crashed", "signal": "SIGKILL",
-                         "decoder_restarts": 1}
+        assert fault == {"reason": "decoder_crashed", "signal": "SIGKILL", "decoder_restarts": 1}
         assert _wait(lambda: reader.pid != first, 10), "restarted"
         before = reader.frames_read
         frames: list[Any] = []
-        assert _wait(lambda: (f := reader.read()) is not None and not frames.append(f)
-                     and reader.frames_read > before, 20), "frames again from the new decoder"
+        assert _wait(
+            lambda: (
+                (f := reader.read()) is not None
+                and not frames.append(f)
+                and reader.frames_read > before
+            ),
+            20,
+        ), "frames again from the new decoder"
         assert reader.take_fault() == (False, None), "back, and the fault was reported"
         assert frames[-1].image.shape == (480, 640, 3)
     finally:
@@ -105,8 +110,9 @@ def test_kill_9_of_a_decoder_is_survived(shared_data: Path) -> None:
 
 
 def test_a_source_that_never_sends_is_a_hung_decoder(silent: SilentCamera) -> None:
-    reader = IsolatedReader(f"http://user:pw@127.0.0.1:{silent.port}/video.mjpg", 5.0,
-                            limits=FAST).start()
+    reader = IsolatedReader(
+        f"http://user:pw@127.0.0.1:{silent.port}/video.mjpg", 5.0, limits=FAST
+    ).start()
     try:
         assert _wait(lambda: reader.restarts >= 1, 10)
         down, fault = reader.take_fault()
@@ -137,8 +143,17 @@ def test_analyze_of_a_file_that_aborts_the_decoder_fails_cleanly(
     _, bad = _clips(shared_data)
     config = tmp_path / "cams.yaml"
     config.write_text(yaml.safe_dump({"cameras": {"c": {"analysis_fps": 5}}}))
-    done = spawn("pantau-agent", "analyze", str(bad), "--camera", "c", "-c", str(config),
-                 "--json", str(tmp_path / "out.json"))
+    done = spawn(
+        "pantau-agent",
+        "analyze",
+        str(bad),
+        "--camera",
+        "c",
+        "-c",
+        str(config),
+        "--json",
+        str(tmp_path / "out.json"),
+    )
     _, err = done.communicate(timeout=120)
     assert done.returncode == 2, err
     message = " ".join(err.split())
@@ -149,7 +164,8 @@ def test_analyze_of_a_file_that_aborts_the_decoder_fails_cleanly(
 
 def _agent_settings(tmp_path: Path, port: int, cameras: dict[str, str]) -> dict[str, Any]:
     return {
-        "id": "a1", "site": "s1",
+        "id": "a1",
+        "site": "s1",
         "broker": {"port": port, "reconnect_min": 0.2, "reconnect_max": 1.0},
         "buffer": {"path": str(tmp_path / "outbox.db")},
         "heartbeat_seconds": 1,
@@ -159,17 +175,18 @@ def _agent_settings(tmp_path: Path, port: int, cameras: dict[str, str]) -> dict[
         "decoders": {"hang_seconds": 2.0, "restart_min": 2.0, "restart_max": 8.0},
         "cameras": {
             name: {
-                "source": source, "analysis_fps": 5,
-                "lines": {"middle": {"points": [[320, 200], [320, 479]],
-                                     "classes": ["person"]}},
+                "source": source,
+                "analysis_fps": 5,
+                "lines": {"middle": {"points": [[320, 200], [320, 479]], "classes": ["person"]}},
             }
             for name, source in cameras.items()
         },
     }
 
 
-def _counts_per_frame(tmp_path: Path, port: int, cameras: dict[str, str], seconds: float
-                      ) -> list[int]:
+def _counts_per_frame(
+    tmp_path: Path, port: int, cameras: dict[str, str], seconds: float
+) -> list[int]:
     """The running line total of camera `campus` after each analysed frame, live."""
     settings = AgentSettings.model_validate(_agent_settings(tmp_path, port, cameras))
     agent = LiveAgent(settings)
@@ -200,10 +217,16 @@ def test_healthy_cameras_count_exactly_beside_broken_ones(
 ) -> None:
     good, bad = _clips(shared_data)
     alone = _counts_per_frame(tmp_path / "alone", broker.port, {"campus": str(good)}, 8)
-    beside = _counts_per_frame(tmp_path / "beside", broker.port, {
-        "campus": str(good), "aborting": str(bad),
-        "silent": f"http://127.0.0.1:{silent.port}/video.mjpg",
-    }, 8)
+    beside = _counts_per_frame(
+        tmp_path / "beside",
+        broker.port,
+        {
+            "campus": str(good),
+            "aborting": str(bad),
+            "silent": f"http://127.0.0.1:{silent.port}/video.mjpg",
+        },
+        8,
+    )
     n = min(len(alone), len(beside))
     assert n >= 30, (len(alone), len(beside))  # 8 s at 5 fps, less start-up
     assert alone[-1] > 0, "the clip's line must count someone"
@@ -216,10 +239,19 @@ def test_run_reports_broken_cameras_and_keeps_counting(
 ) -> None:
     good, bad = _clips(shared_data)
     config = tmp_path / "agent.yaml"
-    config.write_text(yaml.safe_dump(_agent_settings(tmp_path, broker.port, {
-        "campus": str(good), "aborting": str(bad),
-        "silent": f"http://127.0.0.1:{silent.port}/video.mjpg",
-    })))
+    config.write_text(
+        yaml.safe_dump(
+            _agent_settings(
+                tmp_path,
+                broker.port,
+                {
+                    "campus": str(good),
+                    "aborting": str(bad),
+                    "silent": f"http://127.0.0.1:{silent.port}/video.mjpg",
+                },
+            )
+        )
+    )
     central = start_central(tmp_path, broker.port)
     agent = spawn("pantau-agent", "run", "-c", str(config))
     try:
@@ -230,8 +262,12 @@ def test_run_reports_broken_cameras_and_keeps_counting(
         assert agent.returncode == 0, err[-2000:]
 
         def health(camera: str) -> list[tuple[str, float, dict[str, Any]]]:
-            rows = query(tmp_path, "SELECT state, fps_effective, details FROM health WHERE "
-                         "camera = ? ORDER BY created_at", (camera,))
+            rows = query(
+                tmp_path,
+                "SELECT state, fps_effective, details FROM health WHERE "
+                "camera = ? ORDER BY created_at",
+                (camera,),
+            )
             return [(s, f, json.loads(d)) for s, f, d in rows]
 
         assert _wait(lambda: len(health("campus")) >= 5 and health("silent"), 20)

@@ -164,13 +164,17 @@ def rtsp_server_available() -> str | None:
     """None when the RTSP test server can run here, else why not."""
     import subprocess
 
-    probe = ("import gi; gi.require_version('GstRtspServer', '1.0'); "
-             "from gi.repository import GstRtspServer")
+    probe = (
+        "import gi; gi.require_version('GstRtspServer', '1.0'); "
+        "from gi.repository import GstRtspServer"
+    )
     try:
         subprocess.run([RTSP_PYTHON, "-c", probe], check=True, capture_output=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
-        return ("no GStreamer RTSP server (apt-get install python3-gi "
-                "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)")
+        return (
+            "no GStreamer RTSP server (apt-get install python3-gi "
+            "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)"
+        )
     return None
 
 
@@ -187,7 +191,9 @@ class RtspCamera:
         server = Path(__file__).with_name("rtsp_server.py")
         self.proc = subprocess.Popen(
             [RTSP_PYTHON, str(server), str(self.port), str(self.video)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         line = self.proc.stdout.readline()
         assert line.strip() == "ready", self.proc.stderr.read()
@@ -208,8 +214,9 @@ def test_rtsp_camera_over_tcp_drops_and_comes_back():
     port = free_port()
     camera = RtspCamera(port, video)
     camera.start()
-    reader = LiveReader(f"rtsp://viewer:s3cret@127.0.0.1:{port}/cam", backoff_min=0.2,
-                        backoff_max=1.0).start()
+    reader = LiveReader(
+        f"rtsp://viewer:s3cret@127.0.0.1:{port}/cam", backoff_min=0.2, backoff_max=1.0
+    ).start()
     try:
         first = reader.wait_frame(20)
         assert first.image.shape == (432, 768, 3) and reader.size == (768, 432)

@@ -34,8 +34,9 @@ class SquareDetector:
         self.calls: list[int] = []
         self.sizes: list[int | None] = []
 
-    def detect(self, frames: Sequence[np.ndarray], input_size: int | None = None
-               ) -> list[Detections]:
+    def detect(
+        self, frames: Sequence[np.ndarray], input_size: int | None = None
+    ) -> list[Detections]:
         self.calls.append(len(frames))
         self.sizes.append(input_size)
         found = []
@@ -45,8 +46,7 @@ class SquareDetector:
                 found.append(Detections.empty(NAMES))
                 continue
             box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
-            found.append(Detections(box, np.array([0.9], np.float32), np.zeros(1, np.int32),
-                                    NAMES))
+            found.append(Detections(box, np.array([0.9], np.float32), np.zeros(1, np.int32), NAMES))
         return found
 
 
@@ -83,8 +83,10 @@ CONFIG = CameraConfig.model_validate(
     {
         "lines": {"gate": {"points": [[160, 0], [160, 240]], "classes": ["person"]}},
         "zones": {
-            "right": {"polygon": [[170, 0], [319, 0], [319, 239], [170, 239]],
-                      "classes": ["person", "car"]},
+            "right": {
+                "polygon": [[170, 0], [319, 0], [319, 239], [170, 239]],
+                "classes": ["person", "car"],
+            },
         },
     }
 )
@@ -103,8 +105,9 @@ def _run(tmp_path: Path, times: list[float], **kw) -> tuple[Outbox, CameraAnalyt
     outbox = Outbox(tmp_path / "outbox.db", agent="a1", site="s1")
     analytics = CameraAnalytics("cam1", CONFIG, NAMES)
     runner = CameraRunner(analytics, ScriptedReader(times, _walk), "fake", 5.0)
-    pipeline = Pipeline([runner], {"fake": SquareDetector()}, bucket_seconds=5,
-                        sink=outbox.enqueue, **kw)
+    pipeline = Pipeline(
+        [runner], {"fake": SquareDetector()}, bucket_seconds=5, sink=outbox.enqueue, **kw
+    )
     pipeline.run()
     return outbox, analytics, pipeline
 
@@ -140,8 +143,7 @@ def test_every_bucket_is_sent_with_every_rule_and_class(tmp_path: Path) -> None:
 
 
 def test_motion_gate_skips_still_frames_and_keeps_counts(tmp_path: Path) -> None:
-    gated = CONFIG.model_copy(update={"motion": CONFIG.motion.model_copy(
-        update={"enabled": True})})
+    gated = CONFIG.model_copy(update={"motion": CONFIG.motion.model_copy(update={"enabled": True})})
     base = BASE
     times = [base + k * 0.2 for k in range(150)]  # 10..30 s the view is still
     outbox = Outbox(tmp_path / "outbox.db", agent="a1", site="s1")
@@ -159,8 +161,12 @@ def test_round_robin_batches_across_cameras() -> None:
     detector = SquareDetector()
     detector.settings = type("S", (), {"max_batch": 2})
     runners = [
-        CameraRunner(CameraAnalytics(f"c{i}", CONFIG, NAMES),
-                     ScriptedReader([base + k * 0.2 for k in range(10)], _walk), "fake", 5.0)
+        CameraRunner(
+            CameraAnalytics(f"c{i}", CONFIG, NAMES),
+            ScriptedReader([base + k * 0.2 for k in range(10)], _walk),
+            "fake",
+            5.0,
+        )
         for i in range(3)
     ]
     pipeline = Pipeline(runners, {"fake": detector}, bucket_seconds=5)
@@ -172,9 +178,13 @@ def test_round_robin_batches_across_cameras() -> None:
 def test_cameras_with_their_own_input_size_are_batched_apart() -> None:
     detector = SquareDetector()
     runners = [
-        CameraRunner(CameraAnalytics(f"c{i}", CONFIG, NAMES),
-                     ScriptedReader([BASE + k * 0.2 for k in range(5)], _walk), "fake", 5.0,
-                     input_size=size)
+        CameraRunner(
+            CameraAnalytics(f"c{i}", CONFIG, NAMES),
+            ScriptedReader([BASE + k * 0.2 for k in range(5)], _walk),
+            "fake",
+            5.0,
+            input_size=size,
+        )
         for i, size in enumerate((None, 640, None))
     ]
     Pipeline(runners, {"fake": detector}, bucket_seconds=5).run()
@@ -243,18 +253,24 @@ def test_an_overloaded_box_does_not_call_a_delivering_camera_offline() -> None:
 
     detector = SlowDetector()
     detector.settings = type("S", (), {"max_batch": 1})
-    config = CONFIG.model_copy(update={
-        "motion": CONFIG.motion.model_copy(update={"enabled": False}),
-        "health": CONFIG.health.model_copy(update={"offline_seconds": 1.0}),
-    })
+    config = CONFIG.model_copy(
+        update={
+            "motion": CONFIG.motion.model_copy(update={"enabled": False}),
+            "health": CONFIG.health.model_copy(update={"offline_seconds": 1.0}),
+        }
+    )
     cameras = {"busy1": LiveCamera(10), "busy2": LiveCamera(10), "dead": LiveCamera(10, 0.5)}
-    runners = [CameraRunner(CameraAnalytics(name, config, NAMES), reader, "fake", 5.0)
-               for name, reader in cameras.items()]
+    runners = [
+        CameraRunner(CameraAnalytics(name, config, NAMES), reader, "fake", 5.0)
+        for name, reader in cameras.items()
+    ]
     sent: list = []
-    Pipeline(runners, {"fake": detector}, bucket_seconds=60, live=True,
-             sink=sent.extend).run(duration=6.0)
-    offline = {name for kind, name, alert in sent
-               if kind == "alerts" and alert.type == "camera_offline"}
+    Pipeline(runners, {"fake": detector}, bucket_seconds=60, live=True, sink=sent.extend).run(
+        duration=6.0
+    )
+    offline = {
+        name for kind, name, alert in sent if kind == "alerts" and alert.type == "camera_offline"
+    }
     assert offline == {"dead"}
     analysed = {r.name: r.analytics.frames_analyzed for r in runners}
     assert analysed["busy1"] >= 3 and analysed["busy2"] >= 3, analysed
@@ -302,11 +318,16 @@ class ClockedCamera:
 def _run_through_jump(jump: float, after: int = 180) -> tuple[list, CameraRunner]:
     """Three minutes of a 1 fps live camera, a wall-clock jump, `after` more seconds."""
     clock = SteppedClock(BASE)
-    runner = CameraRunner(CameraAnalytics("cam1", CONFIG, NAMES), ClockedCamera(clock), "fake",
-                          1.0)
+    runner = CameraRunner(CameraAnalytics("cam1", CONFIG, NAMES), ClockedCamera(clock), "fake", 1.0)
     sent: list = []
-    pipeline = Pipeline([runner], {"fake": SquareDetector()}, bucket_seconds=60, live=True,
-                        sink=sent.extend, clock=clock)
+    pipeline = Pipeline(
+        [runner],
+        {"fake": SquareDetector()},
+        bucket_seconds=60,
+        live=True,
+        sink=sent.extend,
+        clock=clock,
+    )
     for seconds in (180, after):
         for _ in range(seconds):
             clock.advance(1.0)
@@ -322,8 +343,11 @@ def _buckets(sent: list) -> list[float]:
 
 
 def _jumps(sent: list) -> list[float]:
-    return [p.details["clock_jump_seconds"] for kind, _, p in sent
-            if kind == "health" and "clock_jump_seconds" in p.details]
+    return [
+        p.details["clock_jump_seconds"]
+        for kind, _, p in sent
+        if kind == "health" and "clock_jump_seconds" in p.details
+    ]
 
 
 def test_a_forward_clock_jump_sends_no_empty_buckets_for_the_gap() -> None:

@@ -23,20 +23,28 @@ def campus_config(
 ) -> Path:
     """A live agent's config: TUD-Campus as a camera at 5 fps, a person line down the middle
     (and `zones`), buckets of BUCKET seconds, through the broker on `port`."""
-    path.write_text(yaml.safe_dump({
-        "id": "a1",
-        "site": "s1",
-        "broker": {"port": port, "reconnect_min": 0.2, "reconnect_max": 1.0},
-        "buffer": {"path": str(outbox)},
-        "heartbeat_seconds": 1,
-        "bucket_seconds": BUCKET,
-        "cameras": {"campus": {
-            "source": str(video),
-            "analysis_fps": 5,
-            "lines": {"middle": {"points": [[320, 200], [320, 479]], "classes": ["person"]}},
-            "zones": zones or {},
-        }},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "id": "a1",
+                "site": "s1",
+                "broker": {"port": port, "reconnect_min": 0.2, "reconnect_max": 1.0},
+                "buffer": {"path": str(outbox)},
+                "heartbeat_seconds": 1,
+                "bucket_seconds": BUCKET,
+                "cameras": {
+                    "campus": {
+                        "source": str(video),
+                        "analysis_fps": 5,
+                        "lines": {
+                            "middle": {"points": [[320, 200], [320, 479]], "classes": ["person"]}
+                        },
+                        "zones": zones or {},
+                    }
+                },
+            }
+        )
+    )
     return path
 
 
@@ -48,9 +56,13 @@ def test_run_publishes_closed_buckets_and_stops_cleanly(
     if not video.is_file():
         pytest.skip(f"{video} is missing")
     config = campus_config(
-        tmp_path / "agent.yaml", broker.port, tmp_path / "outbox.db", video,
-        zones={"left": {"polygon": [[0, 150], [320, 150], [320, 479], [0, 479]],
-                        "classes": ["person"]}},
+        tmp_path / "agent.yaml",
+        broker.port,
+        tmp_path / "outbox.db",
+        video,
+        zones={
+            "left": {"polygon": [[0, 150], [320, 150], [320, 479], [0, 479]], "classes": ["person"]}
+        },
     )
     central = start_central(tmp_path, broker.port)
     agent = spawn("pantau-agent", "run", "-c", str(config))
@@ -64,8 +76,10 @@ def test_run_publishes_closed_buckets_and_stops_cleanly(
         # ~10 s of 2 s buckets: at least 3 closed while running (start-up takes a few s).
         got = wait_buckets(tmp_path, 3, timeout=15)
         assert got >= 3
-        buckets = query(tmp_path, "SELECT DISTINCT bucket_start FROM counts "
-                        "WHERE agent = 'a1' AND camera = 'campus'")
+        buckets = query(
+            tmp_path,
+            "SELECT DISTINCT bucket_start FROM counts WHERE agent = 'a1' AND camera = 'campus'",
+        )
         assert len(buckets) == got
         rules = {r[0] for r in query(tmp_path, "SELECT DISTINCT rule FROM counts")}
         assert rules == {"middle", "left"}

@@ -75,8 +75,13 @@ def test_start_refuses_unusable_settings_and_opens_nothing(tmp_path: Path) -> No
         LiveAgent(AgentSettings(buffer={"path": outbox})).start()
     with pytest.raises(StartError, match="cameras without a source: door"):
         LiveAgent(AgentSettings(buffer={"path": outbox}, cameras={"door": {}})).start()
-    agent = LiveAgent(AgentSettings(buffer={"path": outbox}, model="no-such-model",
-                                    cameras={"door": {"source": str(tmp_path / "x.mp4")}}))
+    agent = LiveAgent(
+        AgentSettings(
+            buffer={"path": outbox},
+            model="no-such-model",
+            cameras={"door": {"source": str(tmp_path / "x.mp4")}},
+        )
+    )
     with pytest.raises(StartError, match="models build"):
         agent.start()
     assert agent.stop() == 0 and not outbox.exists()

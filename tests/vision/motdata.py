@@ -64,9 +64,7 @@ class Sequence:
             load_mot(root / "det" / "det.txt"),
         )
 
-    def with_our_detections(
-        self, cache_dir: Path | None = None, **overrides: object
-    ) -> Sequence:
+    def with_our_detections(self, cache_dir: Path | None = None, **overrides: object) -> Sequence:
         """This sequence with the detections of our default detector (the agent's INT8 or FP32
         default model from the local store, kept down to the agent's score floor, as
         `analyze` runs it; `overrides` are DetectorSettings fields such as `input_size` or
@@ -161,8 +159,10 @@ def detector_rows(
     label = f"{detector.manifest.name} {detector.precision}"
     model_file = ModelStore().file(detector.manifest, detector.precision)
     stat = model_file.stat()
-    key = (f"{label} {model_file} {stat.st_size} {stat.st_mtime_ns} "
-           f"{detector.manifest.model_dump_json()} {settings.model_dump_json()}")
+    key = (
+        f"{label} {model_file} {stat.st_size} {stat.st_mtime_ns} "
+        f"{detector.manifest.model_dump_json()} {settings.model_dump_json()}"
+    )
     key = hashlib.sha1(key.encode()).hexdigest()[:12]
     cache_dir = cache_dir or Path(os.environ.get("PANTAU_CACHE", Path.home() / ".cache" / "pantau"))
     path = cache_dir / f"tud-{seq.name}-{key}.npy"

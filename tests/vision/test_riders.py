@@ -140,8 +140,17 @@ def test_bikes_footage_pedestrian_past_a_parked_bicycle(shared_data: Path, tmp_p
     config = tmp_path / "agent.yaml"
     config.write_text(CONFIG % {"tmp": tmp_path})
     out = tmp_path / "out.json"
-    r = cli("pantau-agent", "analyze", str(clip), "--config", str(config), "--camera", "street",
-            "--json", str(out))
+    r = cli(
+        "pantau-agent",
+        "analyze",
+        str(clip),
+        "--config",
+        str(config),
+        "--camera",
+        "street",
+        "--json",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     lines = json.loads(out.read_text())["lines"]
     assert lines["all"]["by_class"]["person"] == {"in": 1, "out": 0}

@@ -120,8 +120,9 @@ def test_a_live_agent_keeps_only_its_newest_alerts():
     `alert_history` (all of them still leave on MQTT) and a running count."""
     import numpy as np
 
-    analytics = CameraAnalytics("plaza", CameraConfig(health={"offline_seconds": 1}), (),
-                                alert_history=3)
+    analytics = CameraAnalytics(
+        "plaza", CameraConfig(health={"offline_seconds": 1}), (), alert_history=3
+    )
     frame = np.zeros((48, 64, 3), np.uint8)
     alerts = analytics.process(0.0, frame, None)
     for k in range(10):  # the camera goes offline and comes back, ten times
@@ -153,10 +154,10 @@ LEFT_HALF = {"polygon": [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]}
 
 
 def test_a_camera_reads_its_rules_as_fractions_only_when_every_point_lies_within_0_1():
-    assert CameraConfig(lines={"m": HALF_LINE}, zones={"l": LEFT_HALF}).units_in_force == \
-        "relative"
-    mixed = CameraConfig(lines={"m": HALF_LINE}, zones={"l": {"polygon": [[0, 0], [320, 0],
-                                                                         [320, 480]]}})
+    assert CameraConfig(lines={"m": HALF_LINE}, zones={"l": LEFT_HALF}).units_in_force == "relative"
+    mixed = CameraConfig(
+        lines={"m": HALF_LINE}, zones={"l": {"polygon": [[0, 0], [320, 0], [320, 480]]}}
+    )
     assert mixed.units_in_force == "pixels" and not mixed.relative
     assert CameraConfig().units_in_force is None
     # The explicit setting wins over the reading.
@@ -165,8 +166,9 @@ def test_a_camera_reads_its_rules_as_fractions_only_when_every_point_lies_within
 
 
 def test_rules_degenerate_as_read_are_warned_and_fractions_beyond_1_refused():
-    mixed = CameraConfig(lines={"m": HALF_LINE}, zones={"l": {"polygon": [[0, 0], [320, 0],
-                                                                         [320, 480]]}})
+    mixed = CameraConfig(
+        lines={"m": HALF_LINE}, zones={"l": {"polygon": [[0, 0], [320, 0], [320, 480]]}}
+    )
     assert mixed.rule_warnings("cameras.c") == [
         "cameras.c.lines.m.points: [(0.5, 0.0), (0.5, 1.0)] -> read as pixels (another rule "
         "of this camera has points beyond 1), so this rule covers about one pixel; write "

@@ -55,7 +55,6 @@ def test_gap_is_not_observed_time():
     assert zone.close_bucket(31.0).observed_seconds == pytest.approx(2.0)
 
 
-
 def test_a_bucket_close_does_not_split_a_long_gap_into_short_ones():
     # Frames stop at 57 s and resume at 64 s: a 7 s gap, longer than max_gap_seconds. The
     # close at 60 s may count 57-60 (the gap could still have been short), but 60-64 must
@@ -214,30 +213,35 @@ def _intrusions_at(settings, hour: int, minute: int) -> list[str]:
 
     from .helpers import dets
 
-    analytics = CameraAnalytics("gate", settings.cameras["gate"], ("person",),
-                                timezone_name=settings.timezone)
+    analytics = CameraAnalytics(
+        "gate", settings.cameras["gate"], ("person",), timezone_name=settings.timezone
+    )
     start = datetime(2024, 5, 1, hour, minute, tzinfo=MAKASSAR).timestamp()
     frame = np.zeros((480, 640, 3), np.uint8)
     alerts = []
     for k in range(10):
         alerts += analytics.process(start + k * 0.2, frame, dets([(300, 200, 340, 300)]))
-    return [f"{a.type} {a.state} {a.details['schedule']} {a.details['timezone']}"
-            for a in alerts]
+    return [f"{a.type} {a.state} {a.details['schedule']} {a.details['timezone']}" for a in alerts]
 
 
-@pytest.mark.parametrize("box_zone, configured", [
-    ("Asia/Makassar", None),  # the default: the box's own zone
-    ("America/New_York", "Asia/Makassar"),  # set in the config: the box's zone is irrelevant
-    ("UTC", "Asia/Makassar"),
-])
+@pytest.mark.parametrize(
+    "box_zone, configured",
+    [
+        ("Asia/Makassar", None),  # the default: the box's own zone
+        ("America/New_York", "Asia/Makassar"),  # set in the config: the box's zone is irrelevant
+        ("UTC", "Asia/Makassar"),
+    ],
+)
 def test_a_night_window_across_midnight_runs_in_local_time(monkeypatch, box_zone, configured):
     """At the capital (WITA) a '18:00-06:00' window must be 18:00-06:00 local, not UTC: an
     object at 23:30 and at 05:30 local raises an intrusion, one at 12:00 local does not."""
     from pantau.agent.config.agent import AgentSettings
 
     monkeypatch.setenv("TZ", box_zone)
-    zone = {"polygon": [[0.25, 0.25], [0.75, 0.25], [0.75, 0.75], [0.25, 0.75]],
-            "restricted": {"schedule": "18:00-06:00", "hold_seconds": 0}}
+    zone = {
+        "polygon": [[0.25, 0.25], [0.75, 0.25], [0.75, 0.75], [0.25, 0.75]],
+        "restricted": {"schedule": "18:00-06:00", "hold_seconds": 0},
+    }
     extra = {} if configured is None else {"timezone": configured}
     settings = AgentSettings(cameras={"gate": {"zones": {"yard": zone}}}, **extra)
     assert settings.timezone == "Asia/Makassar"
@@ -253,7 +257,8 @@ def test_the_box_time_zone_is_read_from_tz_then_etc_timezone_then_localtime(tmp_
 
     etc_tz, localtime = tmp_path / "timezone", tmp_path / "localtime"
     zoneinfo_file = next(
-        Path(root) / "Asia" / "Makassar" for root in zoneinfo.TZPATH
+        Path(root) / "Asia" / "Makassar"
+        for root in zoneinfo.TZPATH
         if (Path(root) / "Asia" / "Makassar").is_file()
     )
 
@@ -285,6 +290,8 @@ def test_an_unreadable_box_zone_falls_back_to_utc_with_a_warning(monkeypatch):
     monkeypatch.setattr(schedule, "ETC_LOCALTIME", Path("/nonexistent/localtime"))
     settings = AgentSettings()
     assert settings.timezone == "UTC" and settings.timezone_source() is None
-    assert any(w.startswith("timezone: 'UTC' -> the box's time zone could not be read")
-               for w in settings.warnings())
+    assert any(
+        w.startswith("timezone: 'UTC' -> the box's time zone could not be read")
+        for w in settings.warnings()
+    )
     assert AgentSettings(timezone="Asia/Makassar").warnings() == []

@@ -1,0 +1,95 @@
+"""Delivery to another MQTT broker: each event re-published at QoS 1 under the forwarder's
+topic prefix, confirmed by its PUBACK, with the event key as the `idempotency-key` user
+property."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pantau.agent.wire.mqtt import MqttConnection
+from pantau.central.config import ForwarderSettings
+from pantau.central.events import Event
+from pantau.central.forward.queue import Outcome, Queued, encode
+
+# PUBACK reason codes that will not change on retry: not authorized, topic name invalid,
+# payload format invalid. Others of 0x80 and above (quota exceeded, unspecified) are retried.
+PERMANENT_CODES = frozenset({0x87, 0x90, 0x99})
+
+
+def topic(prefix: str, event: Event) -> str:
+    where = [event.site, event.agent] + ([event.camera] if event.camera is not None else [])
+    return "/".join([prefix, *where, event.kind])
+
+
+class MqttSender:
+    def __init__(self, name: str, settings: ForwarderSettings) -> None:
+        assert settings.mqtt is not None
+        self.settings = settings
+        self.prefix = settings.mqtt.topic_prefix
+        self._acked: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self.conn = MqttConnection(
+            settings.mqtt.resolved(),
+            client_id=settings.mqtt.client_id or f"pantau-forward-{name}",
+            clean_start=True,
+            max_inflight=settings.batch,
+            on_publish=self._on_publish,
+        )
+        self.conn.start()
+
+    def _on_publish(self, mid: int, reason: int) -> None:
+        with self._changed:
+            self._acked[mid] = reason
+            self._changed.notify_all()
+
+    def send(self, items: Sequence[Queued], deadline: float) -> Outcome:
+        """Publish a window of events and wait for their PUBACKs; what is confirmed counts
+        only up to the first event without one, so a resend keeps each camera's order."""
+        out = Outcome([], [])
+        if not self.conn.wait_connected(self.settings.connect_timeout):
+            out.retry = f"not connected to {self.conn.where}: {self.conn.last_error or 'no answer'}"
+            return out
+        for start in range(0, len(items), self.settings.batch):
+            if time.monotonic() > deadline:
+                break
+            window = items[start : start + self.settings.batch]
+            with self._changed:
+                self._acked.clear()  # a late PUBACK of an earlier window must not count here
+            mids = []
+            # Not under our lock: paho's thread takes it to report PUBACKs.
+            for q in window:
+                props = Properties(PacketTypes.PUBLISH)
+                props.UserProperty = [("idempotency-key", q.event.key)]
+                props.ContentType = "application/json"
+                info = self.conn.client.publish(
+                    topic(self.prefix, q.event), encode(q.event), qos=1, properties=props
+                )
+                mids.append(info.mid)
+            with self._changed:
+                deadline = time.monotonic() + self.settings.timeout
+                while not all(m in self._acked for m in mids):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._changed.wait(left)
+                codes = [self._acked.pop(m, None) for m in mids]
+            for q, code in zip(window, codes, strict=True):
+                if code is None:
+                    out.retry = f"no PUBACK from {self.conn.where} in {self.settings.timeout:g} s"
+                    return out
+                if code < 0x80:
+                    out.delivered.append(q.id)
+                elif code in PERMANENT_CODES:
+                    out.rejected.append((q.id, code, f"PUBACK reason code 0x{code:02x}"))
+                else:
+                    out.retry = f"{self.conn.where} answered PUBACK reason code 0x{code:02x}"
+                    return out
+        return out
+
+    def close(self) -> None:
+        self.conn.stop()
