@@ -137,9 +137,9 @@ def render(event: Event, place: Place | None, settings: CapSettings, zone: ZoneI
             camera=camera, event=name.lower(), severity=severity,
             start=cap_time(_started(event), zone),
         )  # fmt: skip
-        ack = body.get("ack") if isinstance(body.get("ack"), dict) else None
-        if ack:
-            text += ACK[language].format(by=ack.get("by", "?"), note=ack.get("note") or "-")
+        if body.get("acknowledged_by"):  # the alert object as central keeps it
+            text += ACK[language].format(by=body["acknowledged_by"],
+                                         note=body.get("ack_note") or "-")  # fmt: skip
         _sub(info, "description", text)
         for value_name, value in (("pantau:camera", camera), ("pantau:alert_type", alert_type),
                                   ("pantau:alert_id", _alert_id(event))):  # fmt: skip

