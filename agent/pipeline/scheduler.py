@@ -19,8 +19,9 @@ from pantau.agent.pipeline.camera import CameraAnalytics
 from pantau.agent.vision.capture import Clock, FileReader, Frame, Prefetcher
 from pantau.agent.vision.detect.runtime import Detector
 from pantau.agent.vision.detect.store import ModelStore
-from pantau.agent.vision.detections import Tracks
+from pantau.agent.vision.detections import Detections, Tracks
 from pantau.agent.vision.isolated import IsolatedReader, Reader
+from pantau.agent.vision.tiles import share_budget
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +118,36 @@ class Pipeline:
         )
         self._rr = 0
         self.batches = 0
+        if live:
+            self.share_budget()
         if prefetch and not live:
             # Offline: decode and preprocess the next frames while the detector runs.
             for r in self.runners:
                 reader = r.reader
                 if isinstance(reader, FileReader | IsolatedReader) and not reader.realtime:
                     prepare = getattr(self.detectors.get(r.model), "prepare", None)
+                    if r.analytics.tiler.enabled:
+                        prepare = None  # the tiles are cut and prepared at detection
                     if prepare is not None and r.input_size is not None:
                         prepare = functools.partial(prepare, input_size=r.input_size)
                     r.reader = Prefetcher(reader, prepare)
+
+    def share_budget(self) -> None:
+        """Give every tiled live camera its fair share of its detector's calls per second
+        (detector.calls_per_second, else measured now) as calls per analysed frame; a camera
+        whose tiles need more falls back to fewer, larger ones (its health says so)."""
+        for model, detector in self.detectors.items():
+            runners = [r for r in self.runners if r.model == model]
+            if not hasattr(detector, "detect_tiles") or not any(
+                r.analytics.tiler.enabled for r in runners
+            ):
+                continue
+            capacity = detector.settings.calls_per_second or detector.calls_per_second()
+            budget = share_budget(capacity, [r.fps for r in runners])
+            log.info("detector %s: %.1f calls/s for %d cameras: %.2f calls per analysed frame "
+                     "each", model, capacity, len(runners), budget)
+            for r in runners:
+                r.analytics.tiler.budget = budget
 
     @property
     def finished(self) -> bool:
@@ -167,10 +189,15 @@ class Pipeline:
             runner.floor = t
             items += jumped + self._roll(runner, t)
         by_model: dict[tuple[str, int | None], list[int]] = {}
-        for k, (runner, frame) in enumerate(taken):
-            if runner.analytics.gate.changed(frame.image, frame.t):
-                by_model.setdefault((runner.model, runner.input_size), []).append(k)
         detections: dict[int, Any] = {}
+        for k, (runner, frame) in enumerate(taken):
+            if not runner.analytics.gate.changed(frame.image, frame.t):
+                continue
+            found = self._detect_tiles(runner, frame)
+            if found is None:
+                by_model.setdefault((runner.model, runner.input_size), []).append(k)
+            else:
+                detections[k] = found
         for (model, size), ks in by_model.items():
             detector = self.detectors[model]
             frames = [taken[k][1] for k in ks]
@@ -193,6 +220,23 @@ class Pipeline:
             items += self._tick_idle({id(r) for r, _ in taken})
         self._emit(items)
         return len(taken)
+
+    def _detect_tiles(self, runner: CameraRunner, frame: Frame) -> Detections | None:
+        """The frame's detections on its camera's tiles; None when the camera's plan is the
+        whole frame (it joins the batch of its model)."""
+        detector = self.detectors[runner.model]
+        tiler = runner.analytics.tiler
+        if not tiler.enabled or not hasattr(detector, "detect_tiles"):
+            return None
+        height, width = frame.image.shape[:2]
+        size = (detector.input_size if runner.input_size is None
+                else detector.check_size(runner.input_size))
+        plan = tiler.plan(width, height, size)
+        if plan.calls == 1 and plan.tiles[0] == (0, 0, width, height):
+            return None
+        self.batches += 1
+        result: Detections = detector.detect_tiles(frame.image, plan, runner.input_size)
+        return result
 
     @staticmethod
     def _follow_rate(runner: CameraRunner) -> None:

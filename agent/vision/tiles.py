@@ -1,0 +1,259 @@
+"""Tiling: which crops of a frame the detector runs on, so that small objects on the camera's
+rules reach a size the model sees, and how the crops' boxes merge back into one frame.
+
+The region is the bounding box of the camera's lines and zones plus a margin (the whole frame
+for a camera without rules). It is cut into overlapping tiles whose side, in frame pixels, is
+the model's input side divided by the wanted scale: the scale at which an object of
+`min_object_px` frame pixels becomes MODEL_MIN_FRACTION of the input side, the smallest the
+small detectors find reliably. Each tile is one detector call; over the camera's budget the
+scale drops until the tiles fit (fewer, larger tiles), down to one call on the region alone.
+With more than one tile the whole frame is detected as well, for objects larger than a tile.
+
+Merging: boxes of different crops are one object when, clipped to the part of the frame both
+crops saw, they overlap by `iou` or more (same NMS class): an object cut by a seam is a
+fragment in one tile and whole (or the other fragment) in its neighbour, and within their
+shared strip the two boxes coincide. A cluster becomes its best box, or the union of its
+boxes when one of them was cut at an inner tile edge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pantau.agent.config.agent import CameraConfig
+from pantau.agent.config.rules import to_pixels
+from pantau.agent.config.tuning import TilingConfig
+from pantau.agent.vision.geometry import box_iou
+
+# The smallest object (its height) the small detectors find reliably, as a fraction of their
+# input side: 26 px at 416 (nanodet-m and yolov4-tiny lose most cars below that on NGSIM).
+MODEL_MIN_FRACTION = 1 / 16
+
+# A box edge this close (pixels) to an inner tile edge was cut by it.
+CUT_PX = 3.0
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels, x1 and y1 exclusive
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """The crops one frame is detected on: `tiles` (the whole frame first when it is one of
+    them), the `scale` (model pixels per frame pixel) of the finest crop, the `wanted` scale
+    and a `note` for people saying why this plan."""
+
+    frame: tuple[int, int]  # (width, height)
+    region: Box
+    tiles: tuple[Box, ...]
+    scale: float
+    wanted: float
+    note: str
+
+    @property
+    def calls(self) -> int:
+        """Detector calls per analysed frame."""
+        return len(self.tiles)
+
+    @property
+    def pixels(self) -> int:
+        """Frame pixels detected on per analysed frame (overlaps counted twice)."""
+        return sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in self.tiles)
+
+
+def rules_region(config: CameraConfig, width: int, height: int, margin: float) -> Box:
+    """The bounding box of the camera's lines and zones, `margin` x height added on every
+    side, within the frame; the whole frame when the camera has no rules."""
+    points = [p for _, pts in config.rule_points() for p in pts]
+    if not points:
+        return (0, 0, width, height)
+    xy = np.asarray(to_pixels(points, width, height) if config.relative else points, float)
+    pad = margin * height
+    x0, y0 = np.floor(xy.min(axis=0) - pad)
+    x1, y1 = np.ceil(xy.max(axis=0) + pad)
+    return (max(0, int(x0)), max(0, int(y0)), min(width, int(x1)), min(height, int(y1)))
+
+
+def _spans(lo: int, hi: int, side: float, overlap: float) -> list[tuple[int, int]]:
+    """Intervals of length `side` (at most hi - lo) covering [lo, hi), evenly spread, each
+    overlapping the next by at least `overlap` x side."""
+    length = hi - lo
+    if length <= side:
+        return [(lo, hi)]
+    step = side * (1 - overlap)
+    n = math.ceil((length - side) / step) + 1
+    width = round(side)
+    starts = np.linspace(lo, hi - width, n)
+    return [(round(s), round(s) + width) for s in starts]
+
+
+def cut(region: Box, side: float, overlap: float) -> list[Box]:
+    """`region` as tiles of `side` frame pixels (or the region's own extent where smaller)
+    overlapping by `overlap` of the side."""
+    x0, y0, x1, y1 = region
+    return [(a, b, c, d) for b, d in _spans(y0, y1, side, overlap)
+            for a, c in _spans(x0, x1, side, overlap)]
+
+
+def plan_tiles(
+    frame: tuple[int, int],
+    region: Box,
+    input_hw: tuple[int, int],
+    tiling: TilingConfig,
+    budget: float | None = None,
+) -> TilePlan:
+    """The crops for a `frame` (width, height) whose rules cover `region`, for a model input
+    of `input_hw`, within `tiling.max_tiles` and `budget` detector calls per frame (None: no
+    budget beyond max_tiles)."""
+    width, height = frame
+    side = float(min(input_hw))
+    whole_scale = min(input_hw[1] / width, input_hw[0] / height)
+    model_min = MODEL_MIN_FRACTION * side
+    wanted = model_min / (tiling.min_object_px or model_min)
+    whole = (0, 0, width, height)
+    limit = tiling.max_tiles if budget is None else max(1, min(tiling.max_tiles, int(budget)))
+
+    def plan(tiles: list[Box], scale: float, note: str) -> TilePlan:
+        return TilePlan(frame, region, tuple(tiles), scale, wanted, note)
+
+    if tiling.mode == "off":
+        return plan([whole], whole_scale, "tiling off: the whole frame")
+    if whole_scale >= 0.95 * wanted:
+        return plan([whole], whole_scale, "the whole frame already resolves min_object_px")
+    rx0, ry0, rx1, ry1 = region
+    region_scale = min(input_hw[1] / (rx1 - rx0), input_hw[0] / (ry1 - ry0))
+    # From the wanted scale down in 10 % steps until the tiles fit the limit; at or below the
+    # region's own scale one crop of the region is the best one call can do.
+    scale = wanted
+    while scale > region_scale:
+        tiles = cut(region, side / scale, tiling.overlap)
+        if len(tiles) > 1 and tiling.whole_frame:
+            tiles = [whole, *tiles]
+        if len(tiles) <= limit:
+            if scale >= 0.95 * wanted:
+                return plan(tiles, scale, f"{len(tiles)} calls at scale {scale:.2f}")
+            return plan(tiles, scale, f"{len(tiles)} calls at scale {scale:.2f}, not "
+                        f"{wanted:.2f}: limit of {limit} calls per frame (max_tiles "
+                        f"{tiling.max_tiles}, budget {_budget(budget)})")
+        scale *= 0.9
+    if region_scale > whole_scale * 1.05:
+        return plan([region], region_scale, f"1 call on the rules' region at scale "
+                    f"{region_scale:.2f}, not {wanted:.2f}: limit of {limit} calls per frame")
+    return plan([whole], whole_scale, f"the whole frame at scale {whole_scale:.2f}, not "
+                f"{wanted:.2f}: limit of {limit} calls per frame")
+
+
+def _budget(budget: float | None) -> str:
+    return "none" if budget is None else f"{budget:.1f}"
+
+
+class Tiler:
+    """One camera's tiling: its plan per frame size and detector budget (cached)."""
+
+    def __init__(self, config: CameraConfig) -> None:
+        self.config = config
+        self.budget: float | None = None  # detector calls per frame the pipeline allows
+        self.last: TilePlan | None = None  # the plan of the last frame detected on tiles
+        self._plans: dict[tuple[tuple[int, int], tuple[int, int], float | None], TilePlan] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.tiling.mode != "off"
+
+    def plan(self, width: int, height: int, input_hw: tuple[int, int]) -> TilePlan:
+        key = ((width, height), input_hw, self.budget)
+        found = self._plans.get(key)
+        if found is None:
+            t = self.config.tiling
+            region = rules_region(self.config, width, height, t.margin)
+            found = self._plans[key] = plan_tiles((width, height), region, input_hw, t,
+                                                  self.budget)
+        self.last = found
+        return found
+
+
+def share_budget(calls_per_second: float, fps: Sequence[float]) -> float:
+    """Detector calls per analysed frame that each of cameras analysed at `fps` gets when
+    they share `calls_per_second` fairly (alike per frame)."""
+    total = sum(fps)
+    return calls_per_second / total if total > 0 else float("inf")
+
+
+def merge_tiles(
+    tiles: Sequence[Box],
+    boxes: Sequence[np.ndarray],
+    scores: Sequence[np.ndarray],
+    groups: Sequence[np.ndarray],
+    frame: tuple[int, int],
+    iou: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-tile boxes (frame pixels), scores and NMS groups (class ids as NMS sees
+    them) into one frame's: (indices into the concatenated boxes of each kept cluster's best
+    box, the (K, 4) merged boxes), best score first (see the module docs)."""
+    if not tiles:
+        return np.zeros(0, np.int64), np.zeros((0, 4), np.float32)
+    xyxy = np.concatenate(boxes).astype(np.float32).reshape(-1, 4)
+    score = np.concatenate(scores)
+    group = np.concatenate(groups)
+    source = np.concatenate([np.full(len(b), k) for k, b in enumerate(boxes)]).astype(np.int64)
+    if len(xyxy) == 0:
+        return np.zeros(0, np.int64), xyxy
+    rect = np.asarray(tiles, np.float32)
+    cut_flags = _cut_at_inner_edge(xyxy, rect[source], frame)
+    # Pairs of boxes from different crops that touch, with the area both crops saw, and
+    # both boxes clipped to it.
+    i, j = np.nonzero((box_iou(xyxy, xyxy) > 0) & (group[:, None] == group[None, :])
+                      & (source[:, None] != source[None, :]))
+    ri, rj = rect[source[i]], rect[source[j]]
+    shared = np.concatenate([np.maximum(ri[:, :2], rj[:, :2]), np.minimum(ri[:, 2:], rj[:, 2:])],
+                            axis=1)
+    match = _pair_iou(_clip(xyxy[i], shared), _clip(xyxy[j], shared)) >= iou
+    same = np.zeros((len(xyxy), len(xyxy)), bool)
+    same[i[match], j[match]] = True
+    order = np.argsort(-score, kind="stable")
+    cluster = np.full(len(xyxy), -1)
+    kept: list[int] = []
+    for k in order:
+        heads = [h for h in kept if same[k, h]]
+        if heads:
+            cluster[k] = heads[0]
+        else:
+            cluster[k] = k
+            kept.append(int(k))
+    out = np.empty((len(kept), 4), np.float32)
+    for k, head in enumerate(kept):
+        members = np.flatnonzero(cluster == head)
+        if cut_flags[members].any():
+            m = xyxy[members]
+            out[k] = (*m[:, :2].min(axis=0), *m[:, 2:].max(axis=0))
+        else:
+            out[k] = xyxy[head]
+    return np.asarray(kept, np.int64), out
+
+
+def _cut_at_inner_edge(xyxy: np.ndarray, rect: np.ndarray, frame: tuple[int, int]) -> np.ndarray:
+    """bool (N,): the box touches an edge of its crop that is not the frame's edge."""
+    width, height = frame
+    inner_lo = rect[:, :2] > 0
+    inner_hi = rect[:, 2:] < np.array([width, height], np.float32)
+    touch_lo = (xyxy[:, :2] - rect[:, :2] <= CUT_PX) & inner_lo
+    touch_hi = (rect[:, 2:] - xyxy[:, 2:] <= CUT_PX) & inner_hi
+    result: np.ndarray = touch_lo.any(axis=1) | touch_hi.any(axis=1)
+    return result
+
+
+def _clip(box: np.ndarray, rect: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.maximum(box[..., :2], rect[..., :2]),
+                           np.minimum(box[..., 2:], rect[..., 2:])], axis=-1)
+
+
+def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise IoU of two (..., 4) box arrays; 0 where either is empty."""
+    def area(x: np.ndarray) -> np.ndarray:
+        return np.maximum(x[..., 2] - x[..., 0], 0) * np.maximum(x[..., 3] - x[..., 1], 0)
+
+    inter = area(_clip(a, b))
+    union = area(a) + area(b) - inter
+    result: np.ndarray = np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+    return result
