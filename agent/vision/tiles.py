@@ -32,6 +32,10 @@ from pantau.agent.vision.geometry import box_iou
 # input side: 26 px at 416 (nanodet-m and yolov4-tiny lose most cars below that on NGSIM).
 MODEL_MIN_FRACTION = 1 / 16
 
+# Tiles only pay when they make objects this much larger than the whole frame does: below,
+# the crops' lost context (objects cut at crop edges) costs more than the gain (bikes.mp4).
+MIN_GAIN = 1.6
+
 # A box edge this close (pixels) to an inner tile edge was cut by it.
 CUT_PX = 3.0
 
@@ -96,6 +100,18 @@ def cut(region: Box, side: float, overlap: float) -> list[Box]:
             for a, c in _spans(x0, x1, side, overlap)]
 
 
+def grow(region: Box, side: float, frame: tuple[int, int]) -> Box:
+    """`region` widened (about its centre, within the frame) to at least `side` each way: a
+    crop narrower than a tile would cut objects that cross a line along it."""
+    out = list(region)
+    for lo, limit in ((0, frame[0]), (1, frame[1])):
+        short = side - (out[lo + 2] - out[lo])
+        if short > 0:
+            start = min(max(0, round(out[lo] - short / 2)), max(0, limit - round(side)))
+            out[lo], out[lo + 2] = start, min(limit, start + round(side))
+    return (out[0], out[1], out[2], out[3])
+
+
 def plan_tiles(
     frame: tuple[int, int],
     region: Box,
@@ -105,7 +121,8 @@ def plan_tiles(
 ) -> TilePlan:
     """The crops for a `frame` (width, height) whose rules cover `region`, for a model input
     of `input_hw`, within `tiling.max_tiles` and `budget` detector calls per frame (None: no
-    budget beyond max_tiles)."""
+    budget beyond max_tiles). The whole frame alone where crops would not enlarge objects by
+    MIN_GAIN."""
     width, height = frame
     side = float(min(input_hw))
     whole_scale = min(input_hw[1] / width, input_hw[0] / height)
@@ -119,29 +136,40 @@ def plan_tiles(
 
     if tiling.mode == "off":
         return plan([whole], whole_scale, "tiling off: the whole frame")
-    if whole_scale >= 0.95 * wanted:
-        return plan([whole], whole_scale, "the whole frame already resolves min_object_px")
-    rx0, ry0, rx1, ry1 = region
-    region_scale = min(input_hw[1] / (rx1 - rx0), input_hw[0] / (ry1 - ry0))
-    # From the wanted scale down in 10 % steps until the tiles fit the limit; at or below the
-    # region's own scale one crop of the region is the best one call can do.
+    if whole_scale * MIN_GAIN > wanted:
+        return plan([whole], whole_scale, f"the whole frame: at scale {whole_scale:.2f} it "
+                    f"nearly resolves min_object_px (scale {wanted:.2f})")
+    # From the wanted scale down in 10 % steps until the crops fit the limit, the whole frame
+    # pass included; once the region fits one crop, that crop alone is the one-call plan.
     scale = wanted
-    while scale > region_scale:
-        tiles = cut(region, side / scale, tiling.overlap)
-        if len(tiles) > 1 and tiling.whole_frame:
-            tiles = [whole, *tiles]
+    while True:
+        crops = cut(grow(region, side / scale, frame), side / scale, tiling.overlap)
+        if len(crops) == 1:
+            break
+        tiles = [whole, *crops] if tiling.whole_frame else crops
         if len(tiles) <= limit:
-            if scale >= 0.95 * wanted:
-                return plan(tiles, scale, f"{len(tiles)} calls at scale {scale:.2f}")
-            return plan(tiles, scale, f"{len(tiles)} calls at scale {scale:.2f}, not "
-                        f"{wanted:.2f}: limit of {limit} calls per frame (max_tiles "
-                        f"{tiling.max_tiles}, budget {_budget(budget)})")
+            return plan(tiles, scale, _note(len(tiles), scale, wanted, limit, tiling, budget))
         scale *= 0.9
-    if region_scale > whole_scale * 1.05:
-        return plan([region], region_scale, f"1 call on the rules' region at scale "
-                    f"{region_scale:.2f}, not {wanted:.2f}: limit of {limit} calls per frame")
-    return plan([whole], whole_scale, f"the whole frame at scale {whole_scale:.2f}, not "
-                f"{wanted:.2f}: limit of {limit} calls per frame")
+    # The one crop: the region widened to a square (the model's input is one; more context
+    # at the same scale), and to a tile at the wanted scale at least.
+    rx0, ry0, rx1, ry1 = region
+    x0, y0, x1, y1 = crop = grow(region, max(rx1 - rx0, ry1 - ry0, side / wanted), frame)
+    crops = [crop]
+    scale = min(input_hw[1] / (x1 - x0), input_hw[0] / (y1 - y0))
+    if scale < 1.25 * whole_scale:  # one crop in place of the whole frame: no cost
+        return plan([whole], whole_scale, "the whole frame: a crop of the rules' region "
+                    "would not be finer")
+    tiles = [whole, *crops] if tiling.whole_frame and limit >= 2 else crops
+    return plan(tiles, scale, _note(len(tiles), scale, wanted, limit, tiling, budget))
+
+
+def _note(calls: int, scale: float, wanted: float, limit: int, tiling: TilingConfig,
+          budget: float | None) -> str:
+    text = f"{calls} calls at scale {scale:.2f}"
+    if scale >= 0.95 * wanted:
+        return text
+    return (f"{text}, not {wanted:.2f}: limit of {limit} calls per frame (max_tiles "
+            f"{tiling.max_tiles}, budget {_budget(budget)})")
 
 
 def _budget(budget: float | None) -> str:
