@@ -188,7 +188,7 @@ class CameraAnalytics:
         if detections is None:
             return self.tracker.coast(t)
         self.frames_detected += 1
-        return self.tracker.update(detections, t)
+        return self.tracker.update(self.riders.promote_machines(detections), t)
 
     def _riders(self, tracks: Tracks, removed: np.ndarray) -> Riders:
         """The persons riding two-wheelers in this frame (see pantau.agent.rules.riders)."""

@@ -56,7 +56,10 @@ def run(
     if input_size is not None:
         camera["input_size"] = input_size
     if tiling != "default":
-        camera["tiling"] = {**camera.get("tiling", {}), "mode": tiling}
+        mode, _, px = tiling.partition(":")
+        camera["tiling"] = {**camera.get("tiling", {}), "mode": mode}
+        if px:
+            camera["tiling"]["min_object_px"] = int(px)
     cam = CameraConfig.model_validate(camera)
     path = data / "videos" / clip.file
     detectors = load_detectors({model})
@@ -102,7 +105,7 @@ def main() -> None:
     parser.add_argument("--input-size", nargs="*", type=int, default=[0],
                         help="detector input side; 0: the model's")
     parser.add_argument("--tiling", nargs="*", default=["default"],
-                        help="default (the clip's config), auto or off")
+                        help="default (the clip's config), auto, auto:MIN_OBJECT_PX or off")
     parser.add_argument("-v", "--verbose", action="store_true", help="list every crossing")
     args = parser.parse_args()
     print(f"{'clip':14} {'model':11} {'size':>4} {'tiling':7} {'fps':>5} {'true':>5} "
