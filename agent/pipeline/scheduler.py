@@ -193,11 +193,11 @@ class Pipeline:
         for k, (runner, frame) in enumerate(taken):
             if not runner.analytics.gate.changed(frame.image, frame.t):
                 continue
-            found = self._detect_tiles(runner, frame)
-            if found is None:
+            tiled = self._detect_tiles(runner, frame)
+            if tiled is None:
                 by_model.setdefault((runner.model, runner.input_size), []).append(k)
             else:
-                detections[k] = found
+                detections[k] = tiled
         for (model, size), ks in by_model.items():
             detector = self.detectors[model]
             frames = [taken[k][1] for k in ks]

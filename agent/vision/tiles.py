@@ -96,8 +96,11 @@ def cut(region: Box, side: float, overlap: float) -> list[Box]:
     """`region` as tiles of `side` frame pixels (or the region's own extent where smaller)
     overlapping by `overlap` of the side."""
     x0, y0, x1, y1 = region
-    return [(a, b, c, d) for b, d in _spans(y0, y1, side, overlap)
-            for a, c in _spans(x0, x1, side, overlap)]
+    return [
+        (a, b, c, d)
+        for b, d in _spans(y0, y1, side, overlap)
+        for a, c in _spans(x0, x1, side, overlap)
+    ]
 
 
 def grow(region: Box, side: float, frame: tuple[int, int]) -> Box:
@@ -137,8 +140,12 @@ def plan_tiles(
     if tiling.mode == "off":
         return plan([whole], whole_scale, "tiling off: the whole frame")
     if whole_scale * MIN_GAIN > wanted:
-        return plan([whole], whole_scale, f"the whole frame: at scale {whole_scale:.2f} it "
-                    f"nearly resolves min_object_px (scale {wanted:.2f})")
+        return plan(
+            [whole],
+            whole_scale,
+            f"the whole frame: at scale {whole_scale:.2f} it "
+            f"nearly resolves min_object_px (scale {wanted:.2f})",
+        )
     # From the wanted scale down in 10 % steps until the crops fit the limit, the whole frame
     # pass included; once the region fits one crop, that crop alone is the one-call plan.
     scale = wanted
@@ -157,19 +164,23 @@ def plan_tiles(
     crops = [crop]
     scale = min(input_hw[1] / (x1 - x0), input_hw[0] / (y1 - y0))
     if scale < 1.25 * whole_scale:  # one crop in place of the whole frame: no cost
-        return plan([whole], whole_scale, "the whole frame: a crop of the rules' region "
-                    "would not be finer")
+        return plan(
+            [whole], whole_scale, "the whole frame: a crop of the rules' region would not be finer"
+        )
     tiles = [whole, *crops] if tiling.whole_frame and limit >= 2 else crops
     return plan(tiles, scale, _note(len(tiles), scale, wanted, limit, tiling, budget))
 
 
-def _note(calls: int, scale: float, wanted: float, limit: int, tiling: TilingConfig,
-          budget: float | None) -> str:
+def _note(
+    calls: int, scale: float, wanted: float, limit: int, tiling: TilingConfig, budget: float | None
+) -> str:
     text = f"{calls} calls at scale {scale:.2f}"
     if scale >= 0.95 * wanted:
         return text
-    return (f"{text}, not {wanted:.2f}: limit of {limit} calls per frame (max_tiles "
-            f"{tiling.max_tiles}, budget {_budget(budget)})")
+    return (
+        f"{text}, not {wanted:.2f}: limit of {limit} calls per frame (max_tiles "
+        f"{tiling.max_tiles}, budget {_budget(budget)})"
+    )
 
 
 def _budget(budget: float | None) -> str:
@@ -195,8 +206,7 @@ class Tiler:
         if found is None:
             t = self.config.tiling
             region = rules_region(self.config, width, height, t.margin)
-            found = self._plans[key] = plan_tiles((width, height), region, input_hw, t,
-                                                  self.budget)
+            found = self._plans[key] = plan_tiles((width, height), region, input_hw, t, self.budget)
         self.last = found
         return found
 
@@ -231,11 +241,15 @@ def merge_tiles(
     cut_flags = _cut_at_inner_edge(xyxy, rect[source], frame)
     # Pairs of boxes from different crops that touch, with the area both crops saw, and
     # both boxes clipped to it.
-    i, j = np.nonzero((box_iou(xyxy, xyxy) > 0) & (group[:, None] == group[None, :])
-                      & (source[:, None] != source[None, :]))
+    i, j = np.nonzero(
+        (box_iou(xyxy, xyxy) > 0)
+        & (group[:, None] == group[None, :])
+        & (source[:, None] != source[None, :])
+    )
     ri, rj = rect[source[i]], rect[source[j]]
-    shared = np.concatenate([np.maximum(ri[:, :2], rj[:, :2]), np.minimum(ri[:, 2:], rj[:, 2:])],
-                            axis=1)
+    shared = np.concatenate(
+        [np.maximum(ri[:, :2], rj[:, :2]), np.minimum(ri[:, 2:], rj[:, 2:])], axis=1
+    )
     match = _pair_iou(_clip(xyxy[i], shared), _clip(xyxy[j], shared)) >= iou
     same = np.zeros((len(xyxy), len(xyxy)), bool)
     same[i[match], j[match]] = True
@@ -272,12 +286,14 @@ def _cut_at_inner_edge(xyxy: np.ndarray, rect: np.ndarray, frame: tuple[int, int
 
 
 def _clip(box: np.ndarray, rect: np.ndarray) -> np.ndarray:
-    return np.concatenate([np.maximum(box[..., :2], rect[..., :2]),
-                           np.minimum(box[..., 2:], rect[..., 2:])], axis=-1)
+    return np.concatenate(
+        [np.maximum(box[..., :2], rect[..., :2]), np.minimum(box[..., 2:], rect[..., 2:])], axis=-1
+    )
 
 
 def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Element-wise IoU of two (..., 4) box arrays; 0 where either is empty."""
+
     def area(x: np.ndarray) -> np.ndarray:
         return np.maximum(x[..., 2] - x[..., 0], 0) * np.maximum(x[..., 3] - x[..., 1], 0)
 

@@ -33,8 +33,11 @@ def _hcmc(data: Path, tiling: str) -> Run:
     if not (data / "videos" / HCMC.file).is_file():
         pytest.skip(f"{HCMC.file} is missing from {data / 'videos'}")
     # Three lines in one place: vehicles (the truth's), every class, persons only.
-    lines = {"road": ROAD, "all": {"points": ROAD["points"]},
-             "persons": {"points": ROAD["points"], "classes": ["person"]}}
+    lines = {
+        "road": ROAD,
+        "all": {"points": ROAD["points"]},
+        "persons": {"points": ROAD["points"], "classes": ["person"]},
+    }
     clip = replace(HCMC, camera={**HCMC.camera, "lines": lines})
     # 15 fps: scooters' boxes move half their size in 6 source frames, too far for nanodet-m's
     # jittery small boxes at 5 (see RESULTS.md).

@@ -4,6 +4,7 @@ then a real frame of hcmc-motorcycles.mp4)."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import cv2
@@ -53,7 +54,7 @@ def test_tiles_cover_the_region_with_the_overlap_asked(overlap: float) -> None:
     assert covered[50:500, 100:1317].all()
     # Neighbours in a row share at least `overlap` of the side.
     xs = sorted({(x0, x1) for x0, _, x1, _ in tiles})
-    for (_, a1), (b0, _) in zip(xs, xs[1:], strict=False):
+    for (_, a1), (b0, _) in itertools.pairwise(xs):
         assert a1 - b0 >= overlap * 416 - 1
 
 
@@ -107,8 +108,11 @@ def test_the_budget_is_shared_alike_per_analysed_frame() -> None:
 LEFT, RIGHT = (0, 0, 416, 300), (312, 0, 728, 300)  # a vertical seam strip x 312-416
 
 
-def _merge(boxes: list[list[list[float]]], groups: list[list[int]] | None = None,
-           tiles: list[tuple[int, int, int, int]] | None = None) -> np.ndarray:
+def _merge(
+    boxes: list[list[list[float]]],
+    groups: list[list[int]] | None = None,
+    tiles: list[tuple[int, int, int, int]] | None = None,
+) -> np.ndarray:
     tiles = tiles or [LEFT, RIGHT]
     arrays = [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]
     scores = [np.linspace(0.9, 0.5, len(b)).astype(np.float32) for b in arrays]
@@ -132,8 +136,9 @@ def test_neighbours_in_the_strip_and_other_classes_stay_apart() -> None:
     assert len(_merge([[a], [a]], groups=[[0], [3]])) == 2  # a person and a scooter
     # A box seen whole by two crops is one box, its best.
     far = [500, 100, 540, 160]
-    assert _merge([[far], [[501, 101, 541, 161]]], tiles=[(0, 0, 728, 300), RIGHT]).tolist() \
-        == [far]
+    assert _merge([[far], [[501, 101, 541, 161]]], tiles=[(0, 0, 728, 300), RIGHT]).tolist() == [
+        far
+    ]
 
 
 def _model_built() -> bool:
@@ -169,3 +174,30 @@ def test_tiles_of_a_real_frame_merge_without_double_boxes(shared_data: Path) -> 
     tiled_n = int((strong.class_id == motorcycle).sum())
     whole_n = int(((whole.class_id == motorcycle) & (whole.confidence >= 0.3)).sum())
     assert tiled_n >= whole_n + 2
+
+
+@pytest.mark.skipif(not _model_built(), reason="nanodet-m is not built")
+def test_snapshot_draws_the_tiles(shared_data: Path, tmp_path: Path) -> None:
+    from tests.conftest import cli
+
+    source = shared_data / "videos" / "hcmc-motorcycles.mp4"
+    if not source.is_file():
+        pytest.skip(f"{source} is missing")
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text(
+        f"buffer: {{path: {tmp_path}/outbox.db}}\ncameras:\n  road:\n"
+        f"    source: {source}\n    lines:\n"
+        "      road: {points: [[400, 300], [1300, 300]]}\n"
+    )
+    r = cli(
+        "pantau-agent", "snapshot", "road", "--config", str(cfg), "--out", str(tmp_path / "s.jpg")
+    )
+    assert r.returncode == 0, r.stderr
+    assert "detector: 5 calls at scale 1.00" in r.stdout
+    image = cv2.imread(str(tmp_path / "s.jpg"))
+    # The first tile's left edge is magenta (JPEG: roughly) from top to bottom.
+    plan = Tiler(_camera()).plan(1568, 778, INPUT)
+    x0, y0, _, y1 = plan.tiles[1]
+    column = image[y0 + 20 : y1 - 20, x0 : x0 + 2].astype(int).max(axis=1)
+    magenta = (column[:, 0] > 150) & (column[:, 2] > 150) & (column[:, 1] < 120)
+    assert magenta.mean() > 0.8
