@@ -156,9 +156,19 @@ def detector_rows(
     from pantau.agent.vision.detect.runtime import Detector
     from pantau.agent.vision.detect.store import ModelStore
 
+    from pantau.agent.config.agent import CameraConfig
+    from pantau.agent.vision.tiles import Tiler
+
+    # min_object_px: detect on tiles of the whole frame (pantau.agent.vision.tiles) at the
+    # scale an object of that many pixels needs.
+    min_object_px = overrides.pop("min_object_px", None)
     settings = DetectorSettings(**{"confidence": DETECTOR_FLOOR, **overrides})
     detector = Detector.from_store(settings)
     label = f"{detector.manifest.name} {detector.precision}"
+    tiler = None
+    if min_object_px is not None:
+        tiler = Tiler(CameraConfig.model_validate({"tiling": {"min_object_px": min_object_px}}))
+        label += f", tiles for {min_object_px} px"
     model_file = ModelStore().file(detector.manifest, detector.precision)
     stat = model_file.stat()
     key = (f"{label} {model_file} {stat.st_size} {stat.st_mtime_ns} "
@@ -170,7 +180,12 @@ def detector_rows(
         return np.load(path), detector.names, label
     rows = []
     for frame in seq.frames():
-        d = detector.detect([cv2.imread(str(seq.image(frame)))])[0]
+        image = cv2.imread(str(seq.image(frame)))
+        if tiler is None:
+            d = detector.detect([image])[0]
+        else:
+            plan = tiler.plan(image.shape[1], image.shape[0], detector.input_size)
+            d = detector.detect_tiles(image, plan)
         for (x1, y1, x2, y2), score, cls in zip(
             d.xyxy.tolist(), d.confidence.tolist(), d.class_id.tolist(), strict=True
         ):
