@@ -93,12 +93,16 @@ class TilingConfig(Section):
     smallest object of interest needs (see pantau.agent.vision.tiles)."""
 
     mode: Literal["auto", "off"] = Field(
-        "auto",
+        "off",
         description="auto: detect on model-sized, overlapping tiles of the rules' region "
         "(lines and zones with `margin`) when the whole frame at the model's input would "
         "shrink an object of `min_object_px` below what the model sees, within `max_tiles` "
         "and the camera's share of the detector budget (over budget: fewer, larger tiles, "
-        "said in the camera's health); off: the whole frame in one call, as before.",
+        "said in the camera's health). Turn it on for cameras that see small objects: "
+        "scooters or cars far down a road, frames of 1024 px and more (motorcycle counting "
+        "error 92 % -> 8 % on a 1568x778 boulevard, at 5x the detector calls), not for "
+        "close views, where tiles cut people into parts (an indoor zone counted 7-8 entries "
+        "for 6). off: the whole frame in one call.",
     )
     min_object_px: int | None = Field(
         None,

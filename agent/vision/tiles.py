@@ -13,7 +13,9 @@ Merging: boxes of different crops are one object when, clipped to the part of th
 crops saw, they overlap by `iou` or more (same NMS class): an object cut by a seam is a
 fragment in one tile and whole (or the other fragment) in its neighbour, and within their
 shared strip the two boxes coincide. A cluster becomes its best box, or the union of its
-boxes when one of them was cut at an inner tile edge.
+boxes when one of them was cut at an inner tile edge. When the whole frame is one of the
+crops, boxes cut at an inner tile edge are dropped instead: objects larger than the overlap
+are found whole there (close-up people cut by tiles split into several tracks otherwise).
 """
 
 from __future__ import annotations
@@ -188,7 +190,8 @@ def _budget(budget: float | None) -> str:
 
 
 class Tiler:
-    """One camera's tiling: its plan per frame size and detector budget (cached)."""
+    """One camera's tiling: its plan per frame size and detector budget (cached); the whole
+    frame for a camera without rules."""
 
     def __init__(self, config: CameraConfig) -> None:
         self.config = config
@@ -205,6 +208,9 @@ class Tiler:
         found = self._plans.get(key)
         if found is None:
             t = self.config.tiling
+            if not self.config.rule_points():
+                # Detections feed only the rules (and health): nothing to tile for.
+                t = t.model_copy(update={"mode": "off"})
             region = rules_region(self.config, width, height, t.margin)
             found = self._plans[key] = plan_tiles((width, height), region, input_hw, t, self.budget)
         self.last = found
@@ -239,6 +245,11 @@ def merge_tiles(
         return np.zeros(0, np.int64), xyxy
     rect = np.asarray(tiles, np.float32)
     cut_flags = _cut_at_inner_edge(xyxy, rect[source], frame)
+    # With the whole frame among the crops, a box cut at a tile's inner edge is dropped: an
+    # object smaller than the overlap is whole in a neighbour, a larger one is found whole,
+    # and large enough, in the whole frame; its fragments would only split its track.
+    whole = np.flatnonzero((rect == np.array([0, 0, *frame], np.float32)).all(axis=1))
+    alive = ~cut_flags | np.isin(source, whole) if len(whole) else np.ones(len(xyxy), bool)
     # Pairs of boxes from different crops that touch, with the area both crops saw, and
     # both boxes clipped to it.
     i, j = np.nonzero(
@@ -256,7 +267,7 @@ def merge_tiles(
     order = np.argsort(-score, kind="stable")
     cluster = np.full(len(xyxy), -1)
     kept: list[int] = []
-    for k in order:
+    for k in order[alive[order]]:
         heads = [h for h in kept if same[k, h]]
         if heads:
             cluster[k] = heads[0]

@@ -152,11 +152,10 @@ def detector_rows(
     MOT-style rows (frame, -1, x, y, w, h, score, class id), the class names and a label;
     cached per model file and settings."""
     import cv2
+    from pantau.agent.config.agent import CameraConfig
     from pantau.agent.config.detector import DETECTOR_FLOOR, DetectorSettings
     from pantau.agent.vision.detect.runtime import Detector
     from pantau.agent.vision.detect.store import ModelStore
-
-    from pantau.agent.config.agent import CameraConfig
     from pantau.agent.vision.tiles import Tiler
 
     # min_object_px: detect on tiles of the whole frame (pantau.agent.vision.tiles) at the

@@ -27,7 +27,11 @@ INPUT = (416, 416)
 
 def _camera(**extra: object) -> CameraConfig:
     return CameraConfig.model_validate(
-        {"lines": {"road": {"points": [[400, 300], [1300, 300]]}}, **extra}
+        {
+            "lines": {"road": {"points": [[400, 300], [1300, 300]]}},
+            "tiling": {"mode": "auto"},
+            **extra,
+        }
     )
 
 
@@ -59,18 +63,22 @@ def test_tiles_cover_the_region_with_the_overlap_asked(overlap: float) -> None:
 
 
 def test_the_whole_frame_suffices_when_it_resolves_the_smallest_object() -> None:
-    plan = plan_tiles((640, 360), (0, 0, 640, 360), INPUT, TilingConfig(min_object_px=40))
+    plan = plan_tiles(
+        (640, 360), (0, 0, 640, 360), INPUT, TilingConfig(mode="auto", min_object_px=40)
+    )
     assert plan.tiles == ((0, 0, 640, 360),)
     assert "nearly resolves" in plan.note
     # Below MIN_GAIN, crops would cost context for little: 640 px at 416 is scale 0.65.
-    plan = plan_tiles((640, 272), (409, 0, 491, 272), INPUT, TilingConfig())
+    plan = plan_tiles((640, 272), (409, 0, 491, 272), INPUT, TilingConfig(mode="auto"))
     assert plan.tiles == ((0, 0, 640, 272),)
 
 
 def test_min_object_px_sets_the_scale_and_so_the_number_of_tiles() -> None:
     region = (322, 222, 1378, 378)
-    coarse = plan_tiles((1568, 778), region, INPUT, TilingConfig(min_object_px=52, max_tiles=9))
-    fine = plan_tiles((1568, 778), region, INPUT, TilingConfig(max_tiles=9))
+    coarse = plan_tiles(
+        (1568, 778), region, INPUT, TilingConfig(mode="auto", min_object_px=52, max_tiles=9)
+    )
+    fine = plan_tiles((1568, 778), region, INPUT, TilingConfig(mode="auto", max_tiles=9))
     assert coarse.wanted == pytest.approx(0.5) and fine.wanted == pytest.approx(1.0)
     assert coarse.scale == pytest.approx(0.5) and fine.scale == pytest.approx(1.0)
     # The whole frame first, then tiles of 832 and 416 frame pixels.
@@ -82,7 +90,7 @@ def test_min_object_px_sets_the_scale_and_so_the_number_of_tiles() -> None:
 
 def test_over_budget_the_tiles_grow_and_the_plan_says_so() -> None:
     region = (322, 222, 1378, 378)
-    tiling = TilingConfig(max_tiles=9)
+    tiling = TilingConfig(mode="auto", max_tiles=9)
     full = plan_tiles((1568, 778), region, INPUT, tiling)
     tight = plan_tiles((1568, 778), region, INPUT, tiling, budget=3.4)
     assert tight.calls == 3 < full.calls
@@ -103,6 +111,7 @@ def test_the_budget_is_shared_alike_per_analysed_frame() -> None:
     tiler.budget = 1.0
     assert tiler.plan(1568, 778, INPUT).calls == 1 < whole.calls
     assert tiler.last is not None and tiler.last.calls == 1
+    assert Tiler(CameraConfig()).plan(1568, 778, INPUT).tiles == ((0, 0, 1568, 778),)
 
 
 LEFT, RIGHT = (0, 0, 416, 300), (312, 0, 728, 300)  # a vertical seam strip x 312-416
@@ -139,6 +148,18 @@ def test_neighbours_in_the_strip_and_other_classes_stay_apart() -> None:
     assert _merge([[far], [[501, 101, 541, 161]]], tiles=[(0, 0, 728, 300), RIGHT]).tolist() == [
         far
     ]
+
+
+def test_with_the_whole_frame_fragments_cut_by_a_tile_are_dropped() -> None:
+    whole = (0, 0, 728, 300)
+    person = [250, 20, 470, 290]  # larger than the strip: cut in both tiles
+    merged = _merge(
+        [[person], [[250, 25, 416, 285]], [[312, 22, 470, 288]]], tiles=[whole, LEFT, RIGHT]
+    )
+    assert merged.tolist() == [person]
+    # A fragment alone (the whole frame missed it) is dropped too; a whole small box stays.
+    small = [100, 100, 140, 160]
+    assert _merge([[], [[300, 20, 416, 200], small]], tiles=[whole, LEFT]).tolist() == [small]
 
 
 def _model_built() -> bool:
@@ -188,6 +209,7 @@ def test_snapshot_draws_the_tiles(shared_data: Path, tmp_path: Path) -> None:
         f"buffer: {{path: {tmp_path}/outbox.db}}\ncameras:\n  road:\n"
         f"    source: {source}\n    lines:\n"
         "      road: {points: [[400, 300], [1300, 300]]}\n"
+        "    tiling: {mode: auto}\n"
     )
     r = cli(
         "pantau-agent", "snapshot", "road", "--config", str(cfg), "--out", str(tmp_path / "s.jpg")
@@ -201,3 +223,29 @@ def test_snapshot_draws_the_tiles(shared_data: Path, tmp_path: Path) -> None:
     column = image[y0 + 20 : y1 - 20, x0 : x0 + 2].astype(int).max(axis=1)
     magenta = (column[:, 0] > 150) & (column[:, 2] > 150) & (column[:, 1] < 120)
     assert magenta.mean() > 0.8
+
+
+@pytest.mark.skipif(not _model_built(), reason="nanodet-m is not built")
+def test_live_cameras_share_the_detector_budget_and_say_when_it_binds() -> None:
+    from pantau.agent.config.agent import AgentDetectorSettings
+    from pantau.agent.pipeline.camera import CameraAnalytics
+    from pantau.agent.pipeline.scheduler import CameraRunner, Pipeline, load_detectors
+    from pantau.agent.vision.detect.store import ModelStore
+
+    settings = AgentDetectorSettings(calls_per_second=20.0)
+    detectors = load_detectors({"nanodet-m"}, ModelStore(), settings)
+    detector = detectors["nanodet-m"]
+    runners = []
+    for name in ("a", "b"):
+        analytics = CameraAnalytics(name, _camera(analysis_fps=5), detector.names)
+        runners.append(CameraRunner(analytics, reader=None, model="nanodet-m", fps=5.0))  # type: ignore[arg-type]
+    Pipeline(runners, detectors, live=True)
+    # 20 calls/s for 2 cameras at 5 fps: 2 calls per analysed frame each.
+    tiler = runners[0].analytics.tiler
+    assert tiler.budget == pytest.approx(2.0)
+    plan = tiler.plan(1568, 778, detector.input_size)
+    assert plan.calls == 2 and plan.tiles[0] == (0, 0, 1568, 778)
+    assert "limit of 2 calls per frame" in plan.note and "budget 2.0" in plan.note
+    health = runners[0].analytics.health_payload(5.0, 60.0, 0)
+    assert health.details["detector_calls_per_frame"] == 2
+    assert "budget 2.0" in health.details["tiling"]
