@@ -2,8 +2,8 @@
 threads of the agent (isolation off) and in supervised child processes (the default).
 
     .venv/bin/python -m tests.benchmarks.bench_live --cameras 4 6 8 10 12 --seconds 60
-    .venv/bin/python -m tests.benchmarks.bench_live --cameras 2 6 --lines   # walkway lines:
-        # tiling (cameras.<name>.tiling) plans tiles within each camera's detector budget
+    .venv/bin/python -m tests.benchmarks.bench_live --cameras 2 6 --lines   # walkway lines,
+        # tiling auto: each camera's tiles within its share of the detector budget
 
 Each run has no broker (messages stay in a fresh outbox, which is where the numbers are read
 from): per camera the analysed frames/s of the full 10 s buckets (health fps_effective), the
@@ -43,9 +43,9 @@ def run(n: int, isolate: bool, seconds: float, lines: bool = False) -> dict[str,
             "buffer": {"path": str(Path(tmp) / "outbox.db")},
             "bucket_seconds": BUCKET,
             "decoders": {"isolate": isolate},
-            "cameras": {f"c{k}": {"source": VTEST, "analysis_fps": 5, **({"lines": LINES}
-                                                                         if lines else {})}
-                        for k in range(n)},
+            "cameras": {f"c{k}": {"source": VTEST, "analysis_fps": 5, **(
+                {"lines": LINES, "tiling": {"mode": "auto"}} if lines else {})}
+                for k in range(n)},
         }))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         agent = subprocess.Popen(
@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--cameras", type=int, nargs="+", default=[4, 6, 8, 10, 12])
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--lines", action="store_true", help="give every camera vtest's "
-                        "walkway lines (tiling plans tiles for them)")
+                        "walkway lines and tiling auto")
     args = parser.parse_args()
     os.environ.setdefault("PANTAU_HOME", str(Path("var").resolve()))
     capacity = {False: 0, True: 0}
