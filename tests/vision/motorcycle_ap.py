@@ -10,9 +10,13 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from pantau.agent.vision.detect.runtime import Detector
 
 LABELS = Path(__file__).with_name("motorcycle_boxes.json")
 # The clip's counting line (tests/pipeline/motorcycles.py): tiles are planned for it.
@@ -44,8 +48,8 @@ def frames(video: Path) -> dict[int, np.ndarray]:
     return found
 
 
-def evaluate(detector, images: dict[int, np.ndarray], tiled: bool) -> Ap:  # noqa: ANN001
-    """Two-wheeler AP of `detector` (a pantau Detector) on the labelled frames."""
+def evaluate(detector: Detector, images: dict[int, np.ndarray], tiled: bool) -> Ap:
+    """Two-wheeler AP of `detector` on the labelled frames."""
     from faster_coco_eval import COCO, COCOeval_faster
     from pantau.agent.config.agent import CameraConfig
     from pantau.agent.vision.tiles import Tiler
