@@ -118,6 +118,7 @@ class Pipeline:
         )
         self._rr = 0
         self.batches = 0
+        self._capacity: dict[str, float] = {}  # detector calls/s per model (tiling budget)
         if live:
             self.share_budget()
         if prefetch and not live:
@@ -134,15 +135,19 @@ class Pipeline:
 
     def share_budget(self) -> None:
         """Give every tiled live camera its fair share of its detector's calls per second
-        (detector.calls_per_second, else measured now) as calls per analysed frame; a camera
-        whose tiles need more falls back to fewer, larger ones (its health says so)."""
+        (detector.calls_per_second, else measured once) as calls per analysed frame, at the
+        cameras' current rates; a camera whose tiles need more falls back to fewer, larger
+        ones (its health says so). Called again when a camera's rate changes."""
         for model, detector in self.detectors.items():
             runners = [r for r in self.runners if r.model == model]
             if not hasattr(detector, "detect_tiles") or not any(
                 r.analytics.tiler.enabled for r in runners
             ):
                 continue
-            capacity = detector.settings.calls_per_second or detector.calls_per_second()
+            capacity = self._capacity.get(model)
+            if capacity is None:
+                capacity = detector.settings.calls_per_second or detector.calls_per_second()
+                self._capacity[model] = capacity
             budget = share_budget(capacity, [r.fps for r in runners])
             log.info("detector %s: %.1f calls/s for %d cameras: %.2f calls per analysed frame "
                      "each", model, capacity, len(runners), budget)
@@ -238,14 +243,16 @@ class Pipeline:
         result: Detections = detector.detect_tiles(frame.image, plan, runner.input_size)
         return result
 
-    @staticmethod
-    def _follow_rate(runner: CameraRunner) -> None:
+    def _follow_rate(self, runner: CameraRunner) -> None:
         # The camera's analytics choose its rate (analysis_fps auto); live pacing reads
-        # runner.fps, the reader hands out frames at it.
+        # runner.fps, the reader hands out frames at it; a live camera's share of the
+        # detector per frame follows.
         fps = runner.analytics.rate.fps
         if fps != runner.fps:
             runner.fps = fps
             runner.reader.set_fps(fps)
+            if self.live and runner.analytics.tiler.enabled:
+                self.share_budget()
 
     def _tick_idle(self, fresh: set[int]) -> list[Item]:
         # Cameras without a frame still need their clock: offline alerts and zero buckets.

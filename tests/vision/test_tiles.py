@@ -225,6 +225,15 @@ def test_snapshot_draws_the_tiles(shared_data: Path, tmp_path: Path) -> None:
     assert magenta.mean() > 0.8
 
 
+class _Reader:
+    """A reader that only takes the rate the pipeline sets (no frames are read here)."""
+
+    fps = 0.0
+
+    def set_fps(self, fps: float) -> None:
+        self.fps = fps
+
+
 @pytest.mark.skipif(not _model_built(), reason="nanodet-m is not built")
 def test_live_cameras_share_the_detector_budget_and_say_when_it_binds() -> None:
     from pantau.agent.config.agent import AgentDetectorSettings
@@ -238,8 +247,8 @@ def test_live_cameras_share_the_detector_budget_and_say_when_it_binds() -> None:
     runners = []
     for name in ("a", "b"):
         analytics = CameraAnalytics(name, _camera(analysis_fps=5), detector.names)
-        runners.append(CameraRunner(analytics, reader=None, model="nanodet-m", fps=5.0))  # type: ignore[arg-type]
-    Pipeline(runners, detectors, live=True)
+        runners.append(CameraRunner(analytics, _Reader(), "nanodet-m", 5.0))  # type: ignore[arg-type]
+    pipeline = Pipeline(runners, detectors, live=True)
     # 20 calls/s for 2 cameras at 5 fps: 2 calls per analysed frame each.
     tiler = runners[0].analytics.tiler
     assert tiler.budget == pytest.approx(2.0)
@@ -249,3 +258,8 @@ def test_live_cameras_share_the_detector_budget_and_say_when_it_binds() -> None:
     health = runners[0].analytics.health_payload(5.0, 60.0, 0)
     assert health.details["detector_calls_per_frame"] == 2
     assert "budget 2.0" in health.details["tiling"]
+    # A camera whose rate rises takes more of the budget: both get less per frame.
+    runners[1].analytics.rate.fps = 15.0
+    pipeline._follow_rate(runners[1])
+    assert tiler.budget == pytest.approx(1.0)
+    assert tiler.plan(1568, 778, detector.input_size).calls == 1
