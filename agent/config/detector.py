@@ -56,9 +56,10 @@ class DetectorSettings(Section):
     calls_per_second: float | None = Field(
         None, gt=0,
         description="Detector calls per second this box sustains at the model's input "
-        "(`pantau-agent models bench` shows it). A live agent shares them fairly across its "
-        "cameras; a camera whose tiles (cameras.<name>.tiling) would exceed its share falls "
-        "back to fewer, larger tiles. Default: measured when the agent starts.",
+        "(`pantau-agent models bench` shows it). A live agent plans tiles on 60 % of them "
+        "(decoding and tracking take the rest), shared fairly across its cameras; a camera "
+        "whose tiles (cameras.<name>.tiling) would exceed its share falls back to fewer, "
+        "larger tiles. Default: measured when the agent starts.",
     )
     allow_spinning: bool = Field(
         True, description="ONNX Runtime worker threads spin between runs (lower latency, "
