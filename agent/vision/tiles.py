@@ -1,13 +1,15 @@
 """Tiling: which crops of a frame the detector runs on, so that small objects on the camera's
 rules reach a size the model sees, and how the crops' boxes merge back into one frame.
 
-The region is the bounding box of the camera's lines and zones plus a margin (the whole frame
-for a camera without rules). It is cut into overlapping tiles whose side, in frame pixels, is
+The region is the bounding box of the camera's lines and zones plus a margin (a camera
+without rules is not tiled: detections only feed rules). It is cut into overlapping tiles whose side, in frame pixels, is
 the model's input side divided by the wanted scale: the scale at which an object of
 `min_object_px` frame pixels becomes MODEL_MIN_FRACTION of the input side, the smallest the
 small detectors find reliably. Each tile is one detector call; over the camera's budget the
 scale drops until the tiles fit (fewer, larger tiles), down to one call on the region alone.
-With more than one tile the whole frame is detected as well, for objects larger than a tile.
+Within the limit the whole frame is detected as well, for objects larger than a tile. Live,
+the pipeline gives each camera its share of the detector's calls per second (BUDGET_SHARE of
+them, alike per analysed frame: `share_budget`).
 
 Merging: boxes of different crops are one object when, clipped to the part of the frame both
 crops saw, they overlap by `iou` or more (same NMS class): an object cut by a seam is a
@@ -31,12 +33,19 @@ from pantau.agent.config.tuning import TilingConfig
 from pantau.agent.vision.geometry import box_iou
 
 # The smallest object (its height) the small detectors find reliably, as a fraction of their
-# input side: 26 px at 416 (nanodet-m and yolov4-tiny lose most cars below that on NGSIM).
+# input side: 26 px at 416, a working assumption near COCO's "small" (under 32x32 at the
+# model's input), where these detectors lose most objects; `min_object_px` is scaled to it.
 MODEL_MIN_FRACTION = 1 / 16
 
 # Tiles only pay when they make objects this much larger than the whole frame does: below,
 # the crops' lost context (objects cut at crop edges) costs more than the gain (bikes.mp4).
 MIN_GAIN = 1.6
+
+# The part of a detector's measured calls per second that tiles may plan on: decoding,
+# tracking and the rules take the rest of the box (bench_live, 6 vtest cameras at 5 fps on a
+# busy box: planned on the full measure, 2 calls per frame, they held 4.2 fps; on 60 %, 1
+# call, 4.6-4.7).
+BUDGET_SHARE = 0.6
 
 # A box edge this close (pixels) to an inner tile edge was cut by it.
 CUT_PX = 3.0
@@ -215,12 +224,6 @@ class Tiler:
             found = self._plans[key] = plan_tiles((width, height), region, input_hw, t, self.budget)
         self.last = found
         return found
-
-
-# The part of a detector's measured calls per second that tiles may plan on: decoding,
-# tracking and the rules take the rest of the box (bench_live, 6 vtest cameras at 5 fps:
-# planned at the full measure, 2 calls per frame, they held 4.2 fps; at 1 call, 4.97).
-BUDGET_SHARE = 0.6
 
 
 def share_budget(calls_per_second: float, fps: Sequence[float]) -> float:
