@@ -2,11 +2,12 @@
 rules reach a size the model sees, and how the crops' boxes merge back into one frame.
 
 The region is the bounding box of the camera's lines and zones plus a margin (a camera
-without rules is not tiled: detections only feed rules). It is cut into overlapping tiles whose side, in frame pixels, is
-the model's input side divided by the wanted scale: the scale at which an object of
-`min_object_px` frame pixels becomes MODEL_MIN_FRACTION of the input side, the smallest the
-small detectors find reliably. Each tile is one detector call; over the camera's budget the
-scale drops until the tiles fit (fewer, larger tiles), down to one call on the region alone.
+without rules is not tiled: detections only feed rules). It is cut into overlapping tiles
+whose side, in frame pixels, is the model's input side divided by the wanted scale: the scale
+at which an object of `min_object_px` frame pixels becomes MODEL_MIN_FRACTION of the input
+side, the smallest the small detectors find reliably. Each tile is one detector call; over
+the camera's budget the scale drops until the tiles fit (fewer, larger tiles), down to one
+call on the region alone.
 Within the limit the whole frame is detected as well, for objects larger than a tile. Live,
 the pipeline gives each camera its share of the detector's calls per second (BUDGET_SHARE of
 them, alike per analysed frame: `share_budget`).
