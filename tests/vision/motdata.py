@@ -152,11 +152,11 @@ def detector_rows(
     MOT-style rows (frame, -1, x, y, w, h, score, class id), the class names and a label;
     cached per model file and settings."""
     import cv2
-    from pantau.agent.config.agent import CameraConfig
     from pantau.agent.config.detector import DETECTOR_FLOOR, DetectorSettings
+    from pantau.agent.config.tuning import TilingConfig
     from pantau.agent.vision.detect.runtime import Detector
     from pantau.agent.vision.detect.store import ModelStore
-    from pantau.agent.vision.tiles import Tiler
+    from pantau.agent.vision.tiles import plan_tiles
 
     # min_object_px: detect on tiles of the whole frame (pantau.agent.vision.tiles) at the
     # scale an object of that many pixels needs.
@@ -164,10 +164,10 @@ def detector_rows(
     settings = DetectorSettings(**{"confidence": DETECTOR_FLOOR, **overrides})
     detector = Detector.from_store(settings)
     label = f"{detector.manifest.name} {detector.precision}"
-    tiler = None
+    tiling = None
     if min_object_px is not None:
-        tiler = Tiler(CameraConfig.model_validate({"tiling": {"min_object_px": min_object_px}}))
-        label += f", tiles for {min_object_px} px"
+        tiling = TilingConfig(mode="auto", min_object_px=min_object_px)
+        label += f", tiles of the whole frame for {min_object_px} px"
     model_file = ModelStore().file(detector.manifest, detector.precision)
     stat = model_file.stat()
     key = (f"{label} {model_file} {stat.st_size} {stat.st_mtime_ns} "
@@ -180,10 +180,12 @@ def detector_rows(
     rows = []
     for frame in seq.frames():
         image = cv2.imread(str(seq.image(frame)))
-        if tiler is None:
+        if tiling is None:
             d = detector.detect([image])[0]
         else:
-            plan = tiler.plan(image.shape[1], image.shape[0], detector.input_size)
+            height, width = image.shape[:2]
+            plan = plan_tiles((width, height), (0, 0, width, height), detector.input_size,
+                              tiling)
             d = detector.detect_tiles(image, plan)
         for (x1, y1, x2, y2), score, cls in zip(
             d.xyxy.tolist(), d.confidence.tolist(), d.class_id.tolist(), strict=True
