@@ -304,18 +304,32 @@ def snapshot(
     config: ConfigOption = None,
 ) -> None:
     """Grab one frame with the camera's lines and zones drawn (names, and arrows to each
-    line's in and out sides), to check their placement."""
+    line's in and out sides), and the detector's tiles, to check their placement."""
     import cv2
     from pantau.agent.pipeline.camera import CameraAnalytics
-    from pantau.agent.vision.draw import draw_rules
+    from pantau.agent.vision.detect.store import ModelStore, StoreError
+    from pantau.agent.vision.draw import draw_rules, draw_tiles
+    from pantau.agent.vision.tiles import Tiler
 
     settings = load_agent(config)
     frame = _grab(settings, camera)
     cam = settings.cameras[camera]
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out_file), draw_rules(frame.image, cam)):
-        fail(f"cannot write {out_file}")
     height, width = frame.image.shape[:2]
+    image = draw_rules(frame.image, cam)
+    model = cam.model or settings.model
+    try:
+        side = cam.input_size or settings.detector.input_size
+        size = (side, side) if side else tuple(ModelStore().manifest(model).input_size)
+    except StoreError as exc:
+        out.print(f"tiles not drawn: {exc}", markup=False)
+    else:
+        plan = Tiler(cam).plan(width, height, (int(size[0]), int(size[1])))
+        draw_tiles(image, plan)
+        out.print(f"detector: {plan.note} ({plan.pixels} pixels per frame; a live agent may "
+                  "use fewer, larger tiles within its detector budget)", markup=False)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out_file), image):
+        fail(f"cannot write {out_file}")
     errors = CameraAnalytics(camera, cam).frame_errors(width, height)
     for line in errors:
         out.print(f"warning: {line}", markup=False)

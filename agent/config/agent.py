@@ -13,7 +13,7 @@ from pantau.agent.config.rules import (
     read_units,
     within_frame_fractions,
 )
-from pantau.agent.config.tuning import HealthConfig, MotionConfig, TrackerConfig
+from pantau.agent.config.tuning import HealthConfig, MotionConfig, TilingConfig, TrackerConfig
 from pantau.agent.rules.schedule import box_timezone, box_timezone_name, check_timezone
 from pantau.agent.vision.geometry import Point
 from pantau.agent.wire.paths import outbox_file
@@ -203,6 +203,7 @@ class CameraConfig(Section, RegistryFields):
     )
     motion: MotionConfig = Field(default_factory=MotionConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    tiling: TilingConfig = Field(default_factory=TilingConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
 
     @field_serializer("source")

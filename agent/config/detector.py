@@ -53,6 +53,14 @@ class DetectorSettings(Section):
         "multiple the model allows (same scale, fewer pixels: a 4:3 frame at 416 runs as "
         "416x320); square always pads to input_size x input_size.",
     )
+    calls_per_second: float | None = Field(
+        None, gt=0,
+        description="Detector calls per second this box sustains at the model's input "
+        "(`pantau-agent models bench` shows it). A live agent plans tiles on 60 % of them "
+        "(decoding and tracking take the rest), shared fairly across its cameras; a camera "
+        "whose tiles (cameras.<name>.tiling) would exceed its share falls back to fewer, "
+        "larger tiles. Default: measured when the agent starts.",
+    )
     allow_spinning: bool = Field(
         True, description="ONNX Runtime worker threads spin between runs (lower latency, "
         "burns CPU while idle).",

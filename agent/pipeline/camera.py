@@ -19,6 +19,7 @@ from pantau.agent.rules.riders import RiderMatcher, Riders
 from pantau.agent.rules.zones import ZoneMonitor
 from pantau.agent.vision.detections import DEFAULT_CLASSES, Detections, Tracks
 from pantau.agent.vision.motion import MotionGate
+from pantau.agent.vision.tiles import Tiler
 from pantau.agent.vision.track.tracker import ByteTracker
 from pantau.agent.wire.protocol import (
     AlertPayload,
@@ -137,6 +138,7 @@ class CameraAnalytics:
         thresholds = HealthThresholds.from_config(config.health)
         self.health = HealthMonitor(thresholds, reference=reference)
         self.gate = MotionGate(config.motion)
+        self.tiler = Tiler(config)
         self.rate = AnalysisRate(config.fixed_fps, config.min_fps, config.max_fps)
         self.totals = Totals.zeroed(self.line_classes, self.zone_classes, alert_history)
         self.tracks = Tracks.empty(names)
@@ -186,7 +188,7 @@ class CameraAnalytics:
         if detections is None:
             return self.tracker.coast(t)
         self.frames_detected += 1
-        return self.tracker.update(detections, t)
+        return self.tracker.update(self.riders.promote_machines(detections), t)
 
     def _riders(self, tracks: Tracks, removed: np.ndarray) -> Riders:
         """The persons riding two-wheelers in this frame (see pantau.agent.rules.riders)."""
@@ -343,6 +345,10 @@ class CameraAnalytics:
         details["frames_gated"] = self.gate.skipped
         details["analysis_fps"] = round(self.rate.fps, 2)
         details["analysis_fps_reason"] = self.rate.note
+        plan = self.tiler.last
+        if plan is not None:
+            details["detector_calls_per_frame"] = plan.calls
+            details["tiling"] = plan.note
         if self.config_errors:
             details["config_errors"] = self.config_errors
         if self._clock_jump:

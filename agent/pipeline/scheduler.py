@@ -19,8 +19,9 @@ from pantau.agent.pipeline.camera import CameraAnalytics
 from pantau.agent.vision.capture import Clock, FileReader, Frame, Prefetcher
 from pantau.agent.vision.detect.runtime import Detector
 from pantau.agent.vision.detect.store import ModelStore
-from pantau.agent.vision.detections import Tracks
+from pantau.agent.vision.detections import Detections, Tracks
 from pantau.agent.vision.isolated import IsolatedReader, Reader
+from pantau.agent.vision.tiles import share_budget
 from pantau.agent.wire.protocol import AlertPayload
 
 log = logging.getLogger(__name__)
@@ -123,15 +124,41 @@ class Pipeline:
         )
         self._rr = 0
         self.batches = 0
+        self._capacity: dict[str, float] = {}  # detector calls/s per model (tiling budget)
+        if live:
+            self.share_budget()
         if prefetch and not live:
             # Offline: decode and preprocess the next frames while the detector runs.
             for r in self.runners:
                 reader = r.reader
                 if isinstance(reader, FileReader | IsolatedReader) and not reader.realtime:
                     prepare = getattr(self.detectors.get(r.model), "prepare", None)
+                    if r.analytics.tiler.enabled:
+                        prepare = None  # the tiles are cut and prepared at detection
                     if prepare is not None and r.input_size is not None:
                         prepare = functools.partial(prepare, input_size=r.input_size)
                     r.reader = Prefetcher(reader, prepare)
+
+    def share_budget(self) -> None:
+        """Give every tiled live camera its fair share of its detector's calls per second
+        (detector.calls_per_second, else measured once) as calls per analysed frame, at the
+        cameras' current rates; a camera whose tiles need more falls back to fewer, larger
+        ones (its health says so). Called again when a camera's rate changes."""
+        for model, detector in self.detectors.items():
+            runners = [r for r in self.runners if r.model == model]
+            if not hasattr(detector, "detect_tiles") or not any(
+                r.analytics.tiler.enabled for r in runners
+            ):
+                continue
+            capacity = self._capacity.get(model)
+            if capacity is None:
+                capacity = detector.settings.calls_per_second or detector.calls_per_second()
+                self._capacity[model] = capacity
+            budget = share_budget(capacity, [r.fps for r in runners])
+            log.info("detector %s: %.1f calls/s for %d cameras: %.2f calls per analysed frame "
+                     "each", model, capacity, len(runners), budget)
+            for r in runners:
+                r.analytics.tiler.budget = budget
 
     @property
     def finished(self) -> bool:
@@ -173,10 +200,15 @@ class Pipeline:
             runner.floor = t
             items += jumped + self._roll(runner, t)
         by_model: dict[tuple[str, int | None], list[int]] = {}
-        for k, (runner, frame) in enumerate(taken):
-            if runner.analytics.gate.changed(frame.image, frame.t):
-                by_model.setdefault((runner.model, runner.input_size), []).append(k)
         detections: dict[int, Any] = {}
+        for k, (runner, frame) in enumerate(taken):
+            if not runner.analytics.gate.changed(frame.image, frame.t):
+                continue
+            tiled = self._detect_tiles(runner, frame)
+            if tiled is None:
+                by_model.setdefault((runner.model, runner.input_size), []).append(k)
+            else:
+                detections[k] = tiled
         for (model, size), ks in by_model.items():
             detector = self.detectors[model]
             frames = [taken[k][1] for k in ks]
@@ -202,14 +234,33 @@ class Pipeline:
         self._emit(items)
         return len(taken)
 
-    @staticmethod
-    def _follow_rate(runner: CameraRunner) -> None:
+    def _detect_tiles(self, runner: CameraRunner, frame: Frame) -> Detections | None:
+        """The frame's detections on its camera's tiles; None when the camera's plan is the
+        whole frame (it joins the batch of its model)."""
+        detector = self.detectors[runner.model]
+        tiler = runner.analytics.tiler
+        if not tiler.enabled or not hasattr(detector, "detect_tiles"):
+            return None
+        height, width = frame.image.shape[:2]
+        size = (detector.input_size if runner.input_size is None
+                else detector.check_size(runner.input_size))
+        plan = tiler.plan(width, height, size)
+        if plan.calls == 1 and plan.tiles[0] == (0, 0, width, height):
+            return None
+        self.batches += 1
+        result: Detections = detector.detect_tiles(frame.image, plan, runner.input_size)
+        return result
+
+    def _follow_rate(self, runner: CameraRunner) -> None:
         # The camera's analytics choose its rate (analysis_fps auto); live pacing reads
-        # runner.fps, the reader hands out frames at it.
+        # runner.fps, the reader hands out frames at it; a live camera's share of the
+        # detector per frame follows.
         fps = runner.analytics.rate.fps
         if fps != runner.fps:
             runner.fps = fps
             runner.reader.set_fps(fps)
+            if self.live and runner.analytics.tiler.enabled:
+                self.share_budget()
 
     def _tick_idle(self, fresh: set[int]) -> list[Item]:
         # Cameras without a frame still need their clock: offline alerts and zero buckets.

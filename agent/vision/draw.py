@@ -9,9 +9,11 @@ from pantau.agent.config.agent import CameraConfig
 from pantau.agent.config.rules import to_pixels
 from pantau.agent.vision.detections import Tracks
 from pantau.agent.vision.geometry import Point
+from pantau.agent.vision.tiles import TilePlan
 
 LINE_COLOUR = (0, 255, 255)
 ZONE_COLOUR = (255, 128, 0)
+TILE_COLOUR = (255, 0, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -73,6 +75,16 @@ def draw_rules(
             n_out = sum(v[1] for v in line_totals.get(name, {}).values())
             text = f"{name}: in {n_in} out {n_out}"
         _label(image, text, (int(a[0]) + 4, int(a[1]) - 6), LINE_COLOUR, scale)
+    return image
+
+
+def draw_tiles(image: np.ndarray, plan: TilePlan) -> np.ndarray:
+    """The detector's crops (see pantau.agent.vision.tiles), numbered in call order, on
+    `image` in place; the whole-frame pass is the frame's own border."""
+    scale = max(0.6, min(image.shape[:2]) / 480)
+    for k, (x0, y0, x1, y1) in enumerate(plan.tiles):
+        cv2.rectangle(image, (x0, y0), (x1 - 1, y1 - 1), TILE_COLOUR, 3 if k == 0 else 2)
+        _label(image, f"tile {k}", (x0 + 4, y1 - 6), TILE_COLOUR, 0.8 * scale)
     return image
 
 

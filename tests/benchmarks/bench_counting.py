@@ -7,6 +7,7 @@ PolygonZone, on the same detections, at every frame (25 fps) and at 5 fps.
     .venv/bin/python tests/benchmarks/bench_counting.py --supervision /tmp/bench-venv/bin/python
     # --dets public|ours|both (default both); --grid: lines every 40 px (105 crossings);
     # --model M, --input-size 512, --nms-iou 0.6: our detector with other settings;
+    # --min-object-px 20: our detector on tiles (4 tiles and the whole frame at 640x480);
     # --dets truth [--hide-covered 0.5]: the annotated boxes as detections (all, or without
     # those more than half hidden): what tracker and rules lose without a detector's misses;
     # results: tests/vision/RESULTS.md
@@ -210,10 +211,12 @@ def main() -> None:
         "--nms-iou", type=float, help="our detector's NMS IoU (default the agent's, 0.5)"
     )
     parser.add_argument("--model", help="our detector's model in the store (default nanodet-m)")
+    parser.add_argument("--min-object-px", type=int,
+                        help="our detector on tiles of the frame at the scale this object "
+                        "height needs (pantau.agent.vision.tiles)")
     args = parser.parse_args()
-    detector = {
-        k: v for k in ("model", "input_size", "nms_iou") if (v := getattr(args, k)) is not None
-    }
+    detector = {k: v for k in ("model", "input_size", "nms_iou", "min_object_px")
+                if (v := getattr(args, k)) is not None}
     if args.grid:
         use_line_grid()
     sources = ["public", "ours"] if args.dets == "both" else [args.dets]

@@ -2,6 +2,8 @@
 threads of the agent (isolation off) and in supervised child processes (the default).
 
     .venv/bin/python -m tests.benchmarks.bench_live --cameras 4 6 8 10 12 --seconds 60
+    .venv/bin/python -m tests.benchmarks.bench_live --cameras 2 6 --lines   # walkway lines,
+        # tiling auto: each camera's tiles within its share of the detector budget
 
 Each run has no broker (messages stay in a fresh outbox, which is where the numbers are read
 from): per camera the analysed frames/s of the full 10 s buckets (health fps_effective), the
@@ -28,20 +30,23 @@ VTEST = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 BUCKET = 10
 
 
-def run(n: int, isolate: bool, seconds: float) -> dict[str, float]:
+# vtest.avi's walkway lines (tests/vision/RESULTS.md), for --lines.
+LINES = {"x320": {"points": [[320, 130], [320, 400]], "classes": ["person"]},
+         "x500": {"points": [[500, 130], [500, 420]], "classes": ["person"]}}
+
+
+def run(n: int, isolate: bool, seconds: float, lines: bool = False) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "agent.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "broker": {"port": 1, "reconnect_min": 5, "reconnect_max": 30},
-                    "buffer": {"path": str(Path(tmp) / "outbox.db")},
-                    "bucket_seconds": BUCKET,
-                    "decoders": {"isolate": isolate},
-                    "cameras": {f"c{k}": {"source": VTEST, "analysis_fps": 5} for k in range(n)},
-                }
-            )
-        )
+        config.write_text(yaml.safe_dump({
+            "broker": {"port": 1, "reconnect_min": 5, "reconnect_max": 30},
+            "buffer": {"path": str(Path(tmp) / "outbox.db")},
+            "bucket_seconds": BUCKET,
+            "decoders": {"isolate": isolate},
+            "cameras": {f"c{k}": {"source": VTEST, "analysis_fps": 5, **(
+                {"lines": LINES, "tiling": {"mode": "auto"}} if lines else {})}
+                for k in range(n)},
+        }))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         agent = subprocess.Popen(
             [
@@ -64,9 +69,11 @@ def run(n: int, isolate: bool, seconds: float) -> dict[str, float]:
         ).fetchall()
         db.close()
     per_camera: dict[str, list[float]] = {}
+    calls: list[float] = []  # detector calls per analysed frame (tiles), per health message
     for camera, body in rows:
         payload = json.loads(body)
         per_camera.setdefault(camera, []).append(payload["payload"]["fps_effective"])
+        calls.append(payload["payload"]["details"].get("detector_calls_per_frame", 1))
     # The first bucket is partial (start-up), the last one closed at the stop.
     fps = {c: statistics.mean(v[1:-1]) for c, v in per_camera.items() if len(v) > 2}
     return {
@@ -74,6 +81,7 @@ def run(n: int, isolate: bool, seconds: float) -> dict[str, float]:
         "mean_fps": statistics.mean(fps.values()) if fps else 0.0,
         "total_fps": sum(fps.values()),
         "cpu_per_camera_s": cpu / seconds / n,
+        "calls_per_frame": statistics.mean(calls) if calls else 1.0,
     }
 
 
@@ -81,24 +89,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cameras", type=int, nargs="+", default=[4, 6, 8, 10, 12])
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--lines", action="store_true", help="give every camera vtest's "
+                        "walkway lines and tiling auto")
     args = parser.parse_args()
     os.environ.setdefault("PANTAU_HOME", str(Path("var").resolve()))
     capacity = {False: 0, True: 0}
-    print("decoders  cameras  min fps  mean fps  total frames/s  CPU s/s per camera")
+    print("decoders  cameras  min fps  mean fps  total frames/s  CPU s/s per camera  calls/frame")
     for n in args.cameras:
         for isolate in (False, True):
-            r = run(n, isolate, args.seconds)
+            r = run(n, isolate, args.seconds, args.lines)
             if r["min_fps"] >= 4.5:
                 capacity[isolate] = max(capacity[isolate], n)
-            print(
-                f"{'isolated' if isolate else 'threads':9} {n:7d}  {r['min_fps']:7.2f}  "
-                f"{r['mean_fps']:8.2f}  {r['total_fps']:14.1f}  {r['cpu_per_camera_s']:.3f}",
-                flush=True,
-            )
-    print(
-        f"live capacity (cameras at >= 4.5 fps): threads {capacity[False]}, "
-        f"isolated {capacity[True]}"
-    )
+            print(f"{'isolated' if isolate else 'threads':9} {n:7d}  {r['min_fps']:7.2f}  "
+                  f"{r['mean_fps']:8.2f}  {r['total_fps']:14.1f}  {r['cpu_per_camera_s']:18.3f}"
+                  f"  {r['calls_per_frame']:.2f}",
+                  flush=True)
+    print(f"live capacity (cameras at >= 4.5 fps): threads {capacity[False]}, "
+          f"isolated {capacity[True]}")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,17 @@ def score(clip: Clip, crossings: list[tuple[int, str, str, str]]) -> Score:
     return Score(true, sum(got.values()), wrong / max(true, 1), detail)
 
 
+def score_by_group(clip: Clip, crossings: list[tuple[int, str, str, str]]) -> dict[str, Score]:
+    """`score` per class group (car, two-wheeler, person) that the truth or the count has."""
+    groups = {g for *_, g in clip.truth} | {GROUPS.get(c, c) for *_, c in crossings}
+    return {
+        g: score(Clip(clip.name, clip.file, clip.source_fps, clip.camera,
+                      tuple(t for t in clip.truth if t[3] == g)),
+                 [c for c in crossings if GROUPS.get(c[3], c[3]) == g])
+        for g in sorted(groups)
+    }
+
+
 FAST_TRAFFIC = [
     131,
     248,

@@ -151,12 +151,21 @@ def detector_rows(
     cached per model file and settings."""
     import cv2
     from pantau.agent.config.detector import DETECTOR_FLOOR, DetectorSettings
+    from pantau.agent.config.tuning import TilingConfig
     from pantau.agent.vision.detect.runtime import Detector
     from pantau.agent.vision.detect.store import ModelStore
+    from pantau.agent.vision.tiles import plan_tiles
 
+    # min_object_px: detect on tiles of the whole frame (pantau.agent.vision.tiles) at the
+    # scale an object of that many pixels needs.
+    min_object_px = overrides.pop("min_object_px", None)
     settings = DetectorSettings(**{"confidence": DETECTOR_FLOOR, **overrides})
     detector = Detector.from_store(settings)
     label = f"{detector.manifest.name} {detector.precision}"
+    tiling = None
+    if min_object_px is not None:
+        tiling = TilingConfig(mode="auto", min_object_px=min_object_px)
+        label += f", tiles of the whole frame for {min_object_px} px"
     model_file = ModelStore().file(detector.manifest, detector.precision)
     stat = model_file.stat()
     key = (
@@ -170,7 +179,14 @@ def detector_rows(
         return np.load(path), detector.names, label
     rows = []
     for frame in seq.frames():
-        d = detector.detect([cv2.imread(str(seq.image(frame)))])[0]
+        image = cv2.imread(str(seq.image(frame)))
+        if tiling is None:
+            d = detector.detect([image])[0]
+        else:
+            height, width = image.shape[:2]
+            plan = plan_tiles((width, height), (0, 0, width, height), detector.input_size,
+                              tiling)
+            d = detector.detect_tiles(image, plan)
         for (x1, y1, x2, y2), score, cls in zip(
             d.xyxy.tolist(), d.confidence.tolist(), d.class_id.tolist(), strict=True
         ):

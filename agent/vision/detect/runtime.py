@@ -5,6 +5,7 @@ session (CPU, CUDA, TensorRT or OpenVINO), the family's decoder, class-aware NMS
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from pantau.agent.vision.detect.decoders import Candidates, decode
 from pantau.agent.vision.detect.store import ModelManifest, ModelStore
 from pantau.agent.vision.detections import CONFUSABLE_CLASSES, Detections
 from pantau.agent.vision.geometry import box_iou
+from pantau.agent.vision.tiles import TilePlan, merge_tiles
 from pantau.agent.wire.errors import PantauError
 
 log = logging.getLogger(__name__)
@@ -214,6 +216,7 @@ class Detector:
         return detector
 
     precision: str = "fp32"
+    calls: int = 0  # images run through the model (frames and tiles), for cost accounting
 
     def check_size(self, side: int | tuple[int, int] | None) -> tuple[int, int]:
         """(height, width) for a requested input size; the model's own when None."""
@@ -270,6 +273,7 @@ class Detector:
 
     def detect_prepared(self, prepared: Sequence[Prepared]) -> list[Detections]:
         """Detections of prepared frames; frames of one canvas size share inference calls."""
+        self.calls += len(prepared)
         groups: dict[tuple[int, ...], list[int]] = {}
         for k, p in enumerate(prepared):
             groups.setdefault(p.tensor.shape, []).append(k)
@@ -298,3 +302,39 @@ class Detector:
             transform.to_source(boxes[order]), scores[order].astype(np.float32),
             ids[order].astype(np.int32), self.names, size,
         )
+
+    def detect_tiles(
+        self, frame: np.ndarray, plan: TilePlan, input_size: int | tuple[int, int] | None = None
+    ) -> Detections:
+        """Detections of `frame` from the crops of `plan`, merged in frame pixels (see
+        pantau.agent.vision.tiles); one call per crop, in one batch."""
+        height, width = frame.shape[:2]
+        if plan.tiles == ((0, 0, width, height),):
+            return self.detect([frame], input_size)[0]
+        crops = [frame[y0:y1, x0:x1] for x0, y0, x1, y1 in plan.tiles]
+        found = self.detect_prepared([self.prepare(c, input_size) for c in crops])
+        shifted = [d.xyxy + np.array([x0, y0, x0, y0], np.float32)
+                   for d, (x0, y0, _, _) in zip(found, plan.tiles, strict=True)]
+        keep, boxes = merge_tiles(plan.tiles, shifted, [d.confidence for d in found],
+                                  [self.nms_class[d.class_id] for d in found], (width, height),
+                                  self.settings.nms_iou)
+        keep, boxes = keep[: self.settings.max_detections], boxes[: self.settings.max_detections]
+        scores = np.concatenate([d.confidence for d in found])[keep]
+        ids = np.concatenate([d.class_id for d in found])[keep]
+        return Detections(boxes, scores.astype(np.float32), ids.astype(np.int32), self.names,
+                          (width, height))
+
+    def calls_per_second(self, input_size: int | tuple[int, int] | None = None,
+                         runs: int = 5) -> float:
+        """Detector calls per second at `input_size` (square canvas), timed on a blank
+        frame after one warm-up call: the budget a live agent shares across cameras."""
+        size = self.input_size if input_size is None else self.check_size(input_size)
+        blank = np.zeros((*size, 3), np.uint8)
+        prepared = [self.prepare(blank, input_size)]
+        self.detect_prepared(prepared)
+        began = time.perf_counter()
+        for _ in range(runs):
+            self.detect_prepared(prepared)
+        self.calls -= runs + 1
+        return runs / max(time.perf_counter() - began, 1e-9)
+
