@@ -33,14 +33,29 @@ class MqttSender:
         self._acked: dict[int, int] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self.conn = MqttConnection(
-            settings.mqtt.resolved(),
-            client_id=settings.mqtt.client_id or f"pantau-forward-{name}",
+        self.name = name
+        self.conn = self._connect()
+
+    def _connect(self) -> MqttConnection:
+        assert self.settings.mqtt is not None
+        conn = MqttConnection(
+            self.settings.mqtt.resolved(),
+            client_id=self.settings.mqtt.client_id or f"pantau-forward-{self.name}",
             clean_start=True,
-            max_inflight=settings.batch,
+            max_inflight=self.settings.batch,
             on_publish=self._on_publish,
         )
-        self.conn.start()
+        conn.start()
+        return conn
+
+    def _retry(self, out: Outcome, why: str) -> Outcome:
+        """Give up on this window: a fresh connection, so that paho's queue of the unconfirmed
+        publishes (which it would send again after a reconnect) cannot interleave with the
+        resend that follows and break a camera's order."""
+        out.retry = why
+        self.conn.stop()
+        self.conn = self._connect()
+        return out
 
     def _on_publish(self, mid: int, reason: int) -> None:
         with self._changed:
@@ -80,15 +95,17 @@ class MqttSender:
                 codes = [self._acked.pop(m, None) for m in mids]
             for q, code in zip(window, codes, strict=True):
                 if code is None:
-                    out.retry = f"no PUBACK from {self.conn.where} in {self.settings.timeout:g} s"
-                    return out
+                    return self._retry(
+                        out, f"no PUBACK from {self.conn.where} in {self.settings.timeout:g} s"
+                    )
                 if code < 0x80:
                     out.delivered.append(q.id)
                 elif code in PERMANENT_CODES:
                     out.rejected.append((q.id, code, f"PUBACK reason code 0x{code:02x}"))
                 else:
-                    out.retry = f"{self.conn.where} answered PUBACK reason code 0x{code:02x}"
-                    return out
+                    return self._retry(
+                        out, f"{self.conn.where} answered PUBACK reason code 0x{code:02x}"
+                    )
         return out
 
     def close(self) -> None:
