@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 Range = tuple[int, int]  # [first, last], both included
+Anchor = tuple[int, float | None]  # highest seq sent so far, when last heard from
 
 
 def coalesce(ranges: Iterable[Range]) -> list[Range]:
@@ -122,16 +123,21 @@ class SeqTracker:
                 (site, agent, top),
             )
 
-    def anchor(self, site: str, agent: str) -> tuple[int, float | None]:
-        """The highest seq the agent has sent so far, of any kind (-1 if none), and when the
-        agent was last heard from (None if never)."""
-        row = self.c.execute(
-            "SELECT CASE WHEN max_seq > high_water_seq THEN max_seq ELSE high_water_seq END, "
-            "last_seen FROM agents "
-            "WHERE site = ? AND agent = ?",
-            (site, agent),
-        ).fetchone()
-        return (-1, None) if row is None else (int(row[0]), row[1])
+    def anchors(self, agents: set[tuple[str, str]]) -> dict[tuple[str, str], Anchor]:
+        """Per (site, agent): the highest seq the agent has sent so far, of any kind (-1 if
+        none), and when it was last heard from (None if never); one query per 400 agents."""
+        found: dict[tuple[str, str], Anchor] = dict.fromkeys(agents, (-1, None))
+        keys = sorted(agents)
+        for i in range(0, len(keys), 400):
+            chunk = keys[i : i + 400]
+            for site, agent, top, last_seen in self.c.execute(
+                "SELECT site, agent, CASE WHEN max_seq > high_water_seq THEN max_seq ELSE "
+                "high_water_seq END, last_seen FROM agents WHERE (site, agent) IN "
+                f"(VALUES {', '.join(['(?, ?)'] * len(chunk))})",
+                [v for key in chunk for v in key],
+            ).fetchall():
+                found[(site, agent)] = (int(top), last_seen)
+        return found
 
     def max_seq(self, site: str, agent: str, epoch: str) -> int:
         row = self.c.execute(

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import psycopg
 from pantau.agent.wire.migrations import SchemaTooNewError
 from pantau.agent.wire.settings import redact_url
-from pantau.central.storage.base import DAY, Storage, quoted
+from pantau.central.storage.base import DAY, MAX_BUCKET_SECONDS, CameraKey, Storage, quoted
 from pantau.central.storage.postgres_schema import MIGRATIONS
 from psycopg.adapt import Loader
 
@@ -27,6 +27,9 @@ from psycopg.adapt import Loader
 _MIGRATION_LOCK = 0x70616E74
 _PARAM = re.compile(r"\?")
 _PARTITIONED = ("counts", "buckets")
+# Tables whose upserts go through a temporary staging table (see upsert_rows).
+_STAGED = ("hourly", "daily")
+_IN_TRANSACTION = psycopg.pq.TransactionStatus.INTRANS
 
 
 class DatabaseTooNewError(SchemaTooNewError):
@@ -79,6 +82,12 @@ class PostgresStorage(Storage):
         self.conn.adapters.register_loader("numeric", _Number)
         self._days: set[int] = set()
         self._migrate()
+        self._stages = set()
+        for table in _STAGED:
+            self.conn.execute(
+                f"CREATE TEMPORARY TABLE stage_{table} (LIKE {table}) ON COMMIT DELETE ROWS"
+            )
+            self._stages.add(f"stage_{table}")
 
     @staticmethod
     def missing(url: str) -> str | None:
@@ -101,9 +110,7 @@ class PostgresStorage(Storage):
             for migration in MIGRATIONS[found:]:
                 self.conn.execute(migration.sql)
                 self.conn.execute("DELETE FROM schema_version")
-                self.conn.execute(
-                    "INSERT INTO schema_version VALUES (%s)", (migration.version,)
-                )
+                self.conn.execute("INSERT INTO schema_version VALUES (%s)", (migration.version,))
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor:
         return self.conn.execute(_PARAM.sub("%s", sql.replace("%", "%%")), args or None)
@@ -117,9 +124,10 @@ class PostgresStorage(Storage):
     def insert_rows(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
-        with self.conn.cursor() as cur, cur.copy(
-            f"COPY {table} ({', '.join(map(quoted, columns))}) FROM STDIN"
-        ) as copy:
+        with (
+            self.conn.cursor() as cur,
+            cur.copy(f"COPY {table} ({', '.join(map(quoted, columns))}) FROM STDIN") as copy,
+        ):
             for row in rows:
                 copy.write_row(row)
 
@@ -148,9 +156,49 @@ class PostgresStorage(Storage):
         return int(self.one("SELECT pg_database_size(current_database())"))
 
     def _lock_agents(self, agents: list[tuple[str, str]]) -> None:
-        for site, agent in agents:
-            key = zlib.crc32(f"{site}/{agent}".encode())
-            self.conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (1, key - 2**31))
+        # One statement; unnest yields the keys, and the locks are taken, in the given order.
+        keys = [zlib.crc32(f"{site}/{agent}".encode()) - 2**31 for site, agent in agents]
+        if keys:
+            self.conn.execute(
+                "SELECT pg_advisory_xact_lock(1, k) FROM unnest(%s::int[]) k", (keys,)
+            )
+
+    def upsert_rows(
+        self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]], tail: str = ""
+    ) -> None:
+        """COPY into the table's temporary staging twin, then one INSERT ... SELECT: a
+        statement of thousands of parameters costs more to build and parse than the rows."""
+        stage = f"stage_{table}"
+        if stage not in self._stages or self.conn.info.transaction_status != _IN_TRANSACTION:
+            super().upsert_rows(table, columns, rows, tail)
+            return
+        if not rows:
+            return
+        self.insert_rows(stage, columns, rows)
+        names = ", ".join(map(quoted, columns))
+        # DELETE ... RETURNING empties the stage for a second use in this transaction; ON
+        # COMMIT DELETE ROWS truncates it (temporary tables are never vacuumed).
+        self.conn.execute(
+            f"WITH moved AS (DELETE FROM {stage} RETURNING {names}) INSERT INTO {table} "
+            f"({names}) SELECT {names} FROM moved ORDER BY {names} {tail}"
+        )
+
+    def _buckets_near(self, spans: dict[CameraKey, tuple[int, int]]) -> list[tuple[Any, ...]]:
+        # As Storage._buckets_near, in one statement of five arrays whatever the cameras.
+        items = sorted(spans.items())
+        if not items:
+            return []
+        columns = list(zip(*[(*key, lo, hi) for key, (lo, hi) in items], strict=True))
+        return self.conn.execute(
+            "SELECT k.site, k.agent, k.camera, b.start_s, b.end_s, b.msg_id FROM "
+            "unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[]) "
+            "AS k(site, agent, camera, lo, hi) CROSS JOIN LATERAL (SELECT start_s, end_s, msg_id "
+            "FROM buckets WHERE site = k.site AND agent = k.agent AND camera = k.camera AND "
+            "start_s < k.hi AND start_s >= COALESCE((SELECT MAX(start_s) FROM buckets WHERE "
+            "site = k.site AND agent = k.agent AND camera = k.camera AND start_s <= k.lo AND "
+            "start_s > k.lo - %s), k.lo)) b",
+            [*map(list, columns), MAX_BUCKET_SECONDS],
+        ).fetchall()
 
     def _prepare_days(self, days: set[int]) -> None:
         for day in sorted(days - self._days):

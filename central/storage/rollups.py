@@ -74,10 +74,9 @@ def iso(epoch: float) -> str:
     return format_time(datetime.fromtimestamp(epoch, timezone.utc))
 
 
-def upsert_sql(table: str, period: str) -> tuple[str, str]:
-    """Head and tail of a multi-row upsert into a rollup table that adds to what is there."""
-    columns = [*KEY, period, "rule_type", *MEASURES]
-    quoted = ", ".join(f'"{c}"' for c in columns)
+def upsert_sql(table: str, period: str) -> tuple[list[str], str]:
+    """Columns and ON CONFLICT clause of an upsert into a rollup table that adds to what is
+    there."""
     sets = ", ".join(f'"{m}" = {table}."{m}" + excluded."{m}"' for m in MEASURES)
     conflict = ", ".join(f'"{c}"' for c in (*KEY, period))
-    return (f"INSERT INTO {table} ({quoted})", f"ON CONFLICT ({conflict}) DO UPDATE SET {sets}")
+    return [*KEY, period, "rule_type", *MEASURES], f"ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
