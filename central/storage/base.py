@@ -776,16 +776,17 @@ class Storage(ABC):
                     [v for place in chunk for v in place],
                 )
             )
-        self.executemany(
-            "INSERT INTO events (at, recorded_at, kind, action, site, agent, camera, "
-            "jurisdiction, key, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (key) DO NOTHING",
+        self.upsert_rows(
+            "events",
+            ("at", "recorded_at", "kind", "action", "site", "agent", "camera", "jurisdiction",
+             "key", "body"),
             [
                 (e.at, recorded_at, e.kind, e.action, e.site, e.agent, e.camera,
                  e.jurisdiction or where.get((e.site, e.agent, e.camera)), e.key,
                  json.dumps(e.body, separators=(",", ":")))
                 for e in events
             ],
+            "ON CONFLICT (key) DO NOTHING",
         )  # fmt: skip
         self._pending_events = []
 

@@ -28,7 +28,7 @@ _MIGRATION_LOCK = 0x70616E74
 _PARAM = re.compile(r"\?")
 _PARTITIONED = ("counts", "buckets")
 # Tables whose upserts go through a temporary staging table (see upsert_rows).
-_STAGED = ("hourly", "daily")
+_STAGED = ("hourly", "daily", "events")
 _IN_TRANSACTION = psycopg.pq.TransactionStatus.INTRANS
 
 
@@ -78,14 +78,17 @@ class PostgresStorage(Storage):
         self._where = redact_url(url)
         self.conn = psycopg.connect(url, autocommit=True)
         self.conn.execute("SET TimeZone = 'UTC'")
+        self.conn.execute("SET plan_cache_mode = force_custom_plan")
         self.conn.adapters.register_loader("timestamptz", _IsoTime)
         self.conn.adapters.register_loader("numeric", _Number)
         self._days: set[int] = set()
         self._migrate()
         self._stages = set()
         for table in _STAGED:
+            # Columns without constraints: a row staged without its generated id is fine.
             self.conn.execute(
-                f"CREATE TEMPORARY TABLE stage_{table} (LIKE {table}) ON COMMIT DELETE ROWS"
+                f"CREATE TEMPORARY TABLE stage_{table} ON COMMIT DELETE ROWS AS "
+                f"SELECT * FROM {table} WITH NO DATA"
             )
             self._stages.add(f"stage_{table}")
 
@@ -176,11 +179,12 @@ class PostgresStorage(Storage):
             return
         self.insert_rows(stage, columns, rows)
         names = ", ".join(map(quoted, columns))
-        # DELETE ... RETURNING empties the stage for a second use in this transaction; ON
-        # COMMIT DELETE ROWS truncates it (temporary tables are never vacuumed).
+        # DELETE ... RETURNING empties the stage for a second use in this transaction, and
+        # yields the rows in the order they were staged (a fresh heap); ON COMMIT DELETE ROWS
+        # truncates it (temporary tables are never vacuumed).
         self.conn.execute(
             f"WITH moved AS (DELETE FROM {stage} RETURNING {names}) INSERT INTO {table} "
-            f"({names}) SELECT {names} FROM moved ORDER BY {names} {tail}"
+            f"({names}) SELECT {names} FROM moved {tail}"
         )
 
     def _buckets_near(self, spans: dict[CameraKey, tuple[int, int]]) -> list[tuple[Any, ...]]:
@@ -190,13 +194,17 @@ class PostgresStorage(Storage):
             return []
         columns = list(zip(*[(*key, lo, hi) for key, (lo, hi) in items], strict=True))
         return self.conn.execute(
+            # The last start at or before lo first, once per camera; then the range from it.
+            # OFFSET 0 keeps each subquery a per-camera index scan (not a join whose
+            # filter runs the MAX subquery once per stored bucket).
             "SELECT k.site, k.agent, k.camera, b.start_s, b.end_s, b.msg_id FROM "
             "unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[]) "
-            "AS k(site, agent, camera, lo, hi) CROSS JOIN LATERAL (SELECT start_s, end_s, msg_id "
-            "FROM buckets WHERE site = k.site AND agent = k.agent AND camera = k.camera AND "
-            "start_s < k.hi AND start_s >= COALESCE((SELECT MAX(start_s) FROM buckets WHERE "
-            "site = k.site AND agent = k.agent AND camera = k.camera AND start_s <= k.lo AND "
-            "start_s > k.lo - %s), k.lo)) b",
+            "AS k(site, agent, camera, lo, hi) CROSS JOIN LATERAL (SELECT COALESCE(MAX(start_s), "
+            "k.lo) AS first FROM buckets WHERE site = k.site AND agent = k.agent AND "
+            "camera = k.camera AND start_s <= k.lo AND start_s > k.lo - %s OFFSET 0) f "
+            "CROSS JOIN LATERAL (SELECT start_s, end_s, msg_id FROM buckets WHERE site = k.site "
+            "AND agent = k.agent AND camera = k.camera AND start_s >= f.first AND "
+            "start_s < k.hi OFFSET 0) b",
             [*map(list, columns), MAX_BUCKET_SECONDS],
         ).fetchall()
 

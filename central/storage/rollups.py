@@ -60,13 +60,16 @@ def deltas(
     (site, agent, camera, rule, class, hour start | local day)."""
     hourly: Deltas = {}
     daily: Deltas = {}
+    periods: dict[tuple[str, int], tuple[str, str]] = {}  # (site, hour): hour's text, local day
     for row, start in rows:
         site, agent, camera, rule, rule_type, cls = row[:6]
         hour = hour_start(start)
+        period = periods.get((site, hour))
+        if period is None:
+            period = periods[(site, hour)] = (iso(hour), local_day(hour, zone_of(site)))
         values = measures(row)
-        add(hourly, (site, agent, camera, rule, cls, iso(hour)), rule_type, values)
-        add(daily, (site, agent, camera, rule, cls, local_day(hour, zone_of(site))), rule_type,
-            values)  # fmt: skip
+        add(hourly, (site, agent, camera, rule, cls, period[0]), rule_type, values)
+        add(daily, (site, agent, camera, rule, cls, period[1]), rule_type, values)
     return hourly, daily
 
 
