@@ -1,18 +1,22 @@
 """Data-path benchmark (a script, not a test): outbox write rate, publish rate, central ingest
-rate through Mosquitto into SQLite (one worker), and the replay of a 24 h x 16 camera backlog.
+rate through Mosquitto into SQLite (one worker) and PostgreSQL (one and two workers sharing the
+subscription), and the replay of a 24 h x 16 camera backlog.
 
     .venv/bin/python -m tests.benchmarks.bench_datapath [--cameras 16 --hours 24]
+        [--ingest sqlite postgresql]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import sqlite3
+import secrets
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -28,6 +32,8 @@ from pantau.central.storage import Storage
 from tests.conftest import Broker
 
 BIN = Path(sys.executable).parent
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+INGEST_RUNS = (("sqlite", 1), ("postgresql", 1), ("postgresql", 2))
 
 
 def wait_until(predicate, timeout: float = 300.0, step: float = 0.02) -> float:
@@ -39,11 +45,22 @@ def wait_until(predicate, timeout: float = 300.0, step: float = 0.02) -> float:
     return time.perf_counter() - start
 
 
-def ingest_rate(tmp: Path, port: int, outbox: Outbox, args: argparse.Namespace) -> int:
-    config = tmp / "central.yaml"
-    config.write_text(f"broker: {{port: {port}}}\nstorage: sqlite:///{tmp}/ingest.db\n")
-    central = [str(BIN / "pantau-central"), "run", "-c", str(config)]
-    subprocess.run([*central, "--duration", "2"], check=True, capture_output=True)  # subscribe
+def ingest_rate(
+    tmp: Path, port: int, outbox: Outbox, args: argparse.Namespace, url: str, workers: int
+) -> dict[str, int]:
+    """Messages and count rows per second that `workers` `pantau-central run` processes (one
+    shared-subscription group, one database at `url`) store while draining a queue of counts
+    messages that waited at the broker for their sessions."""
+    group = f"bench{secrets.token_hex(3)}"
+    configs = []
+    for w in range(workers):
+        config = tmp / f"{group}-{w}.yaml"
+        config.write_text(
+            f"broker: {{port: {port}}}\nstorage: '{url}'\ngroup: {group}\nworker: 'w{w}'\n"
+        )
+        configs.append([str(BIN / "pantau-central"), "run", "-c", str(config)])
+    for central in configs:  # each worker's session joins the share, then goes away
+        subprocess.run([*central, "--duration", "2"], check=True, capture_output=True)
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     pub.max_inflight_messages_set(1000)
     pub.connect("127.0.0.1", port)
@@ -56,23 +73,44 @@ def ingest_rate(tmp: Path, port: int, outbox: Outbox, args: argparse.Namespace) 
         time.sleep(0.05)
     pub.loop_stop()
     pub.disconnect()
-    proc = subprocess.Popen(central, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db = tmp / "ingest.db"
+    procs = [
+        subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for c in configs
+    ]
+    storage = Storage(url)
 
     def stored() -> int:
-        try:
-            with sqlite3.connect(db) as c:
-                return c.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
-        except sqlite3.OperationalError:
-            return 0
+        return storage.counter("messages") or 0
 
-    wait_until(lambda: stored() > 0, step=0.005)
-    first, t = stored(), time.perf_counter()
-    wait_until(lambda: stored() >= sent, step=0.01)
-    rate = (sent - first) / (time.perf_counter() - t)
-    proc.terminate()
-    proc.wait(20)
-    return round(rate)
+    try:
+        wait_until(lambda: stored() > 0, step=0.005)
+        first, rows, t = stored(), storage.counter("count_rows") or 0, time.perf_counter()
+        wait_until(lambda: stored() >= sent, step=0.01)
+        took = time.perf_counter() - t
+        rates = {
+            "messages_per_s": round((sent - first) / took),
+            "count_rows_per_s": round(((storage.counter("count_rows") or 0) - rows) / took),
+        }
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(20)
+        storage.close()
+    return rates
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A PostgreSQL database made for the run on the local server, dropped after."""
+    import psycopg
+
+    name = f"pantau_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+        try:
+            yield f"{PG_SERVER}/{name}"
+        finally:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def main() -> None:
@@ -80,6 +118,12 @@ def main() -> None:
     ap.add_argument("--cameras", type=int, default=16)
     ap.add_argument("--hours", type=float, default=24)
     ap.add_argument("--ingest-messages", type=int, default=20000)
+    ap.add_argument(
+        "--ingest",
+        nargs="*",
+        default=["sqlite", "postgresql"],
+        help="Backends of the ingest step (PostgreSQL at 127.0.0.1:5432, user postgres).",
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pantau-bench-"))
     broker = Broker(tmp)
@@ -100,8 +144,19 @@ def main() -> None:
         results["backlog_messages"] = n
 
         # 2. Central ingest: the messages queued at the broker for central's persistent
-        #    session while it is away, then drained by one `pantau-central run` process.
-        results["central_ingest_msgs_per_s"] = ingest_rate(tmp, broker.port, outbox, args)
+        #    sessions while they are away, then drained by `pantau-central run` processes:
+        #    SQLite with one, PostgreSQL with one and with two (one subscription group).
+        for backend, workers in INGEST_RUNS:
+            if backend not in args.ingest:
+                continue
+            name = f"central_ingest_{backend}_{workers}w"
+            if backend == "sqlite":
+                url = f"sqlite:///{tmp}/ingest-{workers}.db"
+                results[name] = ingest_rate(tmp, broker.port, outbox, args, url, workers)
+            else:
+                with postgres_database() as url:
+                    results[name] = ingest_rate(tmp, broker.port, outbox, args, url, workers)
+            print(name, results[name], flush=True)
         # That central's retained ack says the whole backlog is stored; the replay's central
         # below is another one, with an empty database: clear the ack, as a new central's
         # first ack would replace it.
