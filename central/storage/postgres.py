@@ -25,6 +25,8 @@ from psycopg.adapt import Loader
 
 # Any key will do as long as every worker uses the same: migrations run one worker at a time.
 _MIGRATION_LOCK = 0x70616E74
+# Workers create partitions one at a time.
+_PARTITION_LOCK = 0x70617274
 _PARAM = re.compile(r"\?")
 _PARTITIONED = ("counts", "buckets")
 # Tables whose upserts go through a temporary staging table (see upsert_rows).
@@ -212,6 +214,8 @@ class PostgresStorage(Storage):
         for day in sorted(days - self._days):
             name, end = _day_name(day), day + DAY
             with self.conn.transaction():
+                # IF NOT EXISTS does not guard against another worker creating it right now.
+                self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
                 self.conn.execute(
                     f"CREATE TABLE IF NOT EXISTS counts_{name} PARTITION OF counts FOR VALUES "
                     f"FROM ('{_iso_day(day)}') TO ('{_iso_day(end)}')"

@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -66,7 +67,7 @@ def ingest_rate(
     pub.connect("127.0.0.1", port)
     pub.loop_start()
     sent = 0
-    for msg in outbox.messages("counts")[: args.ingest_messages]:
+    for msg in fleet(outbox.messages("counts")[: args.ingest_messages], args.ingest_agents):
         pub.publish(msg.topic, msg.encode(), qos=1)
         sent += 1
     while pub.want_write() or pub._out_messages:  # wait for every PUBACK
@@ -99,6 +100,18 @@ def ingest_rate(
     return rates
 
 
+def fleet(messages: list[Any], agents: int) -> Iterator[Any]:
+    """The messages of one agent's outbox as `agents` agents would send them: cameras dealt
+    out among the agents, each agent with seqs of its own from 0 (workers then take agents in
+    parallel instead of queueing on one agent's lock)."""
+    names = sorted({m.camera for m in messages})
+    seqs: dict[str, int] = {}
+    for m in messages:
+        agent = f"{m.agent}-{names.index(m.camera) % agents}"
+        seqs[agent] = seqs.get(agent, -1) + 1
+        yield m.model_copy(update={"agent": agent, "seq": seqs[agent]})
+
+
 @contextlib.contextmanager
 def postgres_database() -> Iterator[str]:
     """A PostgreSQL database made for the run on the local server, dropped after."""
@@ -118,6 +131,9 @@ def main() -> None:
     ap.add_argument("--cameras", type=int, default=16)
     ap.add_argument("--hours", type=float, default=24)
     ap.add_argument("--ingest-messages", type=int, default=20000)
+    ap.add_argument(
+        "--ingest-agents", type=int, default=8, help="Agents the ingested cameras are dealt to."
+    )
     ap.add_argument(
         "--ingest",
         nargs="*",
