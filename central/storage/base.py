@@ -751,6 +751,17 @@ class Storage(ABC):
         for (site, agent, epoch), (seen, lost) in sorted(by_agent.items()):
             self.seqs.account(site, agent, epoch, seen, lost, received_at)
 
+    def database_id(self) -> str:
+        """This database's random id, made the first time it is asked for and kept in it (a
+        one-row counter, so no schema change): acks carry it, so that an agent notices when
+        central's database was replaced and stops trusting the acks of the one before."""
+        self.execute(
+            "INSERT INTO counters (name, shard, value) VALUES ('database_id', 0, ?) "
+            "ON CONFLICT (name, shard) DO NOTHING",
+            (random.SystemRandom().getrandbits(62),),
+        )
+        return f"{self.counter('database_id'):016x}"
+
     def acknowledgement(self, site: str, agent: str, epoch: str) -> tuple[int, list[Range]]:
         """What central has durably accounted for of one agent epoch (see SeqTracker)."""
         return self.seqs.received_ranges(site, agent, epoch, MAX_ACK_RANGES)
