@@ -3,7 +3,10 @@ rate through Mosquitto into SQLite (one worker) and PostgreSQL (one and two work
 subscription), and the replay of a 24 h x 16 camera backlog.
 
     .venv/bin/python -m tests.benchmarks.bench_datapath [--cameras 16 --hours 24]
-        [--ingest sqlite postgresql]
+        [--ingest sqlite postgresql] [--fleet 64 --fleet-hours 1 [--skip-single]]
+
+With --fleet N it first replays a 1-hour central outage of N agents of --cameras cameras each
+into two PostgreSQL workers (issue 16: 64 x 16 caught up in < 60 s).
 """
 
 from __future__ import annotations
@@ -112,6 +115,68 @@ def fleet(messages: list[Any], agents: int) -> Iterator[Any]:
         yield m.model_copy(update={"agent": agent, "seq": seqs[agent]})
 
 
+def fleet_replay(tmp: Path, port: int, args: argparse.Namespace) -> dict[str, float]:
+    """An outage of central for `fleet_hours` of a fleet of `fleet` agents with `cameras`
+    cameras each: every agent comes back at once with its backlog, into `fleet_workers`
+    PostgreSQL workers. Seconds until central has stored every bucket, and until every agent's
+    outbox is empty (central's acks cover all of it)."""
+    plan = Plan(args.cameras, args.fleet_hours, parse_start(None, 60, args.fleet_hours + 1))
+    agents = []
+    for a in range(args.fleet):
+        settings = AgentSettings(
+            id=f"f{a:03d}", site=f"site{a // 4:02d}", broker={"port": port},
+            buffer={"path": tmp / f"fleet-{a}.db"},
+        )  # fmt: skip
+        outbox = Outbox(settings.buffer.path, agent=settings.id, site=settings.site)
+        sum(generate(plan, outbox))
+        agents.append((settings, outbox))
+    expected = args.fleet * args.cameras * plan.buckets
+    with postgres_database() as url:
+        procs = []
+        for w in range(args.fleet_workers):
+            config = tmp / f"fleet-{w}.yaml"
+            config.write_text(
+                f"broker: {{port: {port}}}\nstorage: '{url}'\ngroup: fleet\nworker: 'w{w}'\n"
+            )
+            procs.append(
+                subprocess.Popen(
+                    [str(BIN / "pantau-central"), "run", "-c", str(config)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        for proc in procs:  # each has joined the share
+            assert proc.stderr is not None and "subscribed to" in proc.stderr.readline()
+        time.sleep(0.5)
+        storage = Storage(url)
+        publishers = [Publisher(s, o, cameras=args.cameras) for s, o in agents]
+        try:
+            t = time.perf_counter()
+            for p in publishers:
+                p.start()
+            stored = wait_until(lambda: (storage.counter("buckets") or 0) >= expected, 600, 0.1)
+            drained = wait_until(lambda: all(p.wait_drained(0) for p in publishers), 600, 0.1)
+            return {
+                "agents": args.fleet,
+                "cameras_per_agent": args.cameras,
+                "outage_hours": args.fleet_hours,
+                "buckets": expected,
+                "workers": args.fleet_workers,
+                "stored_s": round(stored, 1),
+                "acked_s": round(time.perf_counter() - t, 1),
+                "drain_after_stored_s": round(drained, 1),
+            }
+        finally:
+            for p in publishers:
+                p.stop()
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(20)
+            storage.close()
+
+
 @contextlib.contextmanager
 def postgres_database() -> Iterator[str]:
     """A PostgreSQL database made for the run on the local server, dropped after."""
@@ -132,6 +197,12 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=24)
     ap.add_argument("--ingest-messages", type=int, default=20000)
     ap.add_argument(
+        "--fleet", type=int, default=0, help="Agents of the fleet replay step (0: skip it)."
+    )
+    ap.add_argument("--fleet-hours", type=float, default=1.0, help="Outage of the fleet replay.")
+    ap.add_argument("--fleet-workers", type=int, default=2, help="Workers of the fleet replay.")
+    ap.add_argument("--skip-single", action="store_true", help="Only the fleet replay step.")
+    ap.add_argument(
         "--ingest-agents", type=int, default=8, help="Agents the ingested cameras are dealt to."
     )
     ap.add_argument(
@@ -146,6 +217,12 @@ def main() -> None:
     broker.start()
     results: dict[str, object] = {}
     try:
+        if args.fleet:
+            # 4. A fleet's replay after a central outage (first, on an idle broker).
+            results["fleet_replay"] = fleet_replay(tmp, broker.port, args)
+            print("fleet_replay", results["fleet_replay"], flush=True)
+            if args.skip_single:
+                return
         plan = Plan(args.cameras, args.hours, parse_start(None, 60, args.hours + 1))
         agent = AgentSettings(
             id="bench", site="s1", broker={"port": broker.port}, buffer={"path": tmp / "ob.db"}
