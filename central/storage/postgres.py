@@ -85,14 +85,7 @@ class PostgresStorage(Storage):
         self.conn.adapters.register_loader("numeric", _Number)
         self._days: set[int] = set()
         self._migrate()
-        self._stages = set()
-        for table in _STAGED:
-            # Columns without constraints: a row staged without its generated id is fine.
-            self.conn.execute(
-                f"CREATE TEMPORARY TABLE stage_{table} ON COMMIT DELETE ROWS AS "
-                f"SELECT * FROM {table} WITH NO DATA"
-            )
-            self._stages.add(f"stage_{table}")
+        self._stages: set[str] = set()  # staging tables made in this session (upsert_rows)
 
     @staticmethod
     def missing(url: str) -> str | None:
@@ -145,6 +138,7 @@ class PostgresStorage(Storage):
     def rollback(self) -> None:
         if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             self.conn.execute("ROLLBACK")
+        self._stages.clear()  # any made in the transaction are gone
 
     def close(self) -> None:
         self.conn.close()
@@ -174,11 +168,19 @@ class PostgresStorage(Storage):
         """COPY into the table's temporary staging twin, then one INSERT ... SELECT: a
         statement of thousands of parameters costs more to build and parse than the rows."""
         stage = f"stage_{table}"
-        if stage not in self._stages or self.conn.info.transaction_status != _IN_TRANSACTION:
+        if table not in _STAGED or self.conn.info.transaction_status != _IN_TRANSACTION:
             super().upsert_rows(table, columns, rows, tail)
             return
         if not rows:
             return
+        if stage not in self._stages:
+            # Made when first needed (a session that only reads, on a replica, makes none);
+            # columns without constraints: a row staged without its generated id is fine.
+            self.conn.execute(
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+                f"SELECT * FROM {table} WITH NO DATA"
+            )
+            self._stages.add(stage)
         self.insert_rows(stage, columns, rows)
         names = ", ".join(map(quoted, columns))
         # DELETE ... RETURNING empties the stage for a second use in this transaction, and
