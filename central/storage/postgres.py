@@ -162,6 +162,11 @@ class PostgresStorage(Storage):
                 "SELECT pg_advisory_xact_lock(1, k) FROM unnest(%s::int[]) k", (keys,)
             )
 
+    def _track_seqs(self, messages: list[Any], received_at: str) -> None:
+        # Pipeline mode: the bookkeeping's writes go out without waiting for each answer.
+        with self.conn.pipeline():
+            super()._track_seqs(messages, received_at)
+
     def upsert_rows(
         self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]], tail: str = ""
     ) -> None:
