@@ -27,6 +27,7 @@ from pantau.agent.wire.protocol import (
     AckMessage,
     ProtocolError,
     decode,
+    decode_ack,
     is_evidence_topic,
     utcnow,
 )
@@ -48,6 +49,7 @@ ACK_INTERVAL = 1.0
 # the sign that central is alive (it resends what stays unconfirmed only then).
 ACK_REFRESH = 10.0
 _ACK_SUFFIX = f"/{ACK_KIND}"
+ACK_TOPICS = f"{TOPIC_ROOT}/+/+/{ACK_KIND}"
 
 AckKey = tuple[str, str, str]  # site, agent, epoch
 AckState = tuple[int, list[tuple[int, int]]]  # upto, ranges above it
@@ -159,14 +161,12 @@ def _store_batches(settings: CentralSettings, pipe: Connection) -> None:
     it was committed.
     """
     storage = open_storage(settings.storage, settings)
-    pipe.send(("ready",))
+    pipe.send(("ready", storage.database_id()))
     while (batch := pipe.recv()) is not None:
         items = [validate(topic, payload) for topic, payload in batch]
         try:
             counts, dead = store_isolating_poison(storage, items)
-            touched = {
-                (m.site, m.agent, m.epoch) for i in items if (m := i.message) is not None
-            }
+            touched = {(m.site, m.agent, m.epoch) for i in items if (m := i.message) is not None}
             acks = [(key, storage.acknowledgement(*key)) for key in sorted(touched)]
         except Exception as exc:
             pipe.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -189,6 +189,9 @@ class Ingest:
         self._worker: multiprocessing.process.BaseProcess | None = None
         self._dead_log = DeadLetterLog()
         self._acks = AckThrottle()
+        # Agents whose retained ack came from another database (paho's thread appends).
+        self._stale: deque[AckKey] = deque()
+        self.database_id = ""  # this database's id, from the storage process at start
         self.conn = MqttConnection(
             settings.broker,
             client_id=f"pantau-central-{settings.group}-{settings.worker}",
@@ -205,20 +208,23 @@ class Ingest:
     def _on_connect(self, session_present: bool) -> None:
         # Subscribing again on a resumed session is harmless and heals a lost one.
         self.conn.subscribe(self.subscription, qos=1)
+        # Not shared, so that the retained acks come too (a shared subscription gets none):
+        # one left by another database must not stand (see _receive).
+        # QoS 0: nothing queues for a worker that is away.
+        self.conn.subscribe(ACK_TOPICS, qos=0)
 
     def start(self) -> None:
         """Start the storage process (before any thread, so nothing is forked mid-lock), then
         the MQTT connection."""
         ctx = multiprocessing.get_context("spawn")
         self._pipe, child = ctx.Pipe()
-        self._worker = ctx.Process(
-            target=_store_batches, args=(self.settings, child), daemon=True
-        )
+        self._worker = ctx.Process(target=_store_batches, args=(self.settings, child), daemon=True)
         self._worker.start()
         child.close()
         reply = self._pipe.recv() if self._pipe.poll(60) else ("error", "no answer")
         if reply[0] != "ready":
             raise RuntimeError(f"storage process did not start: {reply[-1]}")
+        self.database_id = reply[1]
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         self._thread.start()
         self.conn.start()
@@ -230,10 +236,28 @@ class Ingest:
             # ask for No Local), and so do evidence requests and answers: they are not data.
             if msg.qos > 0:
                 self.conn.ack(msg.mid, msg.qos)
+            if msg.retain:
+                self._stale_ack(msg)
             return
         self._inbox.append(msg)
         if not self._arrived.is_set():
             self._arrived.set()
+
+    def _stale_ack(self, msg: mqtt.MQTTMessage) -> None:
+        """A retained ack from another database (replaced, or restored under a new id) would
+        tell a reconnecting agent to delete what this one never stored: replace it with one
+        that claims nothing, from this database. The agent then sends again what it holds
+        unconfirmed, and this database's own acks follow as those arrive."""
+        try:
+            ack = decode_ack(msg.topic, bytes(msg.payload))
+        except ProtocolError:
+            return  # an empty payload (a cleared ack) or garbage: nothing an agent applies
+        if ack.central != self.database_id:
+            log.warning(
+                "the retained ack of %s/%s is from another central database (%r): replacing it",
+                ack.site, ack.agent, ack.central,
+            )  # fmt: skip
+            self._stale.append((ack.site, ack.agent, ack.epoch))
 
     def _next_batch(self, wait: float) -> list[mqtt.MQTTMessage]:
         if not self._arrived.wait(wait):
@@ -266,10 +290,12 @@ class Ingest:
         return None
 
     def _publish_acks(self) -> None:
+        while self._stale:
+            self._acks.update(self._stale.popleft(), (-1, []))
         for (site, agent, epoch), (upto, ranges) in self._acks.due(time.monotonic()):
             ack = AckMessage(
                 site=site, agent=agent, epoch=epoch, upto=upto, ranges=ranges,
-                created_at=utcnow(),
+                created_at=utcnow(), central=self.database_id,
             )  # fmt: skip
             # Retained: an agent that (re)connects learns at once where central stands.
             self.conn.publish(ack.topic, ack.encode(), qos=1, retain=True)

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 Range = tuple[int, int]  # [first, last], both included
+Anchor = tuple[int, float | None]  # highest seq sent so far, when last heard from
 
 
 def coalesce(ranges: Iterable[Range]) -> list[Range]:
@@ -94,9 +95,7 @@ class SeqTracker:
         if not claimed:
             return
         prev_max = self.max_seq(site, agent, epoch)
-        fresh: list[Range] = []
-        for a, b in claimed:
-            fresh += self._cover(site, agent, epoch, a, b)
+        fresh = self._cover(site, agent, epoch, claimed)
         below = subtract(fresh, [(prev_max + 1, claimed[-1][1])])  # only these can be in gaps
         if below:
             self._fill_gaps(site, agent, epoch, below, intersect(lost_ranges, below), now)
@@ -122,16 +121,21 @@ class SeqTracker:
                 (site, agent, top),
             )
 
-    def anchor(self, site: str, agent: str) -> tuple[int, float | None]:
-        """The highest seq the agent has sent so far, of any kind (-1 if none), and when the
-        agent was last heard from (None if never)."""
-        row = self.c.execute(
-            "SELECT CASE WHEN max_seq > high_water_seq THEN max_seq ELSE high_water_seq END, "
-            "last_seen FROM agents "
-            "WHERE site = ? AND agent = ?",
-            (site, agent),
-        ).fetchone()
-        return (-1, None) if row is None else (int(row[0]), row[1])
+    def anchors(self, agents: set[tuple[str, str]]) -> dict[tuple[str, str], Anchor]:
+        """Per (site, agent): the highest seq the agent has sent so far, of any kind (-1 if
+        none), and when it was last heard from (None if never); one query per 400 agents."""
+        found: dict[tuple[str, str], Anchor] = dict.fromkeys(agents, (-1, None))
+        keys = sorted(agents)
+        for i in range(0, len(keys), 400):
+            chunk = keys[i : i + 400]
+            for site, agent, top, last_seen in self.c.execute(
+                "SELECT site, agent, CASE WHEN max_seq > high_water_seq THEN max_seq ELSE "
+                "high_water_seq END, last_seen FROM agents WHERE (site, agent) IN "
+                f"(VALUES {', '.join(['(?, ?)'] * len(chunk))})",
+                [v for key in chunk for v in key],
+            ).fetchall():
+                found[(site, agent)] = (int(top), last_seen)
+        return found
 
     def max_seq(self, site: str, agent: str, epoch: str) -> int:
         row = self.c.execute(
@@ -140,32 +144,35 @@ class SeqTracker:
         ).fetchone()
         return -1 if row is None else int(row[0])
 
-    def _cover(self, site: str, agent: str, epoch: str, a: int, b: int) -> list[Range]:
-        """Add [a, b] to the epoch's ranges (merging what it touches); return its seqs that
-        were not covered before."""
+    def _cover(self, site: str, agent: str, epoch: str, claimed: list[Range]) -> list[Range]:
+        """Add the (sorted, disjoint) `claimed` ranges to the epoch's ranges, merging what they
+        touch; return their seqs that were not covered before. One read for all of them: seqs
+        spread over several workers arrive interleaved, one range per seq."""
         key = (site, agent, epoch)
+        lo, hi = claimed[0][0], claimed[-1][1]
         touching = [
-            (f, t)
+            (int(f), int(t))
             for f, t in self.c.execute(
                 "SELECT seq_from, seq_to FROM seq_ranges WHERE site = ? AND agent = ? AND "
                 "epoch = ? AND seq_from <= ? AND seq_from >= COALESCE((SELECT MAX(seq_from) "
                 "FROM seq_ranges WHERE site = ? AND agent = ? AND epoch = ? AND seq_from <= ?), "
                 "?) ORDER BY seq_from",
-                (*key, b + 1, *key, a - 1, a - 1),
+                (*key, hi + 1, *key, lo - 1, lo - 1),
             )
-            if t >= a - 1
+            if t >= lo - 1
         ]
-        fresh = subtract([(a, b)], touching)
+        fresh = subtract(claimed, touching)
         if not fresh:
             return []
+        merged = coalesce([*claimed, *touching])
+        kept = set(merged) & set(touching)
         self.c.executemany(
             "DELETE FROM seq_ranges WHERE site = ? AND agent = ? AND epoch = ? AND seq_from = ?",
-            [(*key, f) for f, _ in touching],
+            [(*key, f) for f, t in touching if (f, t) not in kept],
         )
-        merged = coalesce([(a, b), *touching])
-        self.c.execute(
+        self.c.executemany(
             "INSERT INTO seq_ranges (site, agent, epoch, seq_from, seq_to) VALUES (?, ?, ?, ?, ?)",
-            (*key, *merged[0]),
+            [(*key, f, t) for f, t in merged if (f, t) not in kept],
         )
         return fresh
 
@@ -175,25 +182,33 @@ class SeqTracker:
         """Shrink the open gaps that newly accounted seqs below the old maximum fall in (each
         such seq lies in exactly one), closing those left with nothing missing."""
         key = (site, agent, epoch)
+        lo, hi = fresh[0][0], fresh[-1][1]
+        gaps = self.c.execute(
+            "SELECT seq_from, seq_to FROM gaps WHERE site = ? AND agent = ? AND epoch = ? "
+            "AND closed_at IS NULL AND seq_from <= ? AND seq_to >= ? AND seq_from >= "
+            "COALESCE((SELECT MAX(seq_from) FROM gaps WHERE site = ? AND agent = ? AND "
+            "epoch = ? AND seq_from <= ?), ?) ORDER BY seq_from",
+            (*key, hi, lo, *key, lo, lo),
+        ).fetchall()
         windows: list[tuple[int, int, int]] = []  # (lo, hi, seq_from of the gap)
+        j = 0
         for a, b in fresh:
-            for seq_from, seq_to in self.c.execute(
-                "SELECT seq_from, seq_to FROM gaps WHERE site = ? AND agent = ? AND epoch = ? "
-                "AND closed_at IS NULL AND seq_from <= ? AND seq_to >= ? AND seq_from >= "
-                "COALESCE((SELECT MAX(seq_from) FROM gaps WHERE site = ? AND agent = ? AND "
-                "epoch = ? AND seq_from <= ?), ?) ORDER BY seq_from",
-                (*key, b, a, *key, a, a),
-            ).fetchall():
-                windows.append((max(a, seq_from), min(b, seq_to), seq_from))
-        lost_in = overlaps(lost, [(lo, hi) for lo, hi, _ in windows])
-        for (lo, hi, seq_from), lost_n in zip(windows, lost_in, strict=True):
-            filled = hi - lo + 1
-            self.c.execute(
-                "UPDATE gaps SET missing = missing - ?, lost = lost + ?, closed_at = CASE WHEN "
-                "missing - ? <= 0 THEN ? END WHERE site = ? AND agent = ? AND epoch = ? AND "
-                "seq_from = ?",
-                (filled, lost_n, filled, now, *key, seq_from),
-            )
+            while j < len(gaps) and gaps[j][1] < a:
+                j += 1
+            k = j
+            while k < len(gaps) and gaps[k][0] <= b:
+                windows.append((max(a, gaps[k][0]), min(b, gaps[k][1]), gaps[k][0]))
+                k += 1
+        lost_in = overlaps(lost, [(w_lo, w_hi) for w_lo, w_hi, _ in windows])
+        self.c.executemany(
+            "UPDATE gaps SET missing = missing - ?, lost = lost + ?, closed_at = CASE WHEN "
+            "missing - ? <= 0 THEN ? END WHERE site = ? AND agent = ? AND epoch = ? AND "
+            "seq_from = ?",
+            [
+                (w_hi - w_lo + 1, lost_n, w_hi - w_lo + 1, now, *key, seq_from)
+                for (w_lo, w_hi, seq_from), lost_n in zip(windows, lost_in, strict=True)
+            ],
+        )
 
     def received_ranges(
         self, site: str, agent: str, epoch: str, limit: int

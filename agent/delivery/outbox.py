@@ -54,6 +54,8 @@ BALLAST_BYTES = 4 * 1024 * 1024
 BALLAST_SHARE = 1 / 16
 # Relief stops at this share of the cap, so it does not run again on the next enqueue.
 RELIEF_TARGET = 0.9
+# Ids of replaced central databases remembered, whose acks are ignored (a stale retained ack).
+RETIRED_IDS = 16
 
 # Oldest rows looked at per merge step: small, so only as much is coarsened as space requires.
 _MERGE_CHUNK = 256
@@ -659,6 +661,25 @@ class Outbox:
             ):
                 out[lane] = seq
         return out
+
+    def adopt_central(self, central: str) -> str:
+        """Judge an ack from central's database `central` (its id): "same" as the acks applied
+        so far (or the first id seen), "new" (a replaced database: the one before is retired
+        for good and every message awaiting central must be sent again, since the new one may
+        lack it), or "retired" (an earlier database's ack, such as a stale retained one: not to
+        be applied)."""
+        with self._lock, self._disk():
+            current = self._meta("central")
+            retired = (self._meta("central_retired") or "").split()
+            if central in retired:
+                return "retired"
+            if current == central:
+                return "same"
+            with self._transaction():
+                if current is not None:
+                    self._set_meta("central_retired", " ".join([*retired, current][-RETIRED_IDS:]))
+                self._set_meta("central", central)
+            return "same" if current is None else "new"
 
     def awaiting(self) -> int:
         """Messages the broker acknowledged that central has not yet confirmed."""

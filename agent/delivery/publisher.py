@@ -239,6 +239,20 @@ class Publisher:
     def _apply(self, ack: AckMessage) -> None:
         """Delete what central's ack covers; send again the holes it shows."""
         now = time.time()
+        if ack.central:
+            verdict = self.outbox.adopt_central(ack.central)
+            if verdict == "retired":
+                return  # a replaced database's ack (a stale retained one): it no longer holds
+            if verdict == "new":
+                released = self.outbox.resend(float("inf"))
+                log.warning(
+                    "central's database changed (id %s); sending again the %d messages it has "
+                    "not confirmed",
+                    ack.central,
+                    len(released),
+                )
+                self._confirmed_through = None
+                self._rewind(released)
         self._heard_at = now
         through = self._confirmed_through
         hole_before = None if through is None else through - HOLE_GRACE
@@ -311,8 +325,9 @@ class Publisher:
                         self._refused.clear()
                     refused_at = None
             try:
-                sent = self._send(LANE_ALERT, limit=None) + self._send(LANE_DATA,
-                                                                       limit=self._limiter)
+                sent = self._send(LANE_ALERT, limit=None) + self._send(
+                    LANE_DATA, limit=self._limiter
+                )
             except OutboxFullError as exc:
                 # Nothing was taken (or sent): the same messages go once the disk has room.
                 if not disk_full:

@@ -415,6 +415,11 @@ class AckMessage(_Model):
         f"{MAX_ACK_RANGES}, so seqs above the last one may be accounted for too.",
     )
     created_at: UtcTime
+    central: Epoch = Field(
+        "",
+        description="The random id of central's database (empty from a central before ids): "
+        "an agent that sees it change knows the acks of the one before no longer hold.",
+    )
 
     _check_agent = field_validator("agent")(segment_validator("agent"))
     _check_site = field_validator("site")(segment_validator("site"))

@@ -10,10 +10,12 @@ Times are RFC 3339 UTC strings in and out of both.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import importlib
 import itertools
 import json
+import math
 import random
 import time
 from abc import ABC, abstractmethod
@@ -69,6 +71,15 @@ MESSAGE_COLUMNS: Final = (
     "created_at",
     "received_at",
 )
+BUCKET_COLUMNS: Final = ("site", "agent", "camera", "start_s", "end_s", "msg_id")
+CameraKey = tuple[str, str, str]  # site, agent, camera
+# A bucket admission compares with: start and end (epoch s), msg_id, and the message when it
+# was admitted in this batch (its count rows are not stored yet).
+_Bucket = tuple[int, int, str, CountsMessage | None]
+# The longest bucket the protocol allows (CountsPayload.bucket_seconds).
+MAX_BUCKET_SECONDS: Final = 7 * 86400
+# Cameras whose neighbouring buckets one query reads (SQLite allows 500 compound terms).
+CAMERAS_PER_QUERY = 100
 _COUNTS_SELECT = ", ".join(f'"{c}"' for c in COUNT_COLUMNS)
 # Counter shards: each open storage adds to one of these rows, so workers never wait on one.
 COUNTER_SHARDS = 16
@@ -299,10 +310,14 @@ class Storage(ABC):
         row = self.execute(sql, args).fetchone()
         return None if row is None else row[0]
 
-    def upsert_rows(self, head: str, tail: str, rows: list[tuple[Any, ...]]) -> None:
-        """`head VALUES (...), (...) tail` in chunks: one statement per chunk of rows."""
+    def upsert_rows(
+        self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]], tail: str = ""
+    ) -> None:
+        """`INSERT INTO table (columns) VALUES (...), (...) tail` in chunks: one statement per
+        chunk of rows (`tail`: an ON CONFLICT clause, or nothing)."""
         if not rows:
             return
+        head = f"INSERT INTO {table} ({', '.join(map(quoted, columns))})"
         marks = "(" + ", ".join("?" * len(rows[0])) + ")"
         for i in range(0, len(rows), ROWS_PER_STATEMENT):
             chunk = rows[i : i + ROWS_PER_STATEMENT]
@@ -370,7 +385,14 @@ class Storage(ABC):
                 sorted({(i.message.site, i.message.agent) for i in batch if i.message is not None})
             )
             known = self._known_ids([i.message for i in batch if isinstance(i.message, _SEQUENCED)])
-            anchors: dict[tuple[str, str], tuple[int, float | None]] = {}
+            # What admission compares with, read once for the whole batch (one query each, not
+            # one per message) and kept current in memory as the batch is admitted.
+            anchors = self.seqs.anchors({(i.message.site, i.message.agent) for i in batch
+                                         if i.message is not None})  # fmt: skip
+            buckets = self._stored_buckets(
+                [i.message for i in batch if isinstance(i.message, CountsMessage)]
+            )
+            new_buckets: list[tuple[Any, ...]] = []
             accepted: list[Any] = []
             tracked: list[Any] = []  # stored, or already stored: their seqs are accounted for
             for item in batch:
@@ -381,8 +403,10 @@ class Storage(ABC):
                     verdict = DUPLICATE
                 else:
                     verdict = self._within_window(msg, anchors, now)
-                    if verdict is None and isinstance(msg, _SEQUENCED):
-                        verdict = self._admit(msg, now)
+                    if verdict is None and isinstance(msg, CountsMessage):
+                        verdict = self._admit_bucket(msg, now, buckets, new_buckets)
+                    elif verdict is None and isinstance(msg, AlertMessage | HealthMessage):
+                        verdict = self._admit(msg)
                 if verdict is None or verdict is DUPLICATE:
                     stats["stored" if verdict is None else "duplicate"] += 1
                     if isinstance(msg, StatusMessage | HeartbeatMessage):
@@ -397,6 +421,7 @@ class Storage(ABC):
                     self._dead_letter(item, received_at)
                     dead.append(item)
                     stats["dead"] += 1
+            self.insert_rows("buckets", BUCKET_COLUMNS, new_buckets)
             self._record(accepted, received_at)
             self._seen({(m.site, m.agent, m.camera) for m in tracked}, now)
             self._track_seqs(tracked, received_at)
@@ -437,8 +462,6 @@ class Storage(ABC):
         per second of silence, so an agent back from a long outage is believed and a forged
         leap from a live one is not. The first message of an unknown agent sets the base."""
         key = (msg.site, msg.agent)
-        if key not in anchors:
-            anchors[key] = self.seqs.anchor(*key)
         (anchor, last_seen), top = anchors[key], _highest_claim(msg)
         silent = max(0.0, now - last_seen) if last_seen is not None else 0.0
         allowed = self.settings.seq_window + int(self.settings.max_seq_rate * silent)
@@ -450,17 +473,60 @@ class Storage(ABC):
         anchors[key] = (max(anchor, top), last_seen)
         return None
 
-    def _admit(self, msg: CountsMessage | AlertMessage | HealthMessage, now: float) -> str | None:
-        """Write what must be visible to the rest of the batch at once (bucket, alert or health
-        row) and return None; or return DUPLICATE, or why the message is dead-lettered."""
-        if isinstance(msg, CountsMessage):
-            return self._admit_bucket(msg, now)
+    def _admit(self, msg: AlertMessage | HealthMessage) -> str | None:
+        """Write what must be visible to the rest of the batch at once (alert or health row)
+        and return None; or return DUPLICATE, or why the message is dead-lettered."""
         if isinstance(msg, AlertMessage):
             return self._alert(msg)
         self._health(msg)
         return None
 
-    def _admit_bucket(self, msg: CountsMessage, now: float) -> str | None:
+    def _stored_buckets(self, messages: list[CountsMessage]) -> dict[CameraKey, list[_Bucket]]:
+        """Per camera of `messages`, the stored buckets their times can touch, by start: those
+        starting from the last one at or before the earliest start to the latest end."""
+        spans: dict[CameraKey, tuple[int, int]] = {}
+        for m in messages:
+            start = int(m.payload.bucket_start.timestamp())
+            key = (m.site, m.agent, m.camera)
+            lo, hi = spans.get(key, (start, start))
+            spans[key] = (min(lo, start), max(hi, start + m.payload.bucket_seconds))
+        found: dict[CameraKey, list[_Bucket]] = {key: [] for key in spans}
+        for site, agent, camera, start_s, end_s, msg_id in self._buckets_near(spans):
+            found[(site, agent, camera)].append((int(start_s), int(end_s), msg_id, None))
+        for have in found.values():
+            have.sort()
+        return found
+
+    def _buckets_near(self, spans: dict[CameraKey, tuple[int, int]]) -> list[tuple[Any, ...]]:
+        """Stored buckets (site, agent, camera, start_s, end_s, msg_id) of each camera that
+        start in [lo, hi), and the last one starting at or before lo if it can reach lo (no
+        bucket is longer than MAX_BUCKET_SECONDS): one query per chunk of cameras."""
+        one = (
+            "SELECT site, agent, camera, start_s, end_s, msg_id FROM buckets WHERE site = ? AND "
+            "agent = ? AND camera = ? AND start_s < ? AND start_s >= COALESCE((SELECT "
+            "MAX(start_s) FROM buckets WHERE site = ? AND agent = ? AND camera = ? AND "
+            "start_s <= ? AND start_s > ?), ?)"
+        )
+        items = sorted(spans.items())
+        found: list[tuple[Any, ...]] = []
+        args = [(*key, hi, *key, lo, lo - MAX_BUCKET_SECONDS, lo) for key, (lo, hi) in items]
+        for i in range(0, len(items), CAMERAS_PER_QUERY):
+            chunk = args[i : i + CAMERAS_PER_QUERY]
+            found += self.fetch(
+                " UNION ALL ".join([one] * len(chunk)), [v for a in chunk for v in a]
+            )
+        return found
+
+    def _admit_bucket(
+        self,
+        msg: CountsMessage,
+        now: float,
+        buckets: dict[CameraKey, list[_Bucket]],
+        new_buckets: list[tuple[Any, ...]],
+    ) -> str | None:
+        """Admit a bucket against the stored and already admitted buckets of its camera
+        (`buckets`, from _stored_buckets, kept current here; the row to store goes to
+        `new_buckets`); or return DUPLICATE, or why it is dead-lettered."""
         p = msg.payload
         start = p.bucket_start.timestamp()
         end = start + p.bucket_seconds
@@ -468,34 +534,37 @@ class Storage(ABC):
         if reason:
             return reason
         key = (msg.site, msg.agent, msg.camera)
-        clash = [
-            r
-            for r in self.fetch(
-                "SELECT start_s, end_s, msg_id FROM buckets WHERE site = ? AND agent = ? AND "
-                "camera = ? AND start_s < ? AND start_s >= COALESCE((SELECT MAX(start_s) FROM "
-                "buckets WHERE site = ? AND agent = ? AND camera = ? AND start_s <= ?), ?)",
-                (*key, int(end), *key, int(start), int(start)),
-            )
-            if r[1] > start
-        ]
+        have = buckets[key]
+        # Stored buckets never overlap: only the last one starting at or before this start,
+        # and those starting inside it, can.
+        first = max(0, bisect.bisect_right(have, (start, math.inf)) - 1)
+        clash = []
+        for b in have[first:]:
+            if b[0] >= end:
+                break
+            if b[1] > start:
+                clash.append(b)
         if len(clash) == 1 and clash[0][:2] == (start, end):
-            if self._same_counts(msg):
+            other = clash[0][3]
+            same = (
+                self._same_counts(msg)
+                if other is None
+                else sorted(count_rows(other)) == sorted(count_rows(msg))
+            )
+            if same:
                 return DUPLICATE
             return (
                 f"conflict: bucket {_iso(start)} of {'/'.join(key)} is already stored from "
                 f"msg_id {clash[0][2]} with other content"
             )
         if clash:
-            s0, e0, other = clash[0]
+            s0, e0, other_id, _ = clash[0]
             return (
                 f"bucket overlaps: [{_iso(start)}, {_iso(end)}) of {'/'.join(key)} overlaps "
-                f"the stored bucket [{_iso(s0)}, {_iso(e0)}) of msg_id {other}"
+                f"the stored bucket [{_iso(s0)}, {_iso(e0)}) of msg_id {other_id}"
             )
-        self.execute(
-            "INSERT INTO buckets (site, agent, camera, start_s, end_s, msg_id) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (*key, int(start), int(end), msg.msg_id),
-        )
+        bisect.insort(have, (int(start), int(end), msg.msg_id, msg))
+        new_buckets.append((*key, int(start), int(end), msg.msg_id))
         return None
 
     def _same_counts(self, msg: CountsMessage) -> bool:
@@ -541,8 +610,8 @@ class Storage(ABC):
             self._zones_synced.add(site)
         # Sorted keys: concurrent writers lock rollup rows in one order.
         for table, period, deltas in (("hourly", "hour_start", hourly), ("daily", "day", daily)):
-            head, tail = rollups.upsert_sql(table, period)
-            self.upsert_rows(head, tail, [(*k, *v) for k, v in sorted(deltas.items())])
+            columns, tail = rollups.upsert_sql(table, period)
+            self.upsert_rows(table, columns, [(*k, *v) for k, v in sorted(deltas.items())], tail)
 
     def _prune_dead_letters(self, now: float) -> None:
         """Drop dead letters past their retention, then the oldest beyond the cap; count them."""
@@ -731,6 +800,17 @@ class Storage(ABC):
                 lost.extend((a, b) for a, b in m.payload.details.get("lost_seqs", []))
         for (site, agent, epoch), (seen, lost) in sorted(by_agent.items()):
             self.seqs.account(site, agent, epoch, seen, lost, received_at)
+
+    def database_id(self) -> str:
+        """This database's random id, made the first time it is asked for and kept in it (a
+        one-row counter, so no schema change): acks carry it, so that an agent notices when
+        central's database was replaced and stops trusting the acks of the one before."""
+        self.execute(
+            "INSERT INTO counters (name, shard, value) VALUES ('database_id', 0, ?) "
+            "ON CONFLICT (name, shard) DO NOTHING",
+            (random.SystemRandom().getrandbits(62),),
+        )
+        return f"{self.counter('database_id'):016x}"
 
     def acknowledgement(self, site: str, agent: str, epoch: str) -> tuple[int, list[Range]]:
         """What central has durably accounted for of one agent epoch (see SeqTracker)."""
@@ -974,21 +1054,31 @@ class Storage(ABC):
         if not events:
             return
         places = sorted({(e.site, e.agent, e.camera) for e in events if e.camera is not None})
-        where: dict[tuple[str, str, str | None], str | None] = {
-            (s, a, c): self.jurisdiction(s, a, c) for s, a, c in places if c is not None
-        }
+        # One query per chunk of cameras, not one per camera.
+        where: dict[tuple[str, str, str | None], str | None] = {}
+        for i in range(0, len(places), 300):
+            chunk = places[i : i + 300]
+            where.update(
+                ((s, a, c), j)
+                for s, a, c, j in self.fetch(
+                    "SELECT site, agent, camera, jurisdiction FROM cameras WHERE "
+                    f"(site, agent, camera) IN (VALUES {', '.join(['(?, ?, ?)'] * len(chunk))})",
+                    [v for place in chunk for v in place],
+                )
+            )
         events = forward_queue.with_jurisdictions(events, where)
         # Before logging: what is logged already was queued when it was.
         forward_queue.enqueue(self, self._forwarders, events, recorded_at)
-        self.executemany(
-            "INSERT INTO events (at, recorded_at, kind, action, site, agent, camera, "
-            "jurisdiction, key, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (key) DO NOTHING",
+        self.upsert_rows(
+            "events",
+            ("at", "recorded_at", "kind", "action", "site", "agent", "camera", "jurisdiction",
+             "key", "body"),
             [
                 (e.at, recorded_at, e.kind, e.action, e.site, e.agent, e.camera,
                  e.jurisdiction, e.key, json.dumps(e.body, separators=(",", ":")))
                 for e in events
             ],
+            "ON CONFLICT (key) DO NOTHING",
         )  # fmt: skip
         self._pending_events = []
 
@@ -1090,8 +1180,9 @@ class Storage(ABC):
             self.begin()
             try:
                 self.execute("DELETE FROM daily WHERE site = ?", (site,))
-                head, tail = rollups.upsert_sql("daily", "day")
-                self.upsert_rows(head, tail, [(*k, *v) for k, v in sorted(days.items())])
+                columns, tail = rollups.upsert_sql("daily", "day")
+                rows = [(*k, *v) for k, v in sorted(days.items())]
+                self.upsert_rows("daily", columns, rows, tail)
                 self.execute("UPDATE sites SET timezone = ? WHERE site = ?", (zone.key, site))
                 self.commit()
             except BaseException:

@@ -19,14 +19,19 @@ from typing import Any, ClassVar
 import psycopg
 from pantau.agent.wire.migrations import SchemaTooNewError
 from pantau.agent.wire.settings import redact_url
-from pantau.central.storage.base import DAY, Storage, quoted
+from pantau.central.storage.base import DAY, MAX_BUCKET_SECONDS, CameraKey, Storage, quoted
 from pantau.central.storage.postgres_schema import MIGRATIONS
 from psycopg.adapt import Loader
 
 # Any key will do as long as every worker uses the same: migrations run one worker at a time.
 _MIGRATION_LOCK = 0x70616E74
+# Workers create partitions one at a time.
+_PARTITION_LOCK = 0x70617274
 _PARAM = re.compile(r"\?")
 _PARTITIONED = ("counts", "buckets")
+# Tables whose upserts go through a temporary staging table (see upsert_rows).
+_STAGED = ("hourly", "daily", "events")
+_IN_TRANSACTION = psycopg.pq.TransactionStatus.INTRANS
 
 
 class DatabaseTooNewError(SchemaTooNewError):
@@ -75,10 +80,12 @@ class PostgresStorage(Storage):
         self._where = redact_url(url)
         self.conn = psycopg.connect(url, autocommit=True)
         self.conn.execute("SET TimeZone = 'UTC'")
+        self.conn.execute("SET plan_cache_mode = force_custom_plan")
         self.conn.adapters.register_loader("timestamptz", _IsoTime)
         self.conn.adapters.register_loader("numeric", _Number)
         self._days: set[int] = set()
         self._migrate()
+        self._stages: set[str] = set()  # staging tables made in this session (upsert_rows)
 
     @staticmethod
     def missing(url: str) -> str | None:
@@ -101,9 +108,7 @@ class PostgresStorage(Storage):
             for migration in MIGRATIONS[found:]:
                 self.conn.execute(migration.sql)
                 self.conn.execute("DELETE FROM schema_version")
-                self.conn.execute(
-                    "INSERT INTO schema_version VALUES (%s)", (migration.version,)
-                )
+                self.conn.execute("INSERT INTO schema_version VALUES (%s)", (migration.version,))
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor:
         return self.conn.execute(_PARAM.sub("%s", sql.replace("%", "%%")), args or None)
@@ -117,9 +122,10 @@ class PostgresStorage(Storage):
     def insert_rows(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
-        with self.conn.cursor() as cur, cur.copy(
-            f"COPY {table} ({', '.join(map(quoted, columns))}) FROM STDIN"
-        ) as copy:
+        with (
+            self.conn.cursor() as cur,
+            cur.copy(f"COPY {table} ({', '.join(map(quoted, columns))}) FROM STDIN") as copy,
+        ):
             for row in rows:
                 copy.write_row(row)
 
@@ -132,6 +138,7 @@ class PostgresStorage(Storage):
     def rollback(self) -> None:
         if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             self.conn.execute("ROLLBACK")
+        self._stages.clear()  # any made in the transaction are gone
 
     def close(self) -> None:
         self.conn.close()
@@ -148,9 +155,67 @@ class PostgresStorage(Storage):
         return int(self.one("SELECT pg_database_size(current_database())"))
 
     def _lock_agents(self, agents: list[tuple[str, str]]) -> None:
-        for site, agent in agents:
-            key = zlib.crc32(f"{site}/{agent}".encode())
-            self.conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (1, key - 2**31))
+        # One statement; unnest yields the keys, and the locks are taken, in the given order.
+        keys = [zlib.crc32(f"{site}/{agent}".encode()) - 2**31 for site, agent in agents]
+        if keys:
+            self.conn.execute(
+                "SELECT pg_advisory_xact_lock(1, k) FROM unnest(%s::int[]) k", (keys,)
+            )
+
+    def _track_seqs(self, messages: list[Any], received_at: str) -> None:
+        # Pipeline mode: the bookkeeping's writes go out without waiting for each answer.
+        with self.conn.pipeline():
+            super()._track_seqs(messages, received_at)
+
+    def upsert_rows(
+        self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]], tail: str = ""
+    ) -> None:
+        """COPY into the table's temporary staging twin, then one INSERT ... SELECT: a
+        statement of thousands of parameters costs more to build and parse than the rows."""
+        stage = f"stage_{table}"
+        if table not in _STAGED or self.conn.info.transaction_status != _IN_TRANSACTION:
+            super().upsert_rows(table, columns, rows, tail)
+            return
+        if not rows:
+            return
+        if stage not in self._stages:
+            # Made when first needed (a session that only reads, on a replica, makes none);
+            # columns without constraints: a row staged without its generated id is fine.
+            self.conn.execute(
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+                f"SELECT * FROM {table} WITH NO DATA"
+            )
+            self._stages.add(stage)
+        self.insert_rows(stage, columns, rows)
+        names = ", ".join(map(quoted, columns))
+        # DELETE ... RETURNING empties the stage for a second use in this transaction, and
+        # yields the rows in the order they were staged (a fresh heap); ON COMMIT DELETE ROWS
+        # truncates it (temporary tables are never vacuumed).
+        self.conn.execute(
+            f"WITH moved AS (DELETE FROM {stage} RETURNING {names}) INSERT INTO {table} "
+            f"({names}) SELECT {names} FROM moved {tail}"
+        )
+
+    def _buckets_near(self, spans: dict[CameraKey, tuple[int, int]]) -> list[tuple[Any, ...]]:
+        # As Storage._buckets_near, in one statement of five arrays whatever the cameras.
+        items = sorted(spans.items())
+        if not items:
+            return []
+        columns = list(zip(*[(*key, lo, hi) for key, (lo, hi) in items], strict=True))
+        return self.conn.execute(
+            # The last start at or before lo first, once per camera; then the range from it.
+            # OFFSET 0 keeps each subquery a per-camera index scan (not a join whose
+            # filter runs the MAX subquery once per stored bucket).
+            "SELECT k.site, k.agent, k.camera, b.start_s, b.end_s, b.msg_id FROM "
+            "unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[]) "
+            "AS k(site, agent, camera, lo, hi) CROSS JOIN LATERAL (SELECT COALESCE(MAX(start_s), "
+            "k.lo) AS first FROM buckets WHERE site = k.site AND agent = k.agent AND "
+            "camera = k.camera AND start_s <= k.lo AND start_s > k.lo - %s OFFSET 0) f "
+            "CROSS JOIN LATERAL (SELECT start_s, end_s, msg_id FROM buckets WHERE site = k.site "
+            "AND agent = k.agent AND camera = k.camera AND start_s >= f.first AND "
+            "start_s < k.hi OFFSET 0) b",
+            [*map(list, columns), MAX_BUCKET_SECONDS],
+        ).fetchall()
 
     def try_lock(self, name: str) -> bool:
         key = zlib.crc32(name.encode())
@@ -160,6 +225,8 @@ class PostgresStorage(Storage):
         for day in sorted(days - self._days):
             name, end = _day_name(day), day + DAY
             with self.conn.transaction():
+                # IF NOT EXISTS does not guard against another worker creating it right now.
+                self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
                 self.conn.execute(
                     f"CREATE TABLE IF NOT EXISTS counts_{name} PARTITION OF counts FOR VALUES "
                     f"FROM ('{_iso_day(day)}') TO ('{_iso_day(end)}')"

@@ -60,13 +60,16 @@ def deltas(
     (site, agent, camera, rule, class, hour start | local day)."""
     hourly: Deltas = {}
     daily: Deltas = {}
+    periods: dict[tuple[str, int], tuple[str, str]] = {}  # (site, hour): hour's text, local day
     for row, start in rows:
         site, agent, camera, rule, rule_type, cls = row[:6]
         hour = hour_start(start)
+        period = periods.get((site, hour))
+        if period is None:
+            period = periods[(site, hour)] = (iso(hour), local_day(hour, zone_of(site)))
         values = measures(row)
-        add(hourly, (site, agent, camera, rule, cls, iso(hour)), rule_type, values)
-        add(daily, (site, agent, camera, rule, cls, local_day(hour, zone_of(site))), rule_type,
-            values)  # fmt: skip
+        add(hourly, (site, agent, camera, rule, cls, period[0]), rule_type, values)
+        add(daily, (site, agent, camera, rule, cls, period[1]), rule_type, values)
     return hourly, daily
 
 
@@ -74,10 +77,9 @@ def iso(epoch: float) -> str:
     return format_time(datetime.fromtimestamp(epoch, timezone.utc))
 
 
-def upsert_sql(table: str, period: str) -> tuple[str, str]:
-    """Head and tail of a multi-row upsert into a rollup table that adds to what is there."""
-    columns = [*KEY, period, "rule_type", *MEASURES]
-    quoted = ", ".join(f'"{c}"' for c in columns)
+def upsert_sql(table: str, period: str) -> tuple[list[str], str]:
+    """Columns and ON CONFLICT clause of an upsert into a rollup table that adds to what is
+    there."""
     sets = ", ".join(f'"{m}" = {table}."{m}" + excluded."{m}"' for m in MEASURES)
     conflict = ", ".join(f'"{c}"' for c in (*KEY, period))
-    return (f"INSERT INTO {table} ({quoted})", f"ON CONFLICT ({conflict}) DO UPDATE SET {sets}")
+    return [*KEY, period, "rule_type", *MEASURES], f"ON CONFLICT ({conflict}) DO UPDATE SET {sets}"

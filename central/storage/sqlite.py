@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pantau.agent.wire.migrations import connect, schema_version
-from pantau.central.storage.base import Storage, quoted
+from pantau.central.storage.base import Storage
 from pantau.central.storage.sqlite_schema import MIGRATIONS
 
 
@@ -45,7 +45,7 @@ class SqliteStorage(Storage):
         self.conn.executemany(sql, rows)
 
     def insert_rows(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
-        self.upsert_rows(f"INSERT INTO {table} ({', '.join(map(quoted, columns))})", "", rows)
+        self.upsert_rows(table, columns, rows)
 
     def begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -99,4 +99,3 @@ class SqliteStorage(Storage):
             dropped_rows += rows
             dropped_buckets += buckets
         return dropped_rows, dropped_buckets
-

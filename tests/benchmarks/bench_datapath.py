@@ -1,19 +1,27 @@
 """Data-path benchmark (a script, not a test): outbox write rate, publish rate, central ingest
-rate through Mosquitto into SQLite (one worker), and the replay of a 24 h x 16 camera backlog.
+rate through Mosquitto into SQLite (one worker) and PostgreSQL (one and two workers sharing the
+subscription), and the replay of a 24 h x 16 camera backlog.
 
     .venv/bin/python -m tests.benchmarks.bench_datapath [--cameras 16 --hours 24]
+        [--ingest sqlite postgresql] [--fleet 64 --fleet-hours 1 [--skip-single]]
+
+With --fleet N it first replays a 1-hour central outage of N agents of --cameras cameras each
+into two PostgreSQL workers (issue 16: 64 x 16 caught up in < 60 s).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import sqlite3
+import secrets
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -28,6 +36,8 @@ from pantau.central.storage import Storage
 from tests.conftest import Broker
 
 BIN = Path(sys.executable).parent
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+INGEST_RUNS = (("sqlite", 1), ("postgresql", 1), ("postgresql", 2))
 
 
 def wait_until(predicate, timeout: float = 300.0, step: float = 0.02) -> float:
@@ -39,40 +49,146 @@ def wait_until(predicate, timeout: float = 300.0, step: float = 0.02) -> float:
     return time.perf_counter() - start
 
 
-def ingest_rate(tmp: Path, port: int, outbox: Outbox, args: argparse.Namespace) -> int:
-    config = tmp / "central.yaml"
-    config.write_text(f"broker: {{port: {port}}}\nstorage: sqlite:///{tmp}/ingest.db\n")
-    central = [str(BIN / "pantau-central"), "run", "-c", str(config)]
-    subprocess.run([*central, "--duration", "2"], check=True, capture_output=True)  # subscribe
+def ingest_rate(
+    tmp: Path, port: int, outbox: Outbox, args: argparse.Namespace, url: str, workers: int
+) -> dict[str, int]:
+    """Messages and count rows per second that `workers` `pantau-central run` processes (one
+    shared-subscription group, one database at `url`) store while draining a queue of counts
+    messages that waited at the broker for their sessions."""
+    group = f"bench{secrets.token_hex(3)}"
+    configs = []
+    for w in range(workers):
+        config = tmp / f"{group}-{w}.yaml"
+        config.write_text(
+            f"broker: {{port: {port}}}\nstorage: '{url}'\ngroup: {group}\nworker: 'w{w}'\n"
+        )
+        configs.append([str(BIN / "pantau-central"), "run", "-c", str(config)])
+    for central in configs:  # each worker's session joins the share, then goes away
+        subprocess.run([*central, "--duration", "2"], check=True, capture_output=True)
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     pub.max_inflight_messages_set(1000)
     pub.connect("127.0.0.1", port)
     pub.loop_start()
     sent = 0
-    for msg in outbox.messages("counts")[: args.ingest_messages]:
+    for msg in fleet(outbox.messages("counts")[: args.ingest_messages], args.ingest_agents):
         pub.publish(msg.topic, msg.encode(), qos=1)
         sent += 1
     while pub.want_write() or pub._out_messages:  # wait for every PUBACK
         time.sleep(0.05)
     pub.loop_stop()
     pub.disconnect()
-    proc = subprocess.Popen(central, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db = tmp / "ingest.db"
+    procs = [
+        subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for c in configs
+    ]
+    storage = Storage(url)
 
     def stored() -> int:
-        try:
-            with sqlite3.connect(db) as c:
-                return c.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
-        except sqlite3.OperationalError:
-            return 0
+        return storage.counter("messages") or 0
 
-    wait_until(lambda: stored() > 0, step=0.005)
-    first, t = stored(), time.perf_counter()
-    wait_until(lambda: stored() >= sent, step=0.01)
-    rate = (sent - first) / (time.perf_counter() - t)
-    proc.terminate()
-    proc.wait(20)
-    return round(rate)
+    try:
+        wait_until(lambda: stored() > 0, step=0.005)
+        first, rows, t = stored(), storage.counter("count_rows") or 0, time.perf_counter()
+        wait_until(lambda: stored() >= sent, step=0.01)
+        took = time.perf_counter() - t
+        rates = {
+            "messages_per_s": round((sent - first) / took),
+            "count_rows_per_s": round(((storage.counter("count_rows") or 0) - rows) / took),
+        }
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(20)
+        storage.close()
+    return rates
+
+
+def fleet(messages: list[Any], agents: int) -> Iterator[Any]:
+    """The messages of one agent's outbox as `agents` agents would send them: cameras dealt
+    out among the agents, each agent with seqs of its own from 0 (workers then take agents in
+    parallel instead of queueing on one agent's lock)."""
+    names = sorted({m.camera for m in messages})
+    seqs: dict[str, int] = {}
+    for m in messages:
+        agent = f"{m.agent}-{names.index(m.camera) % agents}"
+        seqs[agent] = seqs.get(agent, -1) + 1
+        yield m.model_copy(update={"agent": agent, "seq": seqs[agent]})
+
+
+def fleet_replay(tmp: Path, port: int, args: argparse.Namespace) -> dict[str, float]:
+    """An outage of central for `fleet_hours` of a fleet of `fleet` agents with `cameras`
+    cameras each: every agent comes back at once with its backlog, into `fleet_workers`
+    PostgreSQL workers. Seconds until central has stored every bucket, and until every agent's
+    outbox is empty (central's acks cover all of it)."""
+    plan = Plan(args.cameras, args.fleet_hours, parse_start(None, 60, args.fleet_hours + 1))
+    agents = []
+    for a in range(args.fleet):
+        settings = AgentSettings(
+            id=f"f{a:03d}", site=f"site{a // 4:02d}", broker={"port": port},
+            buffer={"path": tmp / f"fleet-{a}.db"},
+        )  # fmt: skip
+        outbox = Outbox(settings.buffer.path, agent=settings.id, site=settings.site)
+        sum(generate(plan, outbox))
+        agents.append((settings, outbox))
+    expected = args.fleet * args.cameras * plan.buckets
+    with postgres_database() as url:
+        procs = []
+        for w in range(args.fleet_workers):
+            config = tmp / f"fleet-{w}.yaml"
+            config.write_text(
+                f"broker: {{port: {port}}}\nstorage: '{url}'\ngroup: fleet\nworker: 'w{w}'\n"
+            )
+            procs.append(
+                subprocess.Popen(
+                    [str(BIN / "pantau-central"), "run", "-c", str(config)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        for proc in procs:  # each has joined the share
+            assert proc.stderr is not None and "subscribed to" in proc.stderr.readline()
+        time.sleep(0.5)
+        storage = Storage(url)
+        publishers = [Publisher(s, o, cameras=args.cameras) for s, o in agents]
+        try:
+            t = time.perf_counter()
+            for p in publishers:
+                p.start()
+            stored = wait_until(lambda: (storage.counter("buckets") or 0) >= expected, 600, 0.1)
+            drained = wait_until(lambda: all(p.wait_drained(0) for p in publishers), 600, 0.1)
+            return {
+                "agents": args.fleet,
+                "cameras_per_agent": args.cameras,
+                "outage_hours": args.fleet_hours,
+                "buckets": expected,
+                "workers": args.fleet_workers,
+                "stored_s": round(stored, 1),
+                "acked_s": round(time.perf_counter() - t, 1),
+                "drain_after_stored_s": round(drained, 1),
+            }
+        finally:
+            for p in publishers:
+                p.stop()
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(20)
+            storage.close()
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A PostgreSQL database made for the run on the local server, dropped after."""
+    import psycopg
+
+    name = f"pantau_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+        try:
+            yield f"{PG_SERVER}/{name}"
+        finally:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def main() -> None:
@@ -80,12 +196,33 @@ def main() -> None:
     ap.add_argument("--cameras", type=int, default=16)
     ap.add_argument("--hours", type=float, default=24)
     ap.add_argument("--ingest-messages", type=int, default=20000)
+    ap.add_argument(
+        "--fleet", type=int, default=0, help="Agents of the fleet replay step (0: skip it)."
+    )
+    ap.add_argument("--fleet-hours", type=float, default=1.0, help="Outage of the fleet replay.")
+    ap.add_argument("--fleet-workers", type=int, default=2, help="Workers of the fleet replay.")
+    ap.add_argument("--skip-single", action="store_true", help="Only the fleet replay step.")
+    ap.add_argument(
+        "--ingest-agents", type=int, default=8, help="Agents the ingested cameras are dealt to."
+    )
+    ap.add_argument(
+        "--ingest",
+        nargs="*",
+        default=["sqlite", "postgresql"],
+        help="Backends of the ingest step (PostgreSQL at 127.0.0.1:5432, user postgres).",
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pantau-bench-"))
     broker = Broker(tmp)
     broker.start()
     results: dict[str, object] = {}
     try:
+        if args.fleet:
+            # 4. A fleet's replay after a central outage (first, on an idle broker).
+            results["fleet_replay"] = fleet_replay(tmp, broker.port, args)
+            print("fleet_replay", results["fleet_replay"], flush=True)
+            if args.skip_single:
+                return
         plan = Plan(args.cameras, args.hours, parse_start(None, 60, args.hours + 1))
         agent = AgentSettings(
             id="bench", site="s1", broker={"port": broker.port}, buffer={"path": tmp / "ob.db"}
@@ -100,8 +237,19 @@ def main() -> None:
         results["backlog_messages"] = n
 
         # 2. Central ingest: the messages queued at the broker for central's persistent
-        #    session while it is away, then drained by one `pantau-central run` process.
-        results["central_ingest_msgs_per_s"] = ingest_rate(tmp, broker.port, outbox, args)
+        #    sessions while they are away, then drained by `pantau-central run` processes:
+        #    SQLite with one, PostgreSQL with one and with two (one subscription group).
+        for backend, workers in INGEST_RUNS:
+            if backend not in args.ingest:
+                continue
+            name = f"central_ingest_{backend}_{workers}w"
+            if backend == "sqlite":
+                url = f"sqlite:///{tmp}/ingest-{workers}.db"
+                results[name] = ingest_rate(tmp, broker.port, outbox, args, url, workers)
+            else:
+                with postgres_database() as url:
+                    results[name] = ingest_rate(tmp, broker.port, outbox, args, url, workers)
+            print(name, results[name], flush=True)
         # That central's retained ack says the whole backlog is stored; the replay's central
         # below is another one, with an empty database: clear the ack, as a new central's
         # first ack would replace it.

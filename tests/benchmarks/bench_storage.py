@@ -27,7 +27,6 @@ from typing import Any
 from pantau.agent.wire.protocol import CountsMessage, CountsPayload, LineCount
 from pantau.central.config import CentralSettings
 from pantau.central.storage import CameraRef, Filter, Received, Storage
-from pantau.central.storage.base import quoted
 from pantau.central.storage.postgres import PostgresStorage
 
 CAMERAS_PER_AGENT = 16
@@ -40,7 +39,7 @@ class ValuesPostgres(PostgresStorage):
     the benchmark compares (--pg-insert values)."""
 
     def insert_rows(self, table, columns, rows) -> None:
-        self.upsert_rows(f"INSERT INTO {table} ({', '.join(map(quoted, columns))})", "", rows)
+        Storage.upsert_rows(self, table, columns, rows)
 
 
 def messages(cameras: int, days: int, end: datetime) -> Iterator[list[Received]]:
