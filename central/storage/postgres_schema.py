@@ -135,23 +135,6 @@ ALTER TABLE cameras ADD COLUMN jurisdiction TEXT, ADD COLUMN lat DOUBLE PRECISIO
     ADD COLUMN lon DOUBLE PRECISION, ADD COLUMN address TEXT, ADD COLUMN description TEXT,
     ADD COLUMN tags TEXT;
 """
-# v7: evidence on request: the frames central fetched from an agent for an operator (one row per
-# JPEG) and the audit of every request (who asked, when, why, and what came of it).
-_SCHEMA_V7 = """
-CREATE TABLE evidence (
-    id BIGSERIAL PRIMARY KEY, site TEXT NOT NULL, agent TEXT NOT NULL,
-    camera TEXT NOT NULL, alert_id TEXT NOT NULL, idx INTEGER NOT NULL, taken_at TEXT NOT NULL,
-    offset_seconds DOUBLE PRECISION NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
-    stored_at TEXT NOT NULL, jpeg BYTEA NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
-    UNIQUE (site, agent, alert_id, idx)
-);
-CREATE TABLE evidence_audit (
-    id BIGSERIAL PRIMARY KEY, at TEXT NOT NULL, who TEXT NOT NULL, why TEXT NOT NULL,
-    site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, alert_id TEXT NOT NULL,
-    outcome TEXT NOT NULL, detail TEXT NOT NULL, frames INTEGER NOT NULL
-);
-CREATE INDEX evidence_audit_alert ON evidence_audit (site, agent, alert_id);
-"""
 # v4: alert objects, their agent alert_ids and the count rules' timers (as SQLite's v6, which
 # see), with the stored alert messages moved into them; `id` is unique on its own (an identity)
 # and indexed, the primary key leads with `site`.
@@ -218,6 +201,23 @@ CREATE TABLE forward_state (
     delivered BIGINT NOT NULL DEFAULT 0,
     last_success_at TEXT, last_error_at TEXT, last_error TEXT, retry_at TEXT
 );
+"""
+# v7: evidence on request: the frames central fetched from an agent for an operator (one row per
+# JPEG) and the audit of every request (who asked, when, why, and what came of it).
+_SCHEMA_V7 = """
+CREATE TABLE evidence (
+    id BIGSERIAL PRIMARY KEY, site TEXT NOT NULL, agent TEXT NOT NULL,
+    camera TEXT NOT NULL, alert_id TEXT NOT NULL, idx INTEGER NOT NULL, taken_at TEXT NOT NULL,
+    offset_seconds DOUBLE PRECISION NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
+    stored_at TEXT NOT NULL, jpeg BYTEA NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+    UNIQUE (site, agent, alert_id, idx)
+);
+CREATE TABLE evidence_audit (
+    id BIGSERIAL PRIMARY KEY, at TEXT NOT NULL, who TEXT NOT NULL, why TEXT NOT NULL,
+    site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, alert_id TEXT NOT NULL,
+    outcome TEXT NOT NULL, detail TEXT NOT NULL, frames INTEGER NOT NULL
+);
+CREATE INDEX evidence_audit_alert ON evidence_audit (site, agent, alert_id);
 """
 # The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
 MIGRATIONS = (

@@ -203,23 +203,6 @@ ALTER TABLE cameras ADD COLUMN address TEXT;
 ALTER TABLE cameras ADD COLUMN description TEXT;
 ALTER TABLE cameras ADD COLUMN tags TEXT;
 """
-# v9: evidence on request: the frames central fetched from an agent for an operator (one row per
-# JPEG) and the audit of every request (who asked, when, why, and what came of it).
-_SCHEMA_V9 = """
-CREATE TABLE evidence (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, site TEXT NOT NULL, agent TEXT NOT NULL,
-    camera TEXT NOT NULL, alert_id TEXT NOT NULL, idx INTEGER NOT NULL, taken_at TEXT NOT NULL,
-    offset_seconds REAL NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
-    stored_at TEXT NOT NULL, jpeg BLOB NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
-    UNIQUE (site, agent, alert_id, idx)
-);
-CREATE TABLE evidence_audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, who TEXT NOT NULL, why TEXT NOT NULL,
-    site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, alert_id TEXT NOT NULL,
-    outcome TEXT NOT NULL, detail TEXT NOT NULL, frames INTEGER NOT NULL
-);
-CREATE INDEX evidence_audit_alert ON evidence_audit (site, agent, alert_id);
-"""
 # Alert messages stored before v6 (SQLite) / v4 (PostgreSQL) as alert objects, in the SQL both
 # speak: one object per agent alert_id, cleared when its cleared message is stored; of several
 # open for one condition (a restarted agent raised it anew) only the newest stays open.
@@ -319,6 +302,23 @@ CREATE TABLE forward_state (
     forwarder TEXT PRIMARY KEY, owner TEXT, lease_until REAL, delivered INTEGER NOT NULL DEFAULT 0,
     last_success_at TEXT, last_error_at TEXT, last_error TEXT, retry_at TEXT
 );
+"""
+# v9: evidence on request: the frames central fetched from an agent for an operator (one row per
+# JPEG) and the audit of every request (who asked, when, why, and what came of it).
+_SCHEMA_V9 = """
+CREATE TABLE evidence (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, site TEXT NOT NULL, agent TEXT NOT NULL,
+    camera TEXT NOT NULL, alert_id TEXT NOT NULL, idx INTEGER NOT NULL, taken_at TEXT NOT NULL,
+    offset_seconds REAL NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
+    stored_at TEXT NOT NULL, jpeg BLOB NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+    UNIQUE (site, agent, alert_id, idx)
+);
+CREATE TABLE evidence_audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, who TEXT NOT NULL, why TEXT NOT NULL,
+    site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, alert_id TEXT NOT NULL,
+    outcome TEXT NOT NULL, detail TEXT NOT NULL, frames INTEGER NOT NULL
+);
+CREATE INDEX evidence_audit_alert ON evidence_audit (site, agent, alert_id);
 """
 # The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
 MIGRATIONS = (
