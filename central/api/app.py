@@ -45,6 +45,7 @@ CameraName = Annotated[
 ]
 Label = Annotated[str | None, Query(pattern=LABEL, description="A rule or class name.")]
 Segment = Annotated[str, Path(pattern=SEGMENT)]
+Id = Annotated[int, Path(ge=1, le=2**62)]  # an alert's or an evidence frame's
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Most items in this page.")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip (paging).")]
 
@@ -369,37 +370,33 @@ def create_app(settings: CentralSettings) -> FastAPI:
         return {"items": rows[:limit], "next_to": rows[limit - 1]["raised_at"] if more else None}
 
     @api.get("/alerts/{alert}", summary="One alert object (404 outside scope)")
-    def alert(token: Viewer, alert: Annotated[int, Path(ge=1, le=2**62)]) -> dict[str, Any]:
+    def alert(token: Viewer, alert: Id) -> dict[str, Any]:
         return covered_alert(token, alert)
+
+    def change_alert(token: Token, alert: int, change: str, body: AlertNote) -> dict[str, Any]:
+        """Acknowledge or clear an alert the token sees, as the token (and `body.by`)."""
+        covered_alert(token, alert)
+        try:
+            return getattr(storages.get(), f"{change}_alert")(alert, body.who(token), body.note)
+        except AlertNotFound as exc:  # gone between the two reads
+            raise HTTPException(404, str(exc)) from None
 
     @api.post(
         "/alerts/{alert}/ack",
         summary="Acknowledge an alert (operator or admin): stored, visible to all who see it",
     )
-    def ack(
-        token: Operator, alert: Annotated[int, Path(ge=1, le=2**62)], body: AlertNote
-    ) -> dict[str, Any]:
-        covered_alert(token, alert)
-        try:
-            return storages.get().ack_alert(alert, body.who(token), body.note)
-        except AlertNotFound as exc:
-            raise HTTPException(404, str(exc)) from None
+    def ack(token: Operator, alert: Id, body: AlertNote) -> dict[str, Any]:
+        return change_alert(token, alert, "ack", body)
 
     @api.post("/alerts/{alert}/clear", summary="Clear an alert as an operator (operator or admin)")
-    def clear(
-        token: Operator, alert: Annotated[int, Path(ge=1, le=2**62)], body: AlertNote
-    ) -> dict[str, Any]:
-        covered_alert(token, alert)
-        try:
-            return storages.get().clear_alert(alert, body.who(token), body.note)
-        except AlertNotFound as exc:
-            raise HTTPException(404, str(exc)) from None
+    def clear(token: Operator, alert: Id, body: AlertNote) -> dict[str, Any]:
+        return change_alert(token, alert, "clear", body)
 
     @api.get(
         "/alerts/{alert}/evidence",
         summary="Evidence frames kept at central for an alert (operator or admin, in scope)",
     )
-    def evidence(token: Operator, alert: Annotated[int, Path(ge=1, le=2**62)]) -> dict[str, Any]:
+    def evidence(token: Operator, alert: Id) -> dict[str, Any]:
         found = covered_alert(token, alert)
         return {"items": kept_frames(found)}
 
@@ -410,9 +407,7 @@ def create_app(settings: CentralSettings) -> FastAPI:
         "when the agent has none (not found, expired, evidence disabled), 504 when it does not "
         "answer in time; every request is in the audit (`pantau-central evidence audit`).",
     )
-    def ask_evidence(
-        token: Operator, alert: Annotated[int, Path(ge=1, le=2**62)], body: EvidenceAsk
-    ) -> dict[str, Any]:
+    def ask_evidence(token: Operator, alert: Id, body: EvidenceAsk) -> dict[str, Any]:
         found = covered_alert(token, alert)
         try:
             request_evidence(settings, storages.get(), found, body.who(token), body.why,
@@ -435,7 +430,7 @@ def create_app(settings: CentralSettings) -> FastAPI:
         response_class=Response,
         responses={200: {"content": {"image/jpeg": {}}}},
     )
-    def evidence_frame(token: Operator, frame: Annotated[int, Path(ge=1, le=2**62)]) -> Response:
+    def evidence_frame(token: Operator, frame: Id) -> Response:
         storage = storages.get()
         meta = storage.evidence_frame(frame)
         if meta is None or not token.scope.covers(

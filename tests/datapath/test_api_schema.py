@@ -1,6 +1,6 @@
 """Schemathesis against the read API's own OpenAPI document: generated requests (valid and
 not) to every operation but the endless stream and the evidence request (which waits on an agent
-through the broker, and answers 504 when none does: tests/datapath/test_api_evidence.py), with
+through the broker, and answers 504 when none does: tests/datapath/test_api.py), with
 an admin token, never get a 5xx, on SQLite and on PostgreSQL (which refuses more than SQLite:
 NUL in text, out-of-range integers)."""
 
