@@ -387,7 +387,8 @@ class ForwarderSettings(Section):
         ge=1,
         le=1000,
         description="webhook: events per POST; 1 sends one event object per request, more "
-        "sends a JSON array (each element with its own key). mqtt: publishes in flight at once.",
+        "sends a JSON array (each element with its own key). mqtt: publishes in flight at once "
+        "(keep it at most the target broker's receive maximum, 20 on a default Mosquitto).",
     )
     backoff: BackoffSettings = Field(
         default_factory=BackoffSettings,

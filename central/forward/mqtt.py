@@ -42,7 +42,11 @@ class MqttSender:
             self.settings.mqtt.resolved(),
             client_id=self.settings.mqtt.client_id or f"pantau-forward-{self.name}",
             clean_start=True,
-            max_inflight=self.settings.batch,
+            # Unlimited in paho: send() already keeps at most one window (`batch`) unconfirmed.
+            # With a limit, paho reports a PUBACK before it frees that message's slot, so the
+            # next window's first publish could be queued inside paho and overtaken by the
+            # second (seen: bucket 21 before 20).
+            max_inflight=0,
             on_publish=self._on_publish,
         )
         conn.start()
