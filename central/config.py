@@ -48,6 +48,20 @@ class RetentionSettings(Section):
         description="Outgoing events (what live screens replay on reconnect) older than this "
         "are dropped; forwarders keep their own queues.",
     )
+    alerts_days: float = Field(
+        400,
+        gt=0,
+        description="Alerts cleared longer ago than this are dropped (with the agents' alert "
+        "messages behind them), and so are evidence audit records; open alerts are kept "
+        "however old. Keep it above buffer.max_age of every agent.",
+    )
+    evidence_days: float = Field(
+        30,
+        gt=0,
+        description="Evidence frames (JPEGs fetched from agents on request) kept longer than "
+        "this are dropped; their audit records stay for `alerts_days`. Save what a case needs "
+        "with `pantau-central evidence save`.",
+    )
 
 
 def _check_timezone(value: str) -> str:

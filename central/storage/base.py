@@ -1145,6 +1145,10 @@ class Storage(ABC):
             dropped["events"] = self.execute(
                 "DELETE FROM events WHERE recorded_at < ?", (_iso(now - keep.events_hours * 3600),)
             ).rowcount
+            dropped.update(self._drop_old_alerts(_iso(now - keep.alerts_days * DAY)))
+            dropped["evidence"] = self.execute(
+                "DELETE FROM evidence WHERE stored_at < ?", (_iso(now - keep.evidence_days * DAY),)
+            ).rowcount
             self._count("messages", -dropped["messages"])
             if dropped["buckets"]:
                 first = self.one("SELECT MIN(start_s) FROM buckets WHERE start_s >= ?",
@@ -1158,6 +1162,30 @@ class Storage(ABC):
             raise
         self._maintained_at = now
         return dropped
+
+    def _drop_old_alerts(self, cutoff: str) -> dict[str, int]:
+        """Drop alert objects cleared before `cutoff`, the links and agent alert messages of
+        their alert ids (none of which is open), and evidence audit records before it."""
+        gone = (
+            "SELECT l.site, l.agent, l.alert_id FROM alert_links l JOIN alert_objects o "
+            "ON o.id = l.object WHERE o.state = 'cleared' AND o.cleared_at < ?"
+        )
+        return {
+            "alert_messages": self.execute(
+                f"DELETE FROM alerts WHERE (site, agent, alert_id) IN ({gone})", (cutoff,)
+            ).rowcount,
+            "alert_links": self.execute(
+                "DELETE FROM alert_links WHERE object IN (SELECT id FROM alert_objects "
+                "WHERE state = 'cleared' AND cleared_at < ?)",
+                (cutoff,),
+            ).rowcount,
+            "alerts": self.execute(
+                "DELETE FROM alert_objects WHERE state = 'cleared' AND cleared_at < ?", (cutoff,)
+            ).rowcount,
+            "evidence_audit": self.execute(
+                "DELETE FROM evidence_audit WHERE at < ?", (cutoff,)
+            ).rowcount,
+        }
 
     def _sync_site_zones(self) -> None:
         """Rebuild the daily rollups of every site whose time zone is not the one they were

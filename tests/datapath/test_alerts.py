@@ -17,7 +17,7 @@ from pantau.agent.delivery.outbox import Outbox
 from pantau.agent.wire.protocol import AlertMessage, AlertPayload, format_time
 from pantau.central.config import CentralSettings
 from pantau.central.scope import Scope
-from pantau.central.storage import AlertNotFound, Received, Storage
+from pantau.central.storage import AlertNotFound, CameraRef, Received, Storage
 
 from tests.conftest import cli
 from tests.datapath.conftest import write_central_config
@@ -410,3 +410,33 @@ def test_an_outbox_without_reannounce_keeps_its_alerts_as_given(tmp_path):
     ob = Outbox(path, agent="a1", site="s1")
     assert [m.payload.alert_id for m in ob.messages("alerts")] == ["s1", "s2"]
     ob.close()
+
+
+def test_retention_drops_old_cleared_alerts_and_evidence_but_keeps_open_ones(new_storage):
+    st = new_storage()
+    st.store([alert(1, "old"), alert(2, "old", "cleared"), alert(3, "long-open", rule="fence")])
+    old, still_open = sorted(st.alerts(), key=lambda a: a["rule"], reverse=True)
+    assert (old["state"], still_open["state"]) == ("cleared", "open")
+    jpeg = b"\xff\xd8" + bytes(100)
+    frame = {"idx": 0, "taken_at": format_time(T0), "offset_seconds": 0.0, "width": 4,
+             "height": 4, "sha256": "00", "jpeg": jpeg}  # fmt: skip
+    audit = {"who": "budi", "why": "case 7", "outcome": "ok", "detail": ""}
+    cam = CameraRef("s1", "a1", "cam")
+    st.store_evidence(cam, "old", [frame], audit, now=T0.timestamp())
+    st.store_evidence(cam, "long-open", [frame], audit, now=T0.timestamp() + 40 * 86400)
+
+    # 31 days later the first frame is past evidence_days (30); nothing else is old enough.
+    dropped = st.maintain(T0.timestamp() + 31 * 86400)
+    assert (dropped["evidence"], dropped["alerts"], dropped["evidence_audit"]) == (1, 0, 0)
+    assert [e["alert_id"] for e in st.evidence_for()] == ["long-open"]
+    # 401 days after the clear: the cleared alert, its messages and links and the first audit go.
+    dropped = st.maintain(T0.timestamp() + 401 * 86400)
+    assert (dropped["alerts"], dropped["alert_links"], dropped["alert_messages"]) == (1, 1, 2)
+    assert (dropped["evidence_audit"], dropped["evidence"]) == (1, 1)
+    (kept,) = st.alerts()
+    assert (kept["id"], kept["state"]) == (still_open["id"], "open")
+    assert st.one("SELECT COUNT(*) FROM alerts") == 1
+    assert [a["alert_id"] for a in st.evidence_audit()] == ["long-open"]
+    # The open alert's later clear still joins its object (its link was kept).
+    st.store([alert(4, "long-open", "cleared", rule="fence")])
+    assert st.alert(still_open["id"])["state"] == "cleared"
