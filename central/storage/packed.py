@@ -24,7 +24,9 @@ _ZONE_FLOATS = (0, 3, 4, 5)  # occupancy_mean, dwell_mean, dwell_p90, dwell_max
 def pack(p: CountsPayload) -> tuple[str | None, str | None]:
     """The `lines` and `zones` values of a bucket."""
     lines = [
-        [rule, cls, c.in_, c.out] for rule, by_class in p.lines.items() for cls, c in by_class.items()
+        [rule, cls, c.in_, c.out]
+        for rule, by_class in p.lines.items()
+        for cls, c in by_class.items()
     ]
     zones = [
         [rule, cls, z.occupancy_mean, z.occupancy_max, z.dwell.count, z.dwell.mean, z.dwell.p90,
@@ -54,7 +56,8 @@ def unpack(
 ) -> list[tuple[Any, ...]]:
     """The count rows (COUNT_COLUMNS order) of one `buckets` row. `lines` and `zones` are the
     JSON text, or (PostgreSQL's json loader) already parsed."""
-    start, seconds, observed = format_time_s(int(start_s)), int(end_s) - int(start_s), float(observed)
+    start, seconds = format_time_s(int(start_s)), int(end_s) - int(start_s)
+    observed = float(observed)
 
     def row(rule: str, kind: str, cls: str, values: tuple[Any, ...]) -> tuple[Any, ...]:
         return (site, agent, camera, rule, kind, cls, start, seconds, observed, *values)

@@ -2,8 +2,8 @@
 and several workers.
 
 Raw `buckets` (with their count rows packed: see storage.packed) are partitioned by UTC day:
-partitions are created a week ahead and on demand for late data, each in its own short transaction, and retention drops whole
-partitions. Workers serialize per agent with transaction-scoped advisory locks, so seq and
+partitions are created a week ahead and on demand for late data, each in its own short
+transaction, and retention drops whole partitions. Workers serialize per agent with transaction-scoped advisory locks, so seq and
 rollup bookkeeping never races. Batched appends go through COPY.
 """
 
@@ -251,9 +251,9 @@ class PostgresStorage(Storage):
             if part.rsplit("_", 1)[1] > last:
                 continue
             with self.conn.transaction():
-                n, m = self.conn.execute(
+                n, m = self.fetch(
                     f"SELECT COUNT(*), COALESCE(SUM({packed.rows_sql('GREATEST')}), 0) FROM {part}"
-                ).fetchone()
+                )[0]
                 self.conn.execute(f"DROP TABLE {part}")
                 self._count("buckets", -n)
                 self._count("count_rows", -m)

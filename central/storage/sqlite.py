@@ -85,7 +85,9 @@ class SqliteStorage(Storage):
                     f"SELECT COALESCE(SUM({packed.rows_sql('MAX')}), 0) FROM buckets WHERE {where}",
                     (*key, cutoff),
                 )
-                buckets = self.execute(f"DELETE FROM buckets WHERE {where}", (*key, cutoff)).rowcount
+                buckets = self.execute(
+                    f"DELETE FROM buckets WHERE {where}", (*key, cutoff)
+                ).rowcount
                 self._count("count_rows", -rows)
                 self._count("buckets", -buckets)
                 self.commit()
