@@ -4,7 +4,8 @@ and several workers.
 Raw `buckets` (with their count rows packed: see storage.packed) are partitioned by UTC day:
 partitions are created a week ahead and on demand for late data, each in its own short
 transaction, and retention drops whole partitions. Workers serialize per agent with
-transaction-scoped advisory locks, so seq and rollup bookkeeping never races. Batched appends go through COPY.
+transaction-scoped advisory locks, so seq and rollup bookkeeping never races.
+Batched appends go through COPY.
 """
 
 from __future__ import annotations
