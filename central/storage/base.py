@@ -16,6 +16,7 @@ import importlib
 import itertools
 import json
 import math
+import operator
 import random
 import time
 from abc import ABC, abstractmethod
@@ -89,7 +90,8 @@ _EXPORT_ORDER: Final = (
     "in", "out", "occupancy_mean", "occupancy_max", "dwell_count", "dwell_mean", "dwell_p90",
     "dwell_max", "observed_seconds",
 )  # fmt: skip
-_EXPORT_INDEX: Final = tuple(COUNT_COLUMNS.index(c) for c in _EXPORT_ORDER)
+_EXPORT_PICK: Final = operator.itemgetter(*(COUNT_COLUMNS.index(c) for c in _EXPORT_ORDER))
+_RULE_CLASS: Final = operator.itemgetter(3, 5)
 # What packed.unpack takes of a buckets row.
 _BUCKET_SELECT = "site, agent, camera, start_s, end_s, observed_seconds, lines, zones"
 # Counter shards: each open storage adds to one of these rows, so workers never wait on one.
@@ -1235,9 +1237,9 @@ class Storage(ABC):
             "ORDER BY start_s, site, agent, camera",
             args,
         ):
-            for r in sorted(packed.unpack(*b), key=lambda r: (r[3], r[5])):
+            for r in sorted(packed.unpack(*b), key=_RULE_CLASS):
                 if (rule is None or r[3] == rule) and (cls is None or r[5] == cls):
-                    yield dict(zip(_EXPORT_ORDER, (r[i] for i in _EXPORT_INDEX), strict=True))
+                    yield dict(zip(_EXPORT_ORDER, _EXPORT_PICK(r), strict=True))
 
     def rollup(
         self, granularity: str, query: Filter, limit: int | None = None, offset: int = 0

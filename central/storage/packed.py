@@ -11,10 +11,10 @@ columns `counts` had; central itself unpacks them here.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+import time
 from typing import Any
 
-from pantau.agent.wire.protocol import CountsPayload, format_time
+from pantau.agent.wire.protocol import CountsPayload
 
 _COMPACT = (",", ":")
 # Columns that were REAL in `counts`: a whole number packed as one comes back as a float.
@@ -81,8 +81,8 @@ def _parsed(value: Any) -> list[Any]:
 
 
 def format_time_s(epoch: int) -> str:
-    """A bucket start (whole epoch seconds) as stored times are written."""
-    return format_time(datetime.fromtimestamp(epoch, timezone.utc))
+    """A bucket start (whole epoch seconds) as protocol.format_time writes it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def rows_sql(greatest: str) -> str:
