@@ -19,10 +19,7 @@ from pantau.agent.wire.migrations import Migration, SchemaTooNewError, connect, 
 from pantau.agent.wire.protocol import (
     CountsMessage,
     CountsPayload,
-    Dwell,
     HealthPayload,
-    LineCount,
-    ZoneStats,
 )
 from pantau.central.storage import Filter, Received, Storage
 from pantau.central.storage.base import COUNT_COLUMNS, count_rows, quoted
@@ -31,8 +28,11 @@ from pantau.central.storage.sqlite_schema import MIGRATIONS as CENTRAL_MIGRATION
 
 from tests.conftest import cli
 from tests.datapath.conftest import write_central_config
+from tests.datapath.fixtures.make_v9 import STORED_AT as V9_STORED_AT
+from tests.datapath.fixtures.make_v9 import T0 as V9_T0
+from tests.datapath.fixtures.make_v9 import buckets as v9_buckets
 from tests.datapath.helpers import agent_config, central_config, central_db, summary_of
-from tests.datapath.test_storage import T0, counts
+from tests.datapath.test_storage import counts
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # What the v1 fixtures hold (see fixtures/make_v1.py).
@@ -283,45 +283,11 @@ def test_db_upgrade_applies_and_a_newer_postgresql_schema_is_refused(tmp_path, s
         Storage(url)
 
 
-def _previous_release_buckets() -> list[CountsMessage]:
-    """Buckets of every shape the previous schema stored as a count row each: lines, zones
-    (means that need all 17 digits), both, none (a camera without rules), merged."""
-    zone = ZoneStats(occupancy_mean=0.1 + 0.2, occupancy_max=3,
-                     dwell=Dwell(count=2, mean=1 / 3, p90=2.5, max=7.0))  # fmt: skip
-    shapes = [
-        (0, 60, {"door": {"person": LineCount(**{"in": 2, "out": 1}),
-                          "car": LineCount(**{"in": 0, "out": 4})}}, {}, []),
-        (1, 60, {}, {"bench": {"person": zone}}, []),
-        (2, 60, {}, {}, []),
-        (4, 120, {"door": {"person": LineCount(**{"in": 5, "out": 0})}}, {}, [4, 5]),
-        (6, 60, {"gate": {"truck": LineCount(**{"in": 1, "out": 1})}},
-         {"bench": {"person": ZoneStats(occupancy_mean=2.0)}}, []),
-    ]  # fmt: skip
-    return [
-        CountsMessage(
-            msg_id=f"old{minute}",
-            seq=max([minute, *merged]),
-            agent="a1",
-            site="s1",
-            camera="cam",
-            created_at=T0,
-            payload=CountsPayload(
-                bucket_start=T0 + timedelta(minutes=minute),
-                bucket_seconds=seconds,
-                observed_seconds=seconds - 0.5,
-                lines=lines,
-                zones=zones,
-                merged_seqs=merged,
-            ),
-        )
-        for minute, seconds, lines, zones, merged in shapes
-    ]
-
-
-def _write_previous_release(url: str, buckets: list[CountsMessage]) -> None:
-    """A database at the schema before packed buckets (SQLite v9, PostgreSQL v7) holding
-    `buckets` as that release wrote them: a `counts` row per rule and class, a `buckets` row."""
-    day = int(T0.timestamp()) // 86400 * 86400
+def _previous_release(url: str, buckets: list[CountsMessage]) -> None:
+    """A database at the schema before packed buckets holding `buckets`: on SQLite the v9
+    fixture that release wrote, on PostgreSQL (v7) the rows it wrote (a `counts` row per rule
+    and class, a `buckets` row), written here."""
+    day = int(V9_T0.timestamp()) // 86400 * 86400
     rows = [r for m in buckets for r in count_rows(m)]
     spans = [(m.site, m.agent, m.camera, int(m.payload.bucket_start.timestamp()),
               int(m.payload.bucket_end.timestamp()), m.msg_id) for m in buckets]  # fmt: skip
@@ -330,10 +296,9 @@ def _write_previous_release(url: str, buckets: list[CountsMessage]) -> None:
     buckets_sql = "INSERT INTO buckets (site, agent, camera, start_s, end_s, msg_id) VALUES " \
                   "(?, ?, ?, ?, ?, ?)"  # fmt: skip
     if url.startswith("sqlite"):
-        db = connect(Path(url.removeprefix("sqlite:///")), CENTRAL_MIGRATIONS[:9])
-        db.executemany(counts_sql, rows)
-        db.executemany(buckets_sql, spans)
-        db.close()
+        path = Path(url.removeprefix("sqlite:///"))
+        shutil.copyfile(FIXTURES / "central-v9.db", path)
+        assert user_version(path) == 9
         return
     import psycopg
 
@@ -355,8 +320,8 @@ def _write_previous_release(url: str, buckets: list[CountsMessage]) -> None:
 
 def test_count_rows_of_the_previous_release_are_packed_and_read_back_unchanged(storage_url):
     url = storage_url()
-    old = _previous_release_buckets()
-    _write_previous_release(url, old)
+    old = v9_buckets()
+    _previous_release(url, old)
     st = Storage(url)
     assert st.schema_version() == (10 if url.startswith("sqlite") else 8)
     expected = sorted(r for m in old for r in count_rows(m))
@@ -373,9 +338,13 @@ def test_count_rows_of_the_previous_release_are_packed_and_read_back_unchanged(s
     again = old[1].model_copy(update={"msg_id": "new1", "seq": 20})
     other = old[0].model_copy(update={"msg_id": "new0", "seq": 21, "payload": old[0].payload
                                       .model_copy(update={"observed_seconds": 30.0})})  # fmt: skip
-    inside = counts(22, 5)
-    late = counts(23, 3)
-    stats, dead = st.store_batch([Received("", b"", m) for m in (again, other)] + [inside, late])
+    inside, late = (
+        old[0].model_copy(update={"msg_id": f"new{minute}", "seq": 20 + minute, "payload":
+                                  old[0].payload.model_copy(update={"bucket_start": at})})
+        for minute, at in ((5, V9_T0 + timedelta(minutes=5)), (3, V9_T0 + timedelta(minutes=3)))
+    )  # fmt: skip
+    batch = [Received("", b"", m) for m in (again, other, inside, late)]
+    stats, dead = st.store_batch(batch, V9_STORED_AT)
     assert stats == {"stored": 1, "duplicate": 1, "dead": 2}
     assert ["conflict" in dead[0].error, "overlaps" in dead[1].error] == [True, True]
     assert len(list(st.counts(rule="door", cls="person"))) == 3  # minutes 0, 3 and merged 4
