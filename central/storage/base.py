@@ -110,7 +110,9 @@ def _iso(epoch: float) -> str:
 
 
 def epoch_of(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    """An RFC 3339 time as epoch seconds (a time without an offset is UTC)."""
+    t = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def open_storage(url: str, settings: CentralSettings | None = None) -> Storage:
