@@ -37,7 +37,7 @@ SITE_AGENT: Final = "central"  # the agent of a site-wide rule's alerts
 TYPES: Final = {"threshold": "count_threshold", "unusual": "unusual_activity"}
 _MEASURE = (
     'CASE WHEN rule_type = \'line\' THEN COALESCE("in", 0) + COALESCE("out", 0) '
-    "WHEN rule_type = 'zone' THEN COALESCE({entries}, 0) ELSE 0 END"
+    "WHEN rule_type = 'zone' THEN COALESCE(entries, 0) ELSE 0 END"
 )
 
 
@@ -161,14 +161,15 @@ def _threshold(
     if rule.schedule is not None and not DailyWindow(rule.schedule, zone).contains(now):
         return False, {"outside_schedule": True, "schedule": rule.schedule,
                        "timezone": zone.key}  # fmt: skip
-    where, args = _where(rule)
     since = alerts.iso(now - rule.window)
-    count = st.one(
-        f"SELECT SUM({_MEASURE.format(entries='dwell_count')}) FROM counts "
-        f"WHERE {where} AND bucket_start >= ? AND bucket_start < ?",
-        [*args, since, alerts.iso(now)],
-    )
-    count = int(count or 0)
+    camera = CameraRef(rule.site, *rule.agent_camera) if rule.agent_camera is not None else None
+    # The raw rows, as the export reads them (along the packed buckets' key).
+    count = sum(
+        (r["in"] or 0) + (r["out"] or 0) if r["rule_type"] == "line" else r["dwell_count"] or 0
+        for r in st.counts(since=since, until=alerts.iso(now), site=rule.site, camera=camera,
+                           rule=rule.rule)
+        if not rule.classes or r["class"] in rule.classes
+    )  # fmt: skip
     on = count >= rule.min if rule.min is not None else count > (rule.max or 0)
     details: dict[str, Any] = {"count": count, "window_seconds": rule.window, "from": since,
                                "to": alerts.iso(now)}  # fmt: skip
@@ -185,7 +186,7 @@ def _unusual(
     start = end - rollups.HOUR
     where, args = _where(rule)
     seen = st.fetch(
-        f"SELECT agent, camera, SUM({_MEASURE.format(entries='entries')}), "
+        f"SELECT agent, camera, SUM({_MEASURE}), "
         f"MAX(observed_seconds) FROM hourly WHERE {where} AND hour_start = ? "
         "GROUP BY agent, camera",
         [*args, rollups.iso(start)],

@@ -16,6 +16,7 @@ import importlib
 import itertools
 import json
 import math
+import operator
 import random
 import time
 from abc import ABC, abstractmethod
@@ -43,7 +44,7 @@ from pantau.central.events import Event
 from pantau.central.forward import queue as forward_queue
 from pantau.central.scope import EVERYTHING, Scope
 from pantau.central.seqs import Range, SeqTracker
-from pantau.central.storage import patterns, rollups
+from pantau.central.storage import packed, patterns, rollups
 from pantau.central.tokens import Token, TokenError, check_role, digest, new_secret
 
 DEAD_LETTER_BYTES = 4096  # raw bytes kept of a rejected message
@@ -71,7 +72,10 @@ MESSAGE_COLUMNS: Final = (
     "created_at",
     "received_at",
 )
-BUCKET_COLUMNS: Final = ("site", "agent", "camera", "start_s", "end_s", "msg_id")
+# A stored counts bucket with its count rows packed (see storage.packed).
+BUCKET_COLUMNS: Final = (
+    "site", "agent", "camera", "start_s", "end_s", "msg_id", "observed_seconds", "lines", "zones",
+)  # fmt: skip
 CameraKey = tuple[str, str, str]  # site, agent, camera
 # A bucket admission compares with: start and end (epoch s), msg_id, and the message when it
 # was admitted in this batch (its count rows are not stored yet).
@@ -80,7 +84,16 @@ _Bucket = tuple[int, int, str, CountsMessage | None]
 MAX_BUCKET_SECONDS: Final = 7 * 86400
 # Cameras whose neighbouring buckets one query reads (SQLite allows 500 compound terms).
 CAMERAS_PER_QUERY = 100
-_COUNTS_SELECT = ", ".join(f'"{c}"' for c in COUNT_COLUMNS)
+# The columns of an exported count row, and where each is in a COUNT_COLUMNS row.
+_EXPORT_ORDER: Final = (
+    "site", "agent", "camera", "bucket_start", "bucket_seconds", "rule", "rule_type", "class",
+    "in", "out", "occupancy_mean", "occupancy_max", "dwell_count", "dwell_mean", "dwell_p90",
+    "dwell_max", "observed_seconds",
+)  # fmt: skip
+_EXPORT_PICK: Final = operator.itemgetter(*(COUNT_COLUMNS.index(c) for c in _EXPORT_ORDER))
+_RULE_CLASS: Final = operator.itemgetter(3, 5)
+# What packed.unpack takes of a buckets row.
+_BUCKET_SELECT = "site, agent, camera, start_s, end_s, observed_seconds, lines, zones"
 # Counter shards: each open storage adds to one of these rows, so workers never wait on one.
 COUNTER_SHARDS = 16
 # Backends by URL scheme: module and class, imported when first used (psycopg only if needed).
@@ -97,7 +110,9 @@ def _iso(epoch: float) -> str:
 
 
 def epoch_of(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    """An RFC 3339 time as epoch seconds (a time without an offset is UTC)."""
+    t = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def open_storage(url: str, settings: CentralSettings | None = None) -> Storage:
@@ -564,15 +579,21 @@ class Storage(ABC):
                 f"the stored bucket [{_iso(s0)}, {_iso(e0)}) of msg_id {other_id}"
             )
         bisect.insort(have, (int(start), int(end), msg.msg_id, msg))
-        new_buckets.append((*key, int(start), int(end), msg.msg_id))
+        new_buckets.append(
+            (*key, int(start), int(end), msg.msg_id, p.observed_seconds, *packed.pack(p))
+        )
         return None
 
     def _same_counts(self, msg: CountsMessage) -> bool:
-        stored = self.fetch(
-            f"SELECT {_COUNTS_SELECT} FROM counts WHERE site = ? AND agent = ? AND camera = ? "
-            "AND bucket_start = ?",
-            (msg.site, msg.agent, msg.camera, format_time(msg.payload.bucket_start)),
-        )
+        stored = [
+            row
+            for b in self.fetch(
+                f"SELECT {_BUCKET_SELECT} FROM buckets WHERE site = ? AND agent = ? AND "
+                "camera = ? AND start_s = ?",
+                (msg.site, msg.agent, msg.camera, int(msg.payload.bucket_start.timestamp())),
+            )
+            for row in packed.unpack(*b)
+        ]
         return sorted(stored) == sorted(count_rows(msg))
 
     def _record(self, accepted: list[Any], received_at: str) -> None:
@@ -588,8 +609,8 @@ class Storage(ABC):
             ],
         )  # fmt: skip
         buckets = [m for m in accepted if isinstance(m, CountsMessage)]
+        # The count rows themselves went into their buckets' rows (store_batch).
         rows = [(r, m.payload.bucket_start.timestamp()) for m in buckets for r in count_rows(m)]
-        self.insert_rows("counts", COUNT_COLUMNS, [r for r, _ in rows])
         self._roll_up(rows)
         self._pending_events += [_bucket_event(m) for m in buckets]
         self._count("messages", len(accepted))
@@ -1232,17 +1253,23 @@ class Storage(ABC):
         cls: str | None = None,
         scope: Scope = EVERYTHING,
     ) -> Iterator[dict[str, Any]]:
-        """Raw count rows, one per stored bucket, rule and class, oldest first."""
-        where, args = Filter(since, until, site, agent, camera, rule, cls, scope).where(
-            "bucket_start"
-        )
-        sql = (
-            "SELECT site, agent, camera, bucket_start, bucket_seconds, rule, rule_type, class, "
-            '"in", "out", occupancy_mean, occupancy_max, dwell_count, dwell_mean, dwell_p90, '
-            f"dwell_max, observed_seconds FROM counts WHERE {where} "
-            "ORDER BY bucket_start, site, agent, camera, rule, class"
-        )
-        yield from self.rows(sql, args)
+        """Raw count rows, one per stored bucket, rule and class, oldest first: read from the
+        packed buckets along their key (site, agent, camera, start_s), rule and class picked
+        as they are unpacked."""
+        where, args = Filter(None, None, site, agent, camera, None, None, scope).where("start_s")
+        # Bucket starts are whole seconds: start >= since and start < until, in integers.
+        for bound, op in ((since, ">="), (until, "<")):
+            if bound is not None:
+                where += f" AND start_s {op} ?"
+                args.append(math.ceil(epoch_of(bound)))
+        for b in self.fetch(
+            f"SELECT {_BUCKET_SELECT} FROM buckets WHERE {where} "
+            "ORDER BY start_s, site, agent, camera",
+            args,
+        ):
+            for r in sorted(packed.unpack(*b), key=_RULE_CLASS):
+                if (rule is None or r[3] == rule) and (cls is None or r[5] == cls):
+                    yield dict(zip(_EXPORT_ORDER, _EXPORT_PICK(r), strict=True))
 
     def rollup(
         self, granularity: str, query: Filter, limit: int | None = None, offset: int = 0

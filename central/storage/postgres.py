@@ -1,10 +1,11 @@
 """Central's storage in PostgreSQL (psycopg 3): `postgresql://user@host/db`, for many cameras
 and several workers.
 
-Raw `counts` and `buckets` are partitioned by UTC day: partitions are created a week ahead and
-on demand for late data, each in its own short transaction, and retention drops whole
-partitions. Workers serialize per agent with transaction-scoped advisory locks, so seq and
-rollup bookkeeping never races. Batched appends go through COPY.
+Raw `buckets` (with their count rows packed: see storage.packed) are partitioned by UTC day:
+partitions are created a week ahead and on demand for late data, each in its own short
+transaction, and retention drops whole partitions. Workers serialize per agent with
+transaction-scoped advisory locks, so seq and rollup bookkeeping never races.
+Batched appends go through COPY.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, ClassVar
 import psycopg
 from pantau.agent.wire.migrations import SchemaTooNewError
 from pantau.agent.wire.settings import redact_url
+from pantau.central.storage import packed
 from pantau.central.storage.base import DAY, MAX_BUCKET_SECONDS, CameraKey, Storage, quoted
 from pantau.central.storage.postgres_schema import MIGRATIONS
 from psycopg.adapt import Loader
@@ -28,7 +30,6 @@ _MIGRATION_LOCK = 0x70616E74
 # Workers create partitions one at a time.
 _PARTITION_LOCK = 0x70617274
 _PARAM = re.compile(r"\?")
-_PARTITIONED = ("counts", "buckets")
 # Tables whose upserts go through a temporary staging table (see upsert_rows).
 _STAGED = ("hourly", "daily", "events")
 _IN_TRANSACTION = psycopg.pq.TransactionStatus.INTRANS
@@ -228,10 +229,6 @@ class PostgresStorage(Storage):
                 # IF NOT EXISTS does not guard against another worker creating it right now.
                 self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
                 self.conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS counts_{name} PARTITION OF counts FOR VALUES "
-                    f"FROM ('{_iso_day(day)}') TO ('{_iso_day(end)}')"
-                )
-                self.conn.execute(
                     f"CREATE TABLE IF NOT EXISTS buckets_{name} PARTITION OF buckets FOR VALUES "
                     f"FROM ({day}) TO ({end})"
                 )
@@ -248,21 +245,20 @@ class PostgresStorage(Storage):
         ]
 
     def _drop_raw_before(self, cutoff: int) -> tuple[int, int]:
-        """Drop whole day partitions that end at or before `cutoff`."""
+        """Drop whole day partitions of `buckets` that end at or before `cutoff`."""
         last = _day_name(cutoff - DAY)
-        dropped = [0, 0]
-        for i, parent in enumerate(_PARTITIONED):
-            for part in self._partitions(parent):
-                if part.rsplit("_", 1)[1] > last:
-                    continue
-                with self.conn.transaction():
-                    n = self.one(f"SELECT COUNT(*) FROM {part}")
-                    self.conn.execute(f"DROP TABLE {part}")
-                    self._count("count_rows" if parent == "counts" else "buckets", -n)
-                dropped[i] += n
+        rows = buckets = 0
+        for part in self._partitions("buckets"):
+            if part.rsplit("_", 1)[1] > last:
+                continue
+            with self.conn.transaction():
+                n, m = self.fetch(
+                    f"SELECT COUNT(*), COALESCE(SUM({packed.rows_sql('GREATEST')}), 0) FROM {part}"
+                )[0]
+                self.conn.execute(f"DROP TABLE {part}")
+                self._count("buckets", -n)
+                self._count("count_rows", -m)
+            buckets += n
+            rows += m
         self._days = {d for d in self._days if d >= cutoff}
-        return dropped[0], dropped[1]
-
-
-def _iso_day(day: int) -> str:
-    return datetime.fromtimestamp(day, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return rows, buckets

@@ -1,8 +1,9 @@
 """Central's PostgreSQL schema, version by version (applied by storage.postgres).
 
 `site` leads every primary key and index, so the tables can later be distributed by site
-(Citus) without a redesign; `counts` and `buckets` are range-partitioned by bucket time, one
-partition per UTC day, created ahead and on demand by central, dropped whole by retention.
+(Citus) without a redesign; `buckets` (which since v8 hold their count rows packed; `counts` is
+a view) is range-partitioned by bucket time, one partition per UTC day, created ahead and on
+demand by central, dropped whole by retention.
 """
 
 from __future__ import annotations
@@ -219,6 +220,44 @@ CREATE TABLE evidence_audit (
 );
 CREATE INDEX evidence_audit_alert ON evidence_audit (site, agent, alert_id);
 """
+# v8: one row per stored counts bucket: its count rows packed into the bucket's row (see
+# storage.packed; a row per rule and class took most of the database), `counts` a view that
+# unnests them. The counts partitions go with their table.
+_SCHEMA_V8 = """
+ALTER TABLE buckets ADD COLUMN observed_seconds DOUBLE PRECISION NOT NULL DEFAULT 0,
+    ADD COLUMN lines JSON, ADD COLUMN zones JSON;
+ALTER TABLE buckets ALTER COLUMN observed_seconds DROP DEFAULT;
+UPDATE buckets b SET observed_seconds = c.observed, lines = c.lines, zones = c.zones FROM (
+    SELECT site, agent, camera, CAST(EXTRACT(EPOCH FROM bucket_start) AS BIGINT) AS start_s,
+        MAX(observed_seconds) AS observed,
+        json_agg(json_build_array(rule, class, "in", "out"))
+            FILTER (WHERE rule_type = 'line') AS lines,
+        json_agg(json_build_array(rule, class, occupancy_mean, occupancy_max, dwell_count,
+            dwell_mean, dwell_p90, dwell_max)) FILTER (WHERE rule_type = 'zone') AS zones
+    FROM counts GROUP BY 1, 2, 3, 4
+) c WHERE b.site = c.site AND b.agent = c.agent AND b.camera = c.camera AND b.start_s = c.start_s;
+DROP TABLE counts;
+CREATE VIEW counts AS
+SELECT b.site, b.agent, b.camera, e->>0 AS rule, 'line' AS rule_type, e->>1 AS class,
+    to_timestamp(b.start_s) AS bucket_start, CAST(b.end_s - b.start_s AS INTEGER) AS bucket_seconds,
+    b.observed_seconds, CAST(e->>2 AS BIGINT) AS "in", CAST(e->>3 AS BIGINT) AS "out",
+    CAST(NULL AS DOUBLE PRECISION) AS occupancy_mean, CAST(NULL AS BIGINT) AS occupancy_max,
+    CAST(NULL AS BIGINT) AS dwell_count, CAST(NULL AS DOUBLE PRECISION) AS dwell_mean,
+    CAST(NULL AS DOUBLE PRECISION) AS dwell_p90, CAST(NULL AS DOUBLE PRECISION) AS dwell_max
+FROM buckets b CROSS JOIN LATERAL json_array_elements(b.lines) e
+UNION ALL
+SELECT b.site, b.agent, b.camera, e->>0, 'zone', e->>1, to_timestamp(b.start_s),
+    CAST(b.end_s - b.start_s AS INTEGER), b.observed_seconds, NULL, NULL,
+    CAST(e->>2 AS DOUBLE PRECISION), CAST(e->>3 AS BIGINT), CAST(e->>4 AS BIGINT),
+    CAST(e->>5 AS DOUBLE PRECISION), CAST(e->>6 AS DOUBLE PRECISION),
+    CAST(e->>7 AS DOUBLE PRECISION)
+FROM buckets b CROSS JOIN LATERAL json_array_elements(b.zones) e
+UNION ALL
+SELECT site, agent, camera, '', 'none', '', to_timestamp(start_s),
+    CAST(end_s - start_s AS INTEGER), observed_seconds, NULL, NULL, NULL, NULL, NULL, NULL,
+    NULL, NULL
+FROM buckets WHERE lines IS NULL AND zones IS NULL;
+"""
 # The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
 MIGRATIONS = (
     Migration(1, _SCHEMA_V1),
@@ -228,4 +267,5 @@ MIGRATIONS = (
     Migration(5, _SCHEMA_V5),
     Migration(6, _SCHEMA_V6),
     Migration(7, _SCHEMA_V7),
+    Migration(8, _SCHEMA_V8),
 )

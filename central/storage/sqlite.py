@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pantau.agent.wire.migrations import connect, schema_version
+from pantau.central.storage import packed
 from pantau.central.storage.base import Storage
 from pantau.central.storage.sqlite_schema import MIGRATIONS
 
@@ -72,23 +73,20 @@ class SqliteStorage(Storage):
         return int(pages * self.one("PRAGMA page_size"))
 
     def _drop_raw_before(self, cutoff: int) -> tuple[int, int]:
-        """DELETE per camera, along the primary keys (site, agent, camera, then time), one
+        """DELETE per camera, along the primary key (site, agent, camera, then time), one
         transaction each with its counters."""
         dropped_rows = dropped_buckets = 0
         cameras = self.fetch("SELECT DISTINCT site, agent, camera FROM cameras")
-        iso_cutoff = self.one("SELECT strftime('%Y-%m-%dT%H:%M:%SZ', ?, 'unixepoch')", (cutoff,))
         for key in cameras:
+            where = "site = ? AND agent = ? AND camera = ? AND start_s < ?"
             self.begin()
             try:
-                rows = self.execute(
-                    "DELETE FROM counts WHERE site = ? AND agent = ? AND camera = ? AND "
-                    "bucket_start < ?",
-                    (*key, iso_cutoff),
-                ).rowcount
-                buckets = self.execute(
-                    "DELETE FROM buckets WHERE site = ? AND agent = ? AND camera = ? AND "
-                    "start_s < ?",
+                rows = self.one(
+                    f"SELECT COALESCE(SUM({packed.rows_sql('MAX')}), 0) FROM buckets WHERE {where}",
                     (*key, cutoff),
+                )
+                buckets = self.execute(
+                    f"DELETE FROM buckets WHERE {where}", (*key, cutoff)
                 ).rowcount
                 self._count("count_rows", -rows)
                 self._count("buckets", -buckets)

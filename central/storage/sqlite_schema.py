@@ -320,6 +320,59 @@ CREATE TABLE evidence_audit (
 );
 CREATE INDEX evidence_audit_alert ON evidence_audit (site, agent, alert_id);
 """
+# A REAL as JSON that reads back the same double (json_quote keeps 15 digits only).
+_REAL = "CASE WHEN {0} IS NULL THEN 'null' ELSE printf('%!.17g', {0}) END"
+_SAME_BUCKET = (
+    "c.site = b.site AND c.agent = b.agent AND c.camera = b.camera AND "
+    "c.bucket_start = strftime('%Y-%m-%dT%H:%M:%SZ', b.start_s, 'unixepoch')"
+)
+# The count rows of a bucket as `counts` had them, from its packed row (see storage.packed).
+_COUNTS_VIEW = """
+CREATE VIEW counts (site, agent, camera, rule, rule_type, class, bucket_start, bucket_seconds,
+    observed_seconds, "in", "out", occupancy_mean, occupancy_max, dwell_count, dwell_mean,
+    dwell_p90, dwell_max) AS
+SELECT b.site, b.agent, b.camera, json_extract(e.value, '$[0]'), 'line',
+    json_extract(e.value, '$[1]'), strftime('%Y-%m-%dT%H:%M:%SZ', b.start_s, 'unixepoch'),
+    b.end_s - b.start_s, b.observed_seconds, json_extract(e.value, '$[2]'),
+    json_extract(e.value, '$[3]'), NULL, NULL, NULL, NULL, NULL, NULL
+FROM buckets b, json_each(b.lines) e
+UNION ALL
+SELECT b.site, b.agent, b.camera, json_extract(e.value, '$[0]'), 'zone',
+    json_extract(e.value, '$[1]'), strftime('%Y-%m-%dT%H:%M:%SZ', b.start_s, 'unixepoch'),
+    b.end_s - b.start_s, b.observed_seconds, NULL, NULL, json_extract(e.value, '$[2]'),
+    json_extract(e.value, '$[3]'), json_extract(e.value, '$[4]'), json_extract(e.value, '$[5]'),
+    json_extract(e.value, '$[6]'), json_extract(e.value, '$[7]')
+FROM buckets b, json_each(b.zones) e
+UNION ALL
+SELECT site, agent, camera, '', 'none', '', strftime('%Y-%m-%dT%H:%M:%SZ', start_s, 'unixepoch'),
+    end_s - start_s, observed_seconds, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM buckets WHERE lines IS NULL AND zones IS NULL;
+"""
+# v10: one row per stored counts bucket: its count rows packed into the bucket's row (a row
+# per rule and class took most of the database); `counts` is a view that unnests them.
+_SCHEMA_V10 = f"""
+CREATE TABLE buckets_v10 (
+    site TEXT NOT NULL, agent TEXT NOT NULL, camera TEXT NOT NULL, start_s INTEGER NOT NULL,
+    end_s INTEGER NOT NULL, msg_id TEXT NOT NULL, observed_seconds REAL NOT NULL,
+    lines TEXT, zones TEXT,
+    PRIMARY KEY (site, agent, camera, start_s)
+) WITHOUT ROWID;
+INSERT INTO buckets_v10 SELECT b.site, b.agent, b.camera, b.start_s, b.end_s, b.msg_id,
+    COALESCE((SELECT MAX(observed_seconds) FROM counts c WHERE {_SAME_BUCKET}), 0),
+    (SELECT '[' || group_concat('[' || json_quote(rule) || ',' || json_quote(class) || ',' ||
+        json_quote("in") || ',' || json_quote("out") || ']') || ']'
+     FROM counts c WHERE {_SAME_BUCKET} AND rule_type = 'line'),
+    (SELECT '[' || group_concat('[' || json_quote(rule) || ',' || json_quote(class) || ',' ||
+        {_REAL.format("occupancy_mean")} || ',' || json_quote(occupancy_max) || ',' ||
+        json_quote(dwell_count) || ',' || {_REAL.format("dwell_mean")} || ',' ||
+        {_REAL.format("dwell_p90")} || ',' || {_REAL.format("dwell_max")} || ']') || ']'
+     FROM counts c WHERE {_SAME_BUCKET} AND rule_type = 'zone')
+FROM buckets b;
+DROP TABLE counts;
+DROP TABLE buckets;
+ALTER TABLE buckets_v10 RENAME TO buckets;
+{_COUNTS_VIEW}
+"""
 # The schema's history, oldest first: a change is a new Migration; a shipped one never changes.
 MIGRATIONS = (
     Migration(1, _SCHEMA_V1),
@@ -331,4 +384,5 @@ MIGRATIONS = (
     Migration(7, _SCHEMA_V7),
     Migration(8, _SCHEMA_V8),
     Migration(9, _SCHEMA_V9),
+    Migration(10, _SCHEMA_V10),
 )

@@ -2,8 +2,10 @@
 per minute: two lines x two classes, one 60 s bucket a minute) stored straight through
 Storage.store_batch (no MQTT) on SQLite and PostgreSQL, then the operator's questions timed:
 (a) a month of hourly totals of one camera line, (b) an 8-week visit pattern of a 64-camera
-site, (c) the 10 busiest cameras of yesterday, a one-camera-day export and `status`; raw bytes
-per camera-day, and the database size before and after a retention pass.
+site, (c) the 10 busiest cameras of yesterday, a one-camera-day export and `status`; bytes
+per camera-day (the whole database, each table, and as a 30-day history holds them: the event
+log and the message dedupe are kept only `retention.events_hours` and `retention.dedupe_days`),
+and the database size before and after a retention pass.
 
     .venv/bin/python -m tests.benchmarks.bench_storage [--cameras 1000 --days 30]
         [--backend sqlite|postgresql|both] [--pg-insert copy|values]
@@ -76,6 +78,50 @@ def messages(cameras: int, days: int, end: datetime) -> Iterator[list[Received]]
         yield batch
 
 
+# Tables that retention bounds by age rather than by the raw history (retention setting, days
+# they hold): on a 30-day history they hold only that many days.
+BOUNDED = {"events": ("events_hours", 1 / 24), "messages": ("dedupe_days", 1.0)}
+HISTORY_DAYS = 30
+
+
+def table_bytes(st: Storage) -> dict[str, int]:
+    """Bytes of each table with its indexes (PostgreSQL: partitions under their parent)."""
+    if isinstance(st, PostgresStorage):
+        rows = st.fetch(
+            "SELECT COALESCE(p.relname, c.relname), SUM(pg_total_relation_size(c.oid)) "
+            "FROM pg_class c LEFT JOIN pg_inherits i ON i.inhrelid = c.oid "
+            "LEFT JOIN pg_class p ON p.oid = i.inhparent WHERE c.relkind = 'r' "
+            "AND c.relnamespace = CAST(current_schema() AS regnamespace) GROUP BY 1"
+        )
+    else:
+        rows = st.fetch(
+            "SELECT COALESCE(m.tbl_name, d.name), SUM(d.pgsize) FROM dbstat d "
+            "LEFT JOIN sqlite_master m ON m.name = d.name GROUP BY 1"
+        )
+    return {name: int(size) for name, size in rows if size}
+
+
+def per_camera_day(st: Storage, camera_days: int) -> dict[str, Any]:
+    """MB per camera-day: each table, the raw history (every table retention does not bound
+    by age), the bounded tables, and what a 30-day history holds per camera-day (the bounded
+    tables hold only their retention's days of it)."""
+    sizes = table_bytes(st)
+    keep = st.settings.retention
+    mb = {name: round(size / camera_days / 1e6, 3) for name, size in sorted(sizes.items())}
+    raw = sum(size for name, size in sizes.items() if name not in BOUNDED)
+    bounded = {
+        name: (sizes.get(name, 0), min(HISTORY_DAYS, getattr(keep, setting) * days))
+        for name, (setting, days) in BOUNDED.items()
+    }
+    history = raw + sum(size * kept / HISTORY_DAYS for size, kept in bounded.values())
+    return {
+        "tables_mb_per_camera_day": {k: v for k, v in mb.items() if v >= 0.001},
+        "raw_mb_per_camera_day": round(raw / camera_days / 1e6, 3),
+        "bounded_kept_days": {name: kept for name, (_, kept) in bounded.items()},
+        "history_30d_mb_per_camera_day": round(history / camera_days / 1e6, 3),
+    }
+
+
 def timed(fn: Callable[[], Any], repeat: int = 5) -> tuple[float, Any]:
     """Median milliseconds of `repeat` runs (after one warm-up), and the last result."""
     result = fn()
@@ -117,6 +163,7 @@ def run(url: str, args: argparse.Namespace, storage_class: type[Storage] | None)
         "load_s": round(load_s, 1),
         "load_messages_per_s": round(stored / load_s),
         "bytes_per_camera_day": round(size / camera_days),
+        **per_camera_day(st, camera_days),
     }
     out["a_month_hourly_one_line_ms"], rows = timed(lambda: st.rollup("hour", month))
     out["a_rows"] = len(rows)

@@ -162,14 +162,14 @@ def storage(new_storage):
 # be inserted (each backend's trigger syntax).
 POISON_TRIGGER = {
     "SqliteStorage": [
-        "CREATE TRIGGER poison BEFORE INSERT ON counts WHEN NEW.camera = 'poison' "
+        "CREATE TRIGGER poison BEFORE INSERT ON buckets WHEN NEW.camera = 'poison' "
         "BEGIN SELECT RAISE(ABORT, 'this row cannot be stored'); END"
     ],
     "PostgresStorage": [
         "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
         "IF NEW.camera = 'poison' THEN RAISE EXCEPTION 'this row cannot be stored'; END IF; "
         "RETURN NEW; END $$",
-        "CREATE TRIGGER poison BEFORE INSERT ON counts FOR EACH ROW EXECUTE FUNCTION poison()",
+        "CREATE TRIGGER poison BEFORE INSERT ON buckets FOR EACH ROW EXECUTE FUNCTION poison()",
     ],
 }
 # A database that refuses every write: a fault of the environment, not of a message.

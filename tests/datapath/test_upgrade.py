@@ -9,20 +9,28 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from pantau.agent.delivery.outbox import LANE_ALERT, LANE_DATA, Outbox
 from pantau.agent.delivery.outbox import MIGRATIONS as OUTBOX_MIGRATIONS
 from pantau.agent.wire.migrations import Migration, SchemaTooNewError, connect, schema_version
-from pantau.agent.wire.protocol import CountsPayload, HealthPayload
-from pantau.central.storage import Filter, Storage
+from pantau.agent.wire.protocol import (
+    CountsMessage,
+    CountsPayload,
+    HealthPayload,
+)
+from pantau.central.storage import Filter, Received, Storage
+from pantau.central.storage.base import COUNT_COLUMNS, count_rows, quoted
 from pantau.central.storage.postgres_schema import MIGRATIONS as PG_MIGRATIONS
 from pantau.central.storage.sqlite_schema import MIGRATIONS as CENTRAL_MIGRATIONS
 
 from tests.conftest import cli
 from tests.datapath.conftest import write_central_config
+from tests.datapath.fixtures.make_v9 import STORED_AT as V9_STORED_AT
+from tests.datapath.fixtures.make_v9 import T0 as V9_T0
+from tests.datapath.fixtures.make_v9 import buckets as v9_buckets
 from tests.datapath.helpers import agent_config, central_config, central_db, summary_of
 from tests.datapath.test_storage import counts
 
@@ -273,3 +281,71 @@ def test_db_upgrade_applies_and_a_newer_postgresql_schema_is_refused(tmp_path, s
                f"(up to {latest})" in res.stderr  # fmt: skip
     with pytest.raises(SchemaTooNewError):
         Storage(url)
+
+
+def _previous_release(url: str, buckets: list[CountsMessage]) -> None:
+    """A database at the schema before packed buckets holding `buckets`: on SQLite the v9
+    fixture that release wrote, on PostgreSQL (v7) the rows it wrote (a `counts` row per rule
+    and class, a `buckets` row), written here."""
+    day = int(V9_T0.timestamp()) // 86400 * 86400
+    rows = [r for m in buckets for r in count_rows(m)]
+    spans = [(m.site, m.agent, m.camera, int(m.payload.bucket_start.timestamp()),
+              int(m.payload.bucket_end.timestamp()), m.msg_id) for m in buckets]  # fmt: skip
+    counts_sql = f"INSERT INTO counts ({', '.join(map(quoted, COUNT_COLUMNS))}) VALUES " \
+                 f"({', '.join('?' * len(COUNT_COLUMNS))})"  # fmt: skip
+    buckets_sql = "INSERT INTO buckets (site, agent, camera, start_s, end_s, msg_id) VALUES " \
+                  "(?, ?, ?, ?, ?, ?)"  # fmt: skip
+    if url.startswith("sqlite"):
+        path = Path(url.removeprefix("sqlite:///"))
+        shutil.copyfile(FIXTURES / "central-v9.db", path)
+        assert user_version(path) == 9
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for m in PG_MIGRATIONS[:7]:
+            conn.execute(m.sql)
+        conn.execute("INSERT INTO schema_version VALUES (7)")
+        name = datetime.fromtimestamp(day, timezone.utc).strftime("%Y%m%d")
+        conn.execute(f"CREATE TABLE counts_{name} PARTITION OF counts FOR VALUES FROM "
+                     f"(to_timestamp({day})) TO (to_timestamp({day + 86400}))")  # fmt: skip
+        conn.execute(f"CREATE TABLE buckets_{name} PARTITION OF buckets FOR VALUES FROM "
+                     f"({day}) TO ({day + 86400})")  # fmt: skip
+        with conn.cursor() as cur:
+            cur.executemany(counts_sql.replace("?", "%s"), rows)
+            cur.executemany(buckets_sql.replace("?", "%s"), spans)
+
+
+def test_count_rows_of_the_previous_release_are_packed_and_read_back_unchanged(storage_url):
+    url = storage_url()
+    old = v9_buckets()
+    _previous_release(url, old)
+    st = Storage(url)
+    assert st.schema_version() == (10 if url.startswith("sqlite") else 8)
+    expected = sorted(r for m in old for r in count_rows(m))
+    assert len(expected) == 7
+    # One row per bucket now; the `counts` view and the export give back every count row.
+    assert st.one("SELECT COUNT(*) FROM buckets") == len(old)
+    assert sorted(st.fetch(f"SELECT {', '.join(map(quoted, COUNT_COLUMNS))} FROM counts")) \
+        == expected  # fmt: skip
+    exported = [tuple(r[c] for c in COUNT_COLUMNS) for r in st.counts()]
+    assert sorted(exported) == expected
+    assert [r[6] for r in exported] == sorted(r[6] for r in expected)  # oldest first
+    # Admission against migrated buckets: the same bucket under a new msg_id is a duplicate,
+    # other content a conflict, a finer bucket inside the merged one an overlap.
+    again = old[1].model_copy(update={"msg_id": "new1", "seq": 20})
+    other = old[0].model_copy(update={"msg_id": "new0", "seq": 21, "payload": old[0].payload
+                                      .model_copy(update={"observed_seconds": 30.0})})  # fmt: skip
+    inside, late = (
+        old[0].model_copy(update={"msg_id": f"new{minute}", "seq": 20 + minute, "payload":
+                                  old[0].payload.model_copy(update={"bucket_start": at})})
+        for minute, at in ((5, V9_T0 + timedelta(minutes=5)), (3, V9_T0 + timedelta(minutes=3)))
+    )  # fmt: skip
+    batch = [Received("", b"", m) for m in (again, other, inside, late)]
+    stats, dead = st.store_batch(batch, V9_STORED_AT)
+    assert stats == {"stored": 1, "duplicate": 1, "dead": 2}
+    assert ["conflict" in dead[0].error, "overlaps" in dead[1].error] == [True, True]
+    assert len(list(st.counts(rule="door", cls="person"))) == 3  # minutes 0, 3 and merged 4
+    st.close()
