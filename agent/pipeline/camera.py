@@ -175,6 +175,7 @@ class CameraAnalytics:
         self.tracks = tracks = self._track(t, detections)
         if detections is not None:  # coasted tracks did not move: no measure of speed
             self.rate.observe(tracks, t)
+            self.tiler.observe(tracks, t)
         removed = self.tracker.removed_ids
         riders = self._riders(tracks, removed)
         self._count_lines(tracks, riders, removed, t)
