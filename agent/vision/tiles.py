@@ -162,8 +162,9 @@ def plan_tiles(
 ) -> TilePlan:
     """The crops for a `frame` (width, height) whose rules cover `region`, for a model input
     of `input_hw`, within `tiling.max_tiles` and `budget` detector calls per frame (None: no
-    budget beyond max_tiles). The whole frame alone where crops would not enlarge objects by
-    MIN_GAIN."""
+    budget beyond max_tiles). The whole frame alone where crops would not enlarge
+    `min_object_px` by MIN_GAIN or, without it, where the frame is under AUTO_GAIN x the
+    model's input (then the crops are as fine as the limit allows, up to AUTO_SCALE)."""
     width, height = frame
     side = float(min(input_hw))
     whole_scale = min(input_hw[1] / width, input_hw[0] / height)
