@@ -45,10 +45,13 @@ class AnalysisRate:
     frames, in box widths and heights) exceeds TOO_FAST, to the rate that brings it back to
     TOO_FAST; it falls by half (not below `min_fps`) only after CALM_SECONDS with that
     percentile below CALM. Probes (see PROBE_PERIOD) run at `max_fps` and leave the rate
-    where their own steps would be TOO_FAST, never below the rate before them.
+    where their own steps would be at their limit, never below the rate before them; `phase`
+    (0-1) delays the second probe by that part of a period.
     """
 
-    def __init__(self, fixed: float | None, min_fps: float, max_fps: float) -> None:
+    def __init__(
+        self, fixed: float | None, min_fps: float, max_fps: float, phase: float = 0.0
+    ) -> None:
         self.auto = fixed is None
         self.min_fps = min_fps
         self.max_fps = max_fps
@@ -60,6 +63,9 @@ class AnalysisRate:
         self._steps: deque[tuple[float, float]] = deque()  # (t, size-relative speed per s)
         self._calm_since: float | None = None
         self._next_probe: float | None = None  # time of the next probe; None: at once
+        # The first period is this much longer: cameras that started together (a live
+        # agent's) do not probe together ever after.
+        self._phase = phase * PROBE_PERIOD
         self._probe: tuple[int, float] | None = None  # (frames detected, rate before)
         self._probe_steps: list[float] = []  # speeds per s, over the threshold of the track
         self._known: set[int] = set()  # tracks confirmed when the probe started
@@ -120,7 +126,8 @@ class AnalysisRate:
         ):
             return
         self._probe = None
-        self._next_probe = t + PROBE_PERIOD
+        self._next_probe = t + PROBE_PERIOD + self._phase
+        self._phase = 0.0
         self._calm_since = None
         # The rate at which each track's step is at its threshold, for most of the steps.
         need = float(np.percentile(self._probe_steps, PERCENTILE)) if self._probe_steps else 0.0

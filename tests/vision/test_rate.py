@@ -52,6 +52,17 @@ def test_calm_objects_go_back_to_min_fps_after_a_short_probe_and_probe_again_lat
     assert rate.probes == 2
 
 
+def test_the_phase_delays_the_second_probe_only() -> None:
+    rate = AnalysisRate(None, 5, 15, phase=0.5)
+    t = _run(rate, 30, 80, 1.2)
+    t = _run(rate, 30, 80, 1.5 * PROBE_PERIOD, t)
+    assert rate.probes == 1
+    t = _run(rate, 30, 80, 1.5 * PROBE_PERIOD + 2.0, t)
+    assert rate.probes == 2
+    _run(rate, 30, 80, 2.5 * PROBE_PERIOD + 4.0, t)
+    assert rate.probes == 3
+
+
 def test_a_fixed_rate_never_probes() -> None:
     rate = AnalysisRate(5, 5, 15)
     _run(rate, 60, 20, 2.0)
