@@ -19,7 +19,7 @@ from tests.pipeline.traffic import GROUPS, score_by_group
 HCMC = next(c for c in MOTORCYCLE_CLIPS if c.name == "hcmc")
 ROAD = HCMC.camera["lines"]["road"]
 # Two-wheelers the default configuration counts of 11 (measured 2026-11-30: 4; with tiles at
-# a fixed 15 fps 4-5 on today's code, 10 when RESULTS.md was first written).
+# a fixed 15 fps 4-5 with this box's model build, 10 with the one RESULTS.md first used).
 TWO_WHEELERS = 3
 
 
