@@ -168,8 +168,9 @@ class CameraConfig(Section, RegistryFields):
         "between analysed frames relative to their own size (cars close to the camera need "
         "10-15, walking people 5), and probes at max_fps at start and every 30 s for objects "
         "too fast to become tracks at the current rate (scooters, distant cars: a new track's "
-        "step must stay within a quarter of its height); a probe costs about 1 s at max_fps "
-        "(vtest.avi: 1.24x the frames of a fixed 5). Or a fixed number: 5 counts people well; "
+        "step must stay within a quarter of its height); a probe costs 1-3 s at max_fps "
+        "(walkers on vtest.avi: 1.02x the frames of auto without probes, one person indoors "
+        "1.14x). Or a fixed number: 5 counts people well; "
         "2 still counts people at walking pace (measured: 8 % counting error against 3 % at "
         "5 fps) at 40 % of the detector load; below 2, tracks break up.",
     )
