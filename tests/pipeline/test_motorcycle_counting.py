@@ -77,8 +77,10 @@ def test_the_whole_frame_misses_the_scooters(shared_data: Path, tiled: Run) -> N
 
 def test_a_rider_counts_once_as_motorcycle_and_as_person_only_where_asked(tiled: Run) -> None:
     every = _on(tiled, "all")
-    # The all-classes line sees the machines, not their riders: nobody walks on this road.
+    # The all-classes line sees the machines, not their riders: nobody walks on this road. A
+    # rider whose scooter never became a track counts as a person there (2 at the default
+    # configuration, where 7 of 11 scooters are missed).
     assert every["two-wheeler"] == _on(tiled, "road")["two-wheeler"]
-    assert every["person"] <= 1
+    assert every["person"] <= 2
     # The person line counts the riders.
     assert _on(tiled, "persons")["person"] >= 0.8 * every["two-wheeler"]
