@@ -4,6 +4,7 @@ they fill, turned into wire payloads (CountsPayload, AlertPayload, HealthPayload
 from __future__ import annotations
 
 import logging
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -139,7 +140,8 @@ class CameraAnalytics:
         self.health = HealthMonitor(thresholds, reference=reference)
         self.gate = MotionGate(config.motion)
         self.tiler = Tiler(config)
-        self.rate = AnalysisRate(config.fixed_fps, config.min_fps, config.max_fps)
+        phase = zlib.crc32(name.encode()) % 1000 / 1000  # cameras' probes spread, repeatably
+        self.rate = AnalysisRate(config.fixed_fps, config.min_fps, config.max_fps, phase)
         self.totals = Totals.zeroed(self.line_classes, self.zone_classes, alert_history)
         self.tracks = Tracks.empty(names)
         self.frame_size: tuple[int, int] | None = None  # (width, height) of the last frame
@@ -175,6 +177,7 @@ class CameraAnalytics:
         self.tracks = tracks = self._track(t, detections)
         if detections is not None:  # coasted tracks did not move: no measure of speed
             self.rate.observe(tracks, t)
+            self.tiler.observe(tracks, t)
         removed = self.tracker.removed_ids
         riders = self._riders(tracks, removed)
         self._count_lines(tracks, riders, removed, t)

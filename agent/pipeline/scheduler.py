@@ -21,7 +21,7 @@ from pantau.agent.vision.detect.runtime import Detector
 from pantau.agent.vision.detect.store import ModelStore
 from pantau.agent.vision.detections import Detections, Tracks
 from pantau.agent.vision.isolated import IsolatedReader, Reader
-from pantau.agent.vision.tiles import share_budget
+from pantau.agent.vision.tiles import Tiler, share_budget
 from pantau.agent.wire.protocol import AlertPayload
 
 log = logging.getLogger(__name__)
@@ -133,10 +133,10 @@ class Pipeline:
                 reader = r.reader
                 if isinstance(reader, FileReader | IsolatedReader) and not reader.realtime:
                     prepare = getattr(self.detectors.get(r.model), "prepare", None)
-                    if r.analytics.tiler.enabled:
-                        prepare = None  # the tiles are cut and prepared at detection
                     if prepare is not None and r.input_size is not None:
                         prepare = functools.partial(prepare, input_size=r.input_size)
+                    if prepare is not None and r.analytics.tiler.enabled:
+                        prepare = _unless_tiled(prepare, r.analytics.tiler)
                     r.reader = Prefetcher(reader, prepare)
 
     def share_budget(self) -> None:
@@ -384,6 +384,18 @@ class Pipeline:
     def close(self) -> None:
         for runner in self.runners:
             runner.reader.close()
+
+
+def _unless_tiled(
+    prepare: Callable[[np.ndarray], Any], tiler: Tiler
+) -> Callable[[np.ndarray], Any]:
+    """`prepare`, skipped (None) while the camera's frames are detected on tiles: the tiles
+    are cut and prepared at detection."""
+
+    def run(image: np.ndarray) -> Any:
+        return None if tiler.tiled else prepare(image)
+
+    return run
 
 
 def _iso(t: float) -> str:

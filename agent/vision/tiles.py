@@ -12,6 +12,12 @@ Within the limit the whole frame is detected as well, for objects larger than a 
 the pipeline gives each camera its share of the detector's calls per second (BUDGET_SHARE of
 them, alike per analysed frame: `share_budget`).
 
+Without `min_object_px` (the default), the agent judges where tiles pay: only on frames at
+least AUTO_GAIN x the model's input (1568x778 or 960x540 at 416, not 768x576), as finely as the
+call limit allows up to AUTO_SCALE, and not on close views, which the camera's own tracks
+reveal: when the objects its confirmed tracks show in the rules' region are large at the whole
+frame's scale, the whole frame is detected alone (`Tiler.observe`).
+
 Merging: boxes of different crops are one object when, clipped to the part of the frame both
 crops saw, they overlap by `iou` or more (same NMS class): an object cut by a seam is a
 fragment in one tile and whole (or the other fragment) in its neighbour, and within their
@@ -24,6 +30,7 @@ are found whole there (close-up people cut by tiles split into several tracks ot
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,6 +38,7 @@ import numpy as np
 from pantau.agent.config.agent import CameraConfig
 from pantau.agent.config.rules import to_pixels
 from pantau.agent.config.tuning import TilingConfig
+from pantau.agent.vision.detections import Tracks
 from pantau.agent.vision.geometry import box_iou
 
 # The smallest object (its height) the small detectors find reliably, as a fraction of their
@@ -41,6 +49,24 @@ MODEL_MIN_FRACTION = 1 / 16
 # Tiles only pay when they make objects this much larger than the whole frame does: below,
 # the crops' lost context (objects cut at crop edges) costs more than the gain (bikes.mp4).
 MIN_GAIN = 1.6
+
+# Without `min_object_px`: tiles only on frames at least this many times the model's input
+# (vtest.avi, 768x576 at 416, 1.85x: tiles gave 0 against 1 error in 61 crossings at 3x the
+# calls; motorway.mp4 2.3x, hcmc-motorcycles.mp4 3.8x need them), planned as finely as the
+# call limit allows up to AUTO_SCALE (objects of 13 px then reach MODEL_MIN_FRACTION: the
+# distant cars of motorway.mp4 need about that).
+AUTO_GAIN = 2.0
+AUTO_SCALE = 2.0
+
+# Close views (without `min_object_px`): the lower quartile of the heights of the confirmed
+# tracks in the rules' region, at the whole frame's scale, in units of the model's smallest
+# object. At LARGE or more the whole frame sees them and tiles would only cut them (an indoor
+# zone counted 7-8 entries for 6 on tiles); below SMALL, tiles again. Measured at the whole
+# frame: hcmc-motorcycles 1.0, motorway 1.3, vtest.avi 1.5, one-by-one-person-detection 7.6.
+LARGE = 3.0
+SMALL = 2.0
+VIEW_SECONDS = 60.0  # heights kept for the judgement
+VIEW_SAMPLES = 20  # heights needed before the first judgement
 
 # The part of a detector's measured calls per second that tiles may plan on: decoding,
 # tracking and the rules take the rest of the box (bench_live, 6 vtest cameras at 5 fps on a
@@ -136,13 +162,15 @@ def plan_tiles(
 ) -> TilePlan:
     """The crops for a `frame` (width, height) whose rules cover `region`, for a model input
     of `input_hw`, within `tiling.max_tiles` and `budget` detector calls per frame (None: no
-    budget beyond max_tiles). The whole frame alone where crops would not enlarge objects by
-    MIN_GAIN."""
+    budget beyond max_tiles). The whole frame alone where crops would not enlarge
+    `min_object_px` by MIN_GAIN or, without it, where the frame is under AUTO_GAIN x the
+    model's input (then the crops are as fine as the limit allows, up to AUTO_SCALE)."""
     width, height = frame
     side = float(min(input_hw))
     whole_scale = min(input_hw[1] / width, input_hw[0] / height)
     model_min = MODEL_MIN_FRACTION * side
-    wanted = model_min / (tiling.min_object_px or model_min)
+    given = tiling.min_object_px is not None
+    wanted = model_min / tiling.min_object_px if tiling.min_object_px else AUTO_SCALE
     whole = (0, 0, width, height)
     limit = tiling.max_tiles if budget is None else max(1, min(tiling.max_tiles, int(budget)))
 
@@ -151,7 +179,14 @@ def plan_tiles(
 
     if tiling.mode == "off":
         return plan([whole], whole_scale, "tiling off: the whole frame")
-    if whole_scale * MIN_GAIN > wanted:
+    if not given and whole_scale * AUTO_GAIN > 1:
+        return plan(
+            [whole],
+            whole_scale,
+            f"the whole frame: less than {AUTO_GAIN:g}x the model's input (scale "
+            f"{whole_scale:.2f})",
+        )
+    if given and whole_scale * MIN_GAIN > wanted:
         return plan(
             [whole],
             whole_scale,
@@ -187,6 +222,12 @@ def _note(
     calls: int, scale: float, wanted: float, limit: int, tiling: TilingConfig, budget: float | None
 ) -> str:
     text = f"{calls} calls at scale {scale:.2f}"
+    if tiling.min_object_px is None:
+        # As fine as the limit allows: say so only where the budget, not max_tiles, set it.
+        if limit >= tiling.max_tiles:
+            return text
+        return (f"{text}, limit of {limit} calls per frame (max_tiles {tiling.max_tiles}, "
+                f"budget {_budget(budget)})")
     if scale >= 0.95 * wanted:
         return text
     return (
@@ -201,20 +242,35 @@ def _budget(budget: float | None) -> str:
 
 class Tiler:
     """One camera's tiling: its plan per frame size and detector budget (cached); the whole
-    frame for a camera without rules."""
+    frame for a camera without rules, and (without `min_object_px`) for a close view, which
+    `observe` judges from the camera's confirmed tracks."""
 
     def __init__(self, config: CameraConfig) -> None:
         self.config = config
         self.budget: float | None = None  # detector calls per frame the pipeline allows
         self.last: TilePlan | None = None  # the plan of the last frame detected on tiles
-        self._plans: dict[tuple[tuple[int, int], tuple[int, int], float | None], TilePlan] = {}
+        self.close_view = False  # objects at the rules are large at the whole frame's scale
+        self.view = 0.0  # the last judgement: objects' size in model-smallest units
+        self._plans: dict[tuple[tuple[int, int], tuple[int, int], float | None, bool],
+                          TilePlan] = {}
+        self._whole_scale = 1.0  # model pixels per frame pixel of the whole frame, last plan
+        self._side = 416  # the model's input side, last plan
+        self._heights: deque[tuple[float, float]] = deque()  # (t, frame px) at the rules
 
     @property
     def enabled(self) -> bool:
         return self.config.tiling.mode != "off"
 
+    @property
+    def tiled(self) -> bool:
+        """The last frame was detected on crops, not on the whole frame alone."""
+        plan = self.last
+        return plan is not None and plan.tiles != ((0, 0, *plan.frame),)
+
     def plan(self, width: int, height: int, input_hw: tuple[int, int]) -> TilePlan:
-        key = ((width, height), input_hw, self.budget)
+        key = ((width, height), input_hw, self.budget, self.close_view)
+        self._whole_scale = min(input_hw[1] / width, input_hw[0] / height)
+        self._side = min(input_hw)
         found = self._plans.get(key)
         if found is None:
             t = self.config.tiling
@@ -222,9 +278,39 @@ class Tiler:
                 # Detections feed only the rules (and health): nothing to tile for.
                 t = t.model_copy(update={"mode": "off"})
             region = rules_region(self.config, width, height, t.margin)
-            found = self._plans[key] = plan_tiles((width, height), region, input_hw, t, self.budget)
+            found = plan_tiles((width, height), region, input_hw, t, self.budget)
+            if self.close_view and found.calls > 1:
+                found = TilePlan(
+                    found.frame, region, ((0, 0, width, height),), self._whole_scale,
+                    found.wanted, f"the whole frame: a close view (objects at the rules "
+                    f"{self.view:.1f}x the model's smallest at its scale, >= {LARGE:g})",
+                )
+            self._plans[key] = found
         self.last = found
         return found
+
+    def observe(self, tracks: Tracks, t: float) -> None:
+        """A detected frame's tracks at `t`: the heights of the confirmed ones in the rules'
+        region judge whether the view is close (see LARGE)."""
+        plan = self.last
+        if plan is None or not self.enabled or self.config.tiling.min_object_px is not None:
+            return
+        x0, y0, x1, y1 = plan.region
+        xyxy = np.asarray(tracks.xyxy, np.float64).reshape(-1, 4)[np.asarray(tracks.confirmed,
+                                                                           bool)]
+        cx, cy = (xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2
+        inside = (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)
+        self._heights.extend((t, float(h)) for h in xyxy[inside, 3] - xyxy[inside, 1])
+        while self._heights and self._heights[0][0] < t - VIEW_SECONDS:
+            self._heights.popleft()
+        if len(self._heights) < VIEW_SAMPLES:
+            return
+        heights = np.percentile([h for _, h in self._heights], 25)
+        self.view = float(heights * self._whole_scale / (MODEL_MIN_FRACTION * self._side))
+        if self.close_view:
+            self.close_view = self.view >= SMALL
+        else:
+            self.close_view = self.view >= LARGE
 
 
 def share_budget(calls_per_second: float, fps: Sequence[float]) -> float:

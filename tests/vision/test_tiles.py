@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from pantau.agent.config.agent import CameraConfig
 from pantau.agent.config.tuning import TilingConfig
+from pantau.agent.vision.detections import Tracks
 from pantau.agent.vision.geometry import box_iou
 from pantau.agent.vision.tiles import (
+    AUTO_SCALE,
     Tiler,
     cut,
     merge_tiles,
@@ -78,7 +80,9 @@ def test_min_object_px_sets_the_scale_and_so_the_number_of_tiles() -> None:
     coarse = plan_tiles(
         (1568, 778), region, INPUT, TilingConfig(mode="auto", min_object_px=52, max_tiles=9)
     )
-    fine = plan_tiles((1568, 778), region, INPUT, TilingConfig(mode="auto", max_tiles=9))
+    fine = plan_tiles(
+        (1568, 778), region, INPUT, TilingConfig(mode="auto", min_object_px=26, max_tiles=9)
+    )
     assert coarse.wanted == pytest.approx(0.5) and fine.wanted == pytest.approx(1.0)
     assert coarse.scale == pytest.approx(0.5) and fine.scale == pytest.approx(1.0)
     # The whole frame first, then tiles of 832 and 416 frame pixels.
@@ -90,7 +94,7 @@ def test_min_object_px_sets_the_scale_and_so_the_number_of_tiles() -> None:
 
 def test_over_budget_the_tiles_grow_and_the_plan_says_so() -> None:
     region = (322, 222, 1378, 378)
-    tiling = TilingConfig(mode="auto", max_tiles=9)
+    tiling = TilingConfig(mode="auto", min_object_px=26, max_tiles=9)
     full = plan_tiles((1568, 778), region, INPUT, tiling)
     tight = plan_tiles((1568, 778), region, INPUT, tiling, budget=3.4)
     assert tight.calls == 3 < full.calls
@@ -102,6 +106,55 @@ def test_over_budget_the_tiles_grow_and_the_plan_says_so() -> None:
     assert one.scale == pytest.approx(416 / 1056)
     off = plan_tiles((1568, 778), region, INPUT, TilingConfig(mode="off"))
     assert off.tiles == ((0, 0, 1568, 778),)
+
+
+def test_without_min_object_px_only_large_frames_are_tiled_as_finely_as_allowed() -> None:
+    tiling = TilingConfig()
+    assert tiling.mode == "auto" and tiling.min_object_px is None
+    # 768x576 (vtest.avi) is 1.85x the model's 416: the whole frame.
+    vtest = plan_tiles((768, 576), (0, 0, 768, 576), INPUT, tiling)
+    assert vtest.calls == 1 and "less than 2x" in vtest.note
+    # 960x540 (motorway.mp4, a line at y 300): 2.3x, tiles finer than the frame's own pixels.
+    road = plan_tiles((960, 540), (19, 219, 960, 381), INPUT, tiling)
+    assert road.calls == 5 and road.tiles[0] == (0, 0, 960, 540)
+    assert 1.0 < road.scale <= AUTO_SCALE and road.note == f"5 calls at scale {road.scale:.2f}"
+    tight = plan_tiles((960, 540), (19, 219, 960, 381), INPUT, tiling, budget=3.5)
+    assert tight.calls == 3 and tight.scale < road.scale and "limit of 3 calls" in tight.note
+
+
+def _heights(*heights: float, y: float = 300.0) -> Tracks:
+    n = len(heights)
+    xyxy = np.array([[500 + 50 * i, y - h / 2, 540 + 50 * i, y + h / 2]
+                     for i, h in enumerate(heights)], np.float32).reshape(-1, 4)
+    return Tracks(np.arange(n, dtype=np.int64), xyxy, np.zeros(n, np.int32),
+                  np.ones(n, np.float32), np.ones(n, bool), ("person",))
+
+
+def test_a_close_view_is_detected_whole_and_small_objects_bring_the_tiles_back() -> None:
+    tiler = Tiler(_camera())
+    assert tiler.plan(1568, 778, INPUT).calls == 5 and tiler.tiled
+    # People 350 px tall at the rules: 93 model px at the whole frame's scale 0.27, 3.6x the
+    # model's smallest object (26 px): the whole frame sees them.
+    for k in range(5):
+        tiler.observe(_heights(350, 360, 340, 355), float(k))
+    assert tiler.close_view and tiler.view == pytest.approx(3.6, abs=0.1)
+    whole = tiler.plan(1568, 778, INPUT)
+    assert whole.tiles == ((0, 0, 1568, 778),) and "close view" in whole.note
+    assert not tiler.tiled
+    # Tracks outside the rules' region (y 222-378 with the margin) do not count.
+    for k in range(60):
+        tiler.observe(_heights(60, 60, 60, y=700.0), 5.0 + k)
+    assert tiler.close_view
+    # Small objects at the rules for a minute: tiles again.
+    for k in range(60):
+        tiler.observe(_heights(60, 70, 80), 70.0 + k)
+    assert not tiler.close_view and tiler.plan(1568, 778, INPUT).calls == 5
+    # With min_object_px the size is given: no judgement.
+    given = Tiler(_camera(tiling={"mode": "auto", "min_object_px": 26}))
+    given.plan(1568, 778, INPUT)
+    for k in range(30):
+        given.observe(_heights(400, 400, 400), float(k))
+    assert not given.close_view and given.plan(1568, 778, INPUT).calls == 5
 
 
 def test_the_budget_is_shared_alike_per_analysed_frame() -> None:
@@ -215,7 +268,7 @@ def test_snapshot_draws_the_tiles(shared_data: Path, tmp_path: Path) -> None:
         "pantau-agent", "snapshot", "road", "--config", str(cfg), "--out", str(tmp_path / "s.jpg")
     )
     assert r.returncode == 0, r.stderr
-    assert "detector: 5 calls at scale 1.00" in r.stdout
+    assert "detector: 5 calls at scale 1.18" in r.stdout
     image = cv2.imread(str(tmp_path / "s.jpg"))
     # The first tile's left edge is magenta (JPEG: roughly) from top to bottom.
     plan = Tiler(_camera()).plan(1568, 778, INPUT)
