@@ -165,8 +165,15 @@ def _store_batches(settings: CentralSettings, pipe: Connection) -> None:
     it was committed.
     """
     storage = open_storage(settings.storage, settings)
+    storage.defer_gaps()
     pipe.send(("ready", storage.database_id()))
-    while (batch := pipe.recv()) is not None:
+    while True:
+        # Idle, holes are still swept: an agent that went silent after one leaves a gap.
+        if settings.gap_grace and not pipe.poll(settings.gap_grace):
+            _sweep_gaps(storage)
+            continue
+        if (batch := pipe.recv()) is None:
+            break
         # Invalid UTF-8 becomes U+FFFD, which no topic segment may hold: dead-lettered with why.
         items = [validate(topic.decode("utf-8", "replace"), payload) for topic, payload in batch]
         try:
@@ -177,7 +184,16 @@ def _store_batches(settings: CentralSettings, pipe: Connection) -> None:
             pipe.send(("error", f"{type(exc).__name__}: {exc}"))
             return
         pipe.send(("ok", counts, [(i.topic[:200], i.error) for i in dead], acks))
+        _sweep_gaps(storage)
     storage.close()
+
+
+def _sweep_gaps(storage: Storage) -> None:
+    # Nothing waits on it: a failure is only logged (a broken database stops the next batch).
+    try:
+        storage.sweep_gaps()
+    except Exception:
+        log.exception("recording the seq gaps that lasted failed; trying again later")
 
 
 class Ingest:
