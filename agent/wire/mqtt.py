@@ -262,8 +262,12 @@ class MqttConnection:
             connects = self.connects
             rc = mqtt.MQTT_ERR_SUCCESS
             while not self._stop.is_set() and rc == mqtt.MQTT_ERR_SUCCESS:
-                # No waiting in select while read bytes still hold packets.
-                rc = self.client.loop(timeout=0.0 if self.client.buffered else 0.05)
+                # Bytes already read hold packets: handle them without select, which sees
+                # only the socket (and the broker may send nothing until they are acked).
+                if self.client.buffered:
+                    rc = self.client.loop_read()
+                else:
+                    rc = self.client.loop(timeout=0.05)
             if self._stop.is_set():
                 break
             self.connected.clear()
