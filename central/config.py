@@ -532,6 +532,13 @@ class CentralSettings(PantauSettings):
         default_factory=dict,
         description="Rules on stored counts that raise central alerts, by name (the alert's rule).",
     )
+    gap_grace: float = Field(
+        10,
+        ge=0,
+        description="Seconds a hole in an agent's seqs must last before ingest records it as a gap "
+        "(it shows by then, at most twice this after it opened). Workers that share the load "
+        "often store seq N+1 just before N: such a hole leaves no gap. 0: record at once.",
+    )
     tail_gap_after: float = Field(
         600,
         gt=0,

@@ -4,7 +4,9 @@ the batch touched is told, throttled, which of its seqs are stored (its retained
 
 The MQTT client runs in this process and validation plus storage in a child process: sharing
 one GIL, the two stalled each other on every SQLite call and ingest topped out near 3,300
-messages/s; apart, each has a core.
+messages/s; apart, each has a core. The MQTT side does as little per message as it can: raw
+topic and payload bytes (no paho message objects), one pipe send per batch, one write of
+PUBACKs per batch.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-import paho.mqtt.client as mqtt
 from pantau.agent.wire.mqtt import MqttConnection
 from pantau.agent.wire.protocol import (
     ACK_KIND,
@@ -48,11 +49,14 @@ ACK_INTERVAL = 1.0
 # An unchanged ack is repeated this often while the agent is heard from: the agent takes it as
 # the sign that central is alive (it resends what stays unconfirmed only then).
 ACK_REFRESH = 10.0
-_ACK_SUFFIX = f"/{ACK_KIND}"
+_ACK_SUFFIX = f"/{ACK_KIND}".encode()
+# Every evidence topic holds this; a data topic may too (a camera named so), then looked at closer.
+_EVIDENCE_PART = b"/evidence/"
 ACK_TOPICS = f"{TOPIC_ROOT}/+/+/{ACK_KIND}"
 
 AckKey = tuple[str, str, str]  # site, agent, epoch
 AckState = tuple[int, list[tuple[int, int]]]  # upto, ranges above it
+Raw = tuple[bytes, bytes, int, int]  # a received message: topic, payload, packet id, QoS
 
 
 @dataclass
@@ -161,9 +165,17 @@ def _store_batches(settings: CentralSettings, pipe: Connection) -> None:
     it was committed.
     """
     storage = open_storage(settings.storage, settings)
+    storage.defer_gaps()
     pipe.send(("ready", storage.database_id()))
-    while (batch := pipe.recv()) is not None:
-        items = [validate(topic, payload) for topic, payload in batch]
+    while True:
+        # Idle, holes are still swept: an agent that went silent after one leaves a gap.
+        if settings.gap_grace and not pipe.poll(settings.gap_grace):
+            _sweep_gaps(storage)
+            continue
+        if (batch := pipe.recv()) is None:
+            break
+        # Invalid UTF-8 becomes U+FFFD, which no topic segment may hold: dead-lettered with why.
+        items = [validate(topic.decode("utf-8", "replace"), payload) for topic, payload in batch]
         try:
             counts, dead = store_isolating_poison(storage, items)
             touched = {(m.site, m.agent, m.epoch) for i in items if (m := i.message) is not None}
@@ -172,7 +184,16 @@ def _store_batches(settings: CentralSettings, pipe: Connection) -> None:
             pipe.send(("error", f"{type(exc).__name__}: {exc}"))
             return
         pipe.send(("ok", counts, [(i.topic[:200], i.error) for i in dead], acks))
+        _sweep_gaps(storage)
     storage.close()
+
+
+def _sweep_gaps(storage: Storage) -> None:
+    # Nothing waits on it: a failure is only logged (a broken database stops the next batch).
+    try:
+        storage.sweep_gaps()
+    except Exception:
+        log.exception("recording the seq gaps that lasted failed; trying again later")
 
 
 class Ingest:
@@ -182,7 +203,7 @@ class Ingest:
         self.settings = settings
         self.stats = IngestStats()
         self.subscription = f"$share/{settings.group}/{TOPIC_ROOT}/#"
-        self._inbox: deque[mqtt.MQTTMessage] = deque()
+        self._inbox: deque[Raw] = deque()
         self._arrived = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -198,7 +219,7 @@ class Ingest:
             clean_start=False,
             manual_ack=True,
             on_connect=self._on_connect,
-            on_message=self._receive,
+            on_raw=self._receive,
             # The broker may send this many unacknowledged messages: batches can be that large.
             receive_maximum=settings.receive_maximum,
             # Room for the largest valid payload plus its topic and properties.
@@ -229,27 +250,29 @@ class Ingest:
         self._thread.start()
         self.conn.start()
 
-    def _receive(self, msg: mqtt.MQTTMessage) -> None:
+    def _receive(self, topic: bytes, payload: bytes, mid: int, qos: int, retain: bool) -> None:
         # paho's thread: append and wake the worker; no lock handoff per message.
-        if msg.topic.endswith(_ACK_SUFFIX) or is_evidence_topic(msg.topic):
+        if topic.endswith(_ACK_SUFFIX) or (
+            _EVIDENCE_PART in topic and is_evidence_topic(topic.decode("utf-8", "replace"))
+        ):
             # Our own acks to agents match the subscription too (a shared subscription cannot
             # ask for No Local), and so do evidence requests and answers: they are not data.
-            if msg.qos > 0:
-                self.conn.ack(msg.mid, msg.qos)
-            if msg.retain:
-                self._stale_ack(msg)
+            if qos > 0:
+                self.conn.ack(mid, qos)
+            if retain:
+                self._stale_ack(topic.decode("utf-8", "replace"), payload)
             return
-        self._inbox.append(msg)
+        self._inbox.append((topic, payload, mid, qos))
         if not self._arrived.is_set():
             self._arrived.set()
 
-    def _stale_ack(self, msg: mqtt.MQTTMessage) -> None:
+    def _stale_ack(self, topic: str, payload: bytes) -> None:
         """A retained ack from another database (replaced, or restored under a new id) would
         tell a reconnecting agent to delete what this one never stored: replace it with one
         that claims nothing, from this database. The agent then sends again what it holds
         unconfirmed, and this database's own acks follow as those arrive."""
         try:
-            ack = decode_ack(msg.topic, bytes(msg.payload))
+            ack = decode_ack(topic, payload)
         except ProtocolError:
             return  # an empty payload (a cleared ack) or garbage: nothing an agent applies
         if ack.central != self.database_id:
@@ -259,7 +282,7 @@ class Ingest:
             )  # fmt: skip
             self._stale.append((ack.site, ack.agent, ack.epoch))
 
-    def _next_batch(self, wait: float) -> list[mqtt.MQTTMessage]:
+    def _next_batch(self, wait: float) -> list[Raw]:
         if not self._arrived.wait(wait):
             return []
         if len(self._inbox) < self.settings.batch_size // 4:
@@ -275,12 +298,12 @@ class Ingest:
 
     def _run(self) -> None:
         # Two batches in flight: the next one crosses the pipe while the child stores this one.
-        outstanding: deque[list[mqtt.MQTTMessage]] = deque()
+        outstanding: deque[list[Raw]] = deque()
         while not self._stop.is_set() or self._inbox or outstanding:
             if len(outstanding) < PIPELINE_DEPTH:
                 batch = self._next_batch(wait=0.005 if outstanding else 0.2)
                 if batch:
-                    if not self._send([(m.topic, bytes(m.payload)) for m in batch]):
+                    if not self._send([(topic, payload) for topic, payload, _, _ in batch]):
                         return self._fail(f"storage process is gone ({len(batch)} unstored)")
                     outstanding.append(batch)
                     continue
@@ -300,14 +323,14 @@ class Ingest:
             # Retained: an agent that (re)connects learns at once where central stands.
             self.conn.publish(ack.topic, ack.encode(), qos=1, retain=True)
 
-    def _send(self, batch: list[tuple[str, bytes]]) -> bool:
+    def _send(self, batch: list[tuple[bytes, bytes]]) -> bool:
         try:
             self._pipe.send(batch)
         except OSError:
             return False
         return True
 
-    def _settle(self, batch: list[mqtt.MQTTMessage]) -> None:
+    def _settle(self, batch: list[Raw]) -> None:
         """Take the child's reply for the oldest batch: acknowledge it only if committed."""
         try:
             reply = self._pipe.recv()
@@ -319,9 +342,7 @@ class Ingest:
         _, result, dead, acks = reply
         for topic, reason in dead:
             self._dead_log.add(topic, reason)
-        for m in batch:
-            if m.qos > 0:
-                self.conn.ack(m.mid, m.qos)
+        self.conn.ack_many([mid for _, _, mid, qos in batch if qos == 1])
         for key, state in acks:
             self._acks.update(key, state)
         s = self.stats

@@ -5,10 +5,11 @@ epoch (a reinstalled agent's seqs start again at 0) has a bookkeeping of its own
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 Range = tuple[int, int]  # [first, last], both included
+Key = tuple[str, str, str]  # site, agent, epoch
 Anchor = tuple[int, float | None]  # highest seq sent so far, when last heard from
 
 
@@ -76,11 +77,21 @@ class SeqTracker:
     database.
 
     Invariants, per agent epoch: its seq_ranges are disjoint and non-adjacent; every seq at or
-    below its max_seq that no range covers lies in one of its open gaps; gaps are disjoint.
+    below its max_seq that no range covers lies in one of its open gaps (with a `grace`: or in a
+    hole that no sweep has found lasting yet); gaps are disjoint.
+
+    With a grace (seconds, 0: none), a hole is not recorded when it opens but by `sweep` once it
+    has lasted: several workers store one agent's messages interleaved, so seq N+1 is often
+    stored just before N, and a gap row written and closed for each would cost writes per
+    message. A hole filled (or declared lost) within the grace leaves no gap.
     """
 
-    def __init__(self, conn: Executes) -> None:
+    def __init__(self, conn: Executes, grace: float = 0.0) -> None:
         self.c = conn
+        self.grace = grace
+        # The holes the last sweep found and when: recorded if the next one finds them too.
+        self._holes: dict[Key, list[Range]] = {}
+        self._holes_at = ""
 
     def account(
         self, site: str, agent: str, epoch: str, seen: list[int], lost: list[Range], now: str
@@ -101,12 +112,9 @@ class SeqTracker:
             self._fill_gaps(site, agent, epoch, below, intersect(lost_ranges, below), now)
         expected = prev_max + 1
         top = claimed[-1][1]
-        holes = subtract([(expected, top)], claimed) if top >= expected else []
-        self.c.executemany(
-            "INSERT INTO gaps (site, agent, epoch, seq_from, seq_to, detected_at, missing) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [(site, agent, epoch, a, b, now, b - a + 1) for a, b in holes],
-        )
+        if not self.grace:
+            holes = subtract([(expected, top)], claimed) if top >= expected else []
+            self._record_gaps([((site, agent, epoch), holes)], now)
         if top > prev_max:
             self.c.execute(
                 "INSERT INTO epochs (site, agent, epoch, max_seq) VALUES (?, ?, ?, ?) ON "
@@ -120,6 +128,50 @@ class SeqTracker:
                 "agents.max_seq ELSE excluded.max_seq END",
                 (site, agent, top),
             )
+
+    def _record_gaps(self, holes: Iterable[tuple[Key, list[Range]]], detected_at: str) -> None:
+        self.c.executemany(
+            "INSERT INTO gaps (site, agent, epoch, seq_from, seq_to, detected_at, missing) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [(*key, a, b, detected_at, b - a + 1) for key, ranges in holes for a, b in ranges],
+        )
+
+    def unrecorded_holes(self) -> dict[Key, list[Range]]:
+        """Per agent epoch: the seqs below its highest accounted one that are neither accounted
+        for nor in an open gap (one read of seq_ranges and of the open gaps)."""
+        holes: dict[Key, list[Range]] = {}
+        for site, agent, epoch, a, b in self.c.execute(
+            "SELECT site, agent, epoch, hole_from, hole_to FROM (SELECT site, agent, epoch, "
+            "LAG(seq_to, 1, -1) OVER (PARTITION BY site, agent, epoch ORDER BY seq_from) + 1 "
+            "AS hole_from, seq_from - 1 AS hole_to FROM seq_ranges) h WHERE hole_from <= hole_to"
+        ).fetchall():
+            holes.setdefault((site, agent, epoch), []).append((int(a), int(b)))
+        if not holes:
+            return holes
+        recorded: dict[Key, list[Range]] = {}
+        for site, agent, epoch, a, b in self.c.execute(
+            "SELECT site, agent, epoch, seq_from, seq_to FROM gaps WHERE closed_at IS NULL"
+        ).fetchall():
+            recorded.setdefault((site, agent, epoch), []).append((int(a), int(b)))
+        left = {key: subtract(sorted(r), sorted(recorded.get(key, []))) for key, r in holes.items()}
+        return {key: r for key, r in left.items() if r}
+
+    def sweep(self, now: str, lock: Callable[[list[tuple[str, str]]], None]) -> int:
+        """Record as open gaps the holes the previous sweep found too (detected then), under
+        `lock` of their agents; remember the others for the next sweep. Sweeping every `grace`
+        seconds records a hole after it lasted at least that, at most twice that after it
+        opened. Returns how many gaps were recorded."""
+        holes = self.unrecorded_holes()
+        lasting = {k: r for k, v in holes.items() if (r := intersect(v, self._holes.get(k, [])))}
+        if lasting:
+            lock(sorted({(site, agent) for site, agent, _ in lasting}))
+            # Again under the agents' locks: another worker may have filled or recorded some.
+            holes = self.unrecorded_holes()
+            lasting = {k: r for k, v in lasting.items() if (r := intersect(holes.get(k, []), v))}
+            self._record_gaps(sorted(lasting.items()), self._holes_at)
+        self._holes = {k: subtract(v, lasting.get(k, [])) for k, v in holes.items()}
+        self._holes_at = now
+        return sum(len(r) for r in lasting.values())
 
     def anchors(self, agents: set[tuple[str, str]]) -> dict[tuple[str, str], Anchor]:
         """Per (site, agent): the highest seq the agent has sent so far, of any kind (-1 if

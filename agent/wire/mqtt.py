@@ -1,5 +1,12 @@
 """One MQTT v5 connection with TLS, auth, a persistent session and reconnects with exponential
 backoff and jitter; shared by the agent's publisher and central's ingest.
+
+paho's receive path costs tens of microseconds of Python per message (four socket reads and a
+select per packet, an MQTTMessage with a threading.Condition, a Properties object that walks
+every property name), which at thousands of messages per second was a third of central's CPU.
+`_Client` overrides three of paho's private methods to read the socket in large chunks and, for
+a subscriber that asks for raw messages, to parse PUBLISH without those objects; PUBACKs of a
+batch go out as one write. tests/datapath/test_mqtt.py holds paho to what these rely on.
 """
 
 from __future__ import annotations
@@ -7,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
+import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pantau.agent.wire.backoff import Backoff
@@ -19,13 +28,103 @@ from pantau.agent.wire.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
 
+# What one socket read asks for: many queued messages arrive in one call.
+READ_CHUNK = 256 * 1024
+# Packets handled per loop turn at most, so that writes (acks) and keepalives are not starved.
+MAX_PACKETS_PER_TURN = 1000
+_PUBACK = struct.Struct("!BBH")  # PUBACK, remaining length 2, packet id: success, no properties
+
+# A received PUBLISH without paho's objects: topic, payload, packet id, QoS, retain.
+RawHandler = Callable[[bytes, bytes, int, int, bool], None]
+
+
+class _Client(mqtt.Client):
+    """paho's client with buffered socket reads and, when `on_raw` is given, a lean PUBLISH path
+    (QoS 0 and 1; its properties are skipped, so only for subscribers that need none)."""
+
+    def __init__(self, *args, on_raw: RawHandler | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_raw = on_raw
+        self._rbuf = b""
+        self._rpos = 0
+
+    @property
+    def buffered(self) -> bool:
+        """Whether bytes already read from the socket wait to be handled."""
+        return self._rpos < len(self._rbuf)
+
+    def reconnect(self) -> MQTTErrorCode:
+        self._rbuf, self._rpos = b"", 0  # the old connection's bytes are no packets of this one
+        return super().reconnect()
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        # paho reads a packet's first byte, then its length a byte at a time, then its body:
+        # serve those from one large read.
+        if self._rpos >= len(self._rbuf):
+            data = super()._sock_recv(max(bufsize, READ_CHUNK))
+            if len(data) <= bufsize:
+                return data
+            self._rbuf, self._rpos = data, 0
+        start = self._rpos
+        self._rpos = min(start + bufsize, len(self._rbuf))
+        return self._rbuf[start : self._rpos]
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        # paho handles one packet per call: go on while what was read holds more.
+        rc = super().loop_read(max_packets)
+        for _ in range(MAX_PACKETS_PER_TURN):
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not self.buffered:
+                break
+            rc = super().loop_read(max_packets)
+        return rc
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        command = self._in_packet["command"]
+        qos = (command & 0x06) >> 1
+        if self._on_raw is None or qos == 2 or self._protocol != mqtt.MQTTv5:
+            return super()._handle_publish()
+        packet = self._in_packet["packet"]
+        try:
+            end = 2 + int.from_bytes(packet[0:2], "big")
+            topic = bytes(packet[2:end])
+            mid = 0
+            if qos:
+                mid = int.from_bytes(packet[end : end + 2], "big")
+                end += 2
+            # The properties: their length (a variable byte integer), then themselves, skipped.
+            length, shift = 0, 0
+            while True:
+                byte = packet[end]
+                end += 1
+                length |= (byte & 0x7F) << shift
+                if not byte & 0x80:
+                    break
+                shift += 7
+                if shift > 21:
+                    raise MalformedPacket("properties length longer than 4 bytes")
+        except IndexError:
+            raise MalformedPacket("PUBLISH shorter than its header") from None
+        end += length
+        if end > len(packet) or (qos and mid == 0):
+            raise MalformedPacket("PUBLISH with a bad topic, packet id or properties length")
+        self._on_raw(topic, bytes(packet[end:]), mid, qos, bool(command & 0x01))
+        if qos == 1 and not self._manual_ack:
+            return self._send_puback(mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def ack_many(self, mids: Sequence[int]) -> None:
+        """PUBACK the QoS 1 messages `mids` (manual_ack) in one write."""
+        if mids:
+            self._packet_queue(mqtt.PUBACK, b"".join(_PUBACK.pack(0x40, 2, m) for m in mids), 0, 0)
+
 
 class MqttConnection:
     """Keeps one paho client connected from its own thread until `stop()`.
 
     `on_connect(session_present)` runs on each (re)connect, `on_message(msg)` for each received
-    message, `on_publish(mid, reason_code)` for each acknowledged QoS 1 publish. Publishing
-    from other threads is safe (paho locks its queues).
+    message (or, instead, `on_raw(topic, payload, mid, qos, retain)`, cheaper and without the
+    message's properties), `on_publish(mid, reason_code)` for each acknowledged QoS 1 publish.
+    Publishing from other threads is safe (paho locks its queues).
     """
 
     def __init__(
@@ -41,6 +140,7 @@ class MqttConnection:
         max_packet_size: int | None = None,
         on_connect: Callable[[bool], None] | None = None,
         on_message: Callable[[mqtt.MQTTMessage], None] | None = None,
+        on_raw: RawHandler | None = None,
         on_publish: Callable[[int, int], None] | None = None,
     ) -> None:
         self.broker = broker
@@ -54,11 +154,12 @@ class MqttConnection:
         self._thread: threading.Thread | None = None
         self._user_on_connect = on_connect
         self._user_on_publish = on_publish
-        client = mqtt.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5,
             manual_ack=manual_ack,
+            on_raw=on_raw,
         )
         if broker.username:
             password = broker.password.get_secret_value() if broker.password else None
@@ -161,7 +262,12 @@ class MqttConnection:
             connects = self.connects
             rc = mqtt.MQTT_ERR_SUCCESS
             while not self._stop.is_set() and rc == mqtt.MQTT_ERR_SUCCESS:
-                rc = self.client.loop(timeout=0.05)
+                # Bytes already read hold packets: handle them without select, which sees
+                # only the socket (and the broker may send nothing until they are acked).
+                if self.client.buffered:
+                    rc = self.client.loop_read()
+                else:
+                    rc = self.client.loop(timeout=0.05)
             if self._stop.is_set():
                 break
             self.connected.clear()
@@ -193,6 +299,10 @@ class MqttConnection:
 
     def ack(self, mid: int, qos: int) -> None:
         self.client.ack(mid, qos)
+
+    def ack_many(self, mids: Sequence[int]) -> None:
+        """Acknowledge the QoS 1 messages `mids` (manual_ack) in one write."""
+        self.client.ack_many(mids)
 
     def stop(self, *, final: tuple[str, bytes] | None = None, timeout: float = 2.0) -> None:
         """Disconnect cleanly, after publishing `final` (retained) if connected."""

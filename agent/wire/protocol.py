@@ -6,6 +6,7 @@ This module is the whole contract between the two sides. It depends on pydantic 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import re
@@ -78,12 +79,19 @@ def check_segment(value: str, what: str = "topic segment") -> str:
         raise ProtocolError(f"{what} must be a non-empty string")
     if len(value) > MAX_SEGMENT_LENGTH:
         raise ProtocolError(f"{what} {value[:80]!r} is longer than {MAX_SEGMENT_LENGTH} characters")
-    if not _SEGMENT_RE.match(value):
-        raise ProtocolError(
-            f"{what} {value!r} may hold only letters, digits, '.', '_' and '-' "
-            "(no '+', '#', '/', spaces) and must start with a letter or digit"
-        )
-    return value
+    if _is_segment(value):
+        return value
+    raise ProtocolError(
+        f"{what} {value!r} may hold only letters, digits, '.', '_' and '-' "
+        "(no '+', '#', '/', spaces) and must start with a letter or digit"
+    )
+
+
+# Central checks the same few site, agent and camera names six times per message (topic and
+# body): remembered (short strings only, so the cache stays small), a check is a lookup.
+@functools.lru_cache(maxsize=1 << 14)
+def _is_segment(value: str) -> bool:
+    return _SEGMENT_RE.match(value) is not None
 
 
 def segment_validator(what: str):
@@ -470,6 +478,8 @@ def topic_for(site: str, agent: str, kind: str, camera: str | None = None) -> st
     return "/".join(parts)
 
 
+# A topic per camera and kind, over and over; only valid ones (short) are remembered.
+@functools.lru_cache(maxsize=1 << 12)
 def parse_topic(topic: str) -> tuple[str, str, str | None, str]:
     """Split a topic into (site, agent, camera or None, kind); ProtocolError if it is not ours."""
     parts = topic.split("/")

@@ -236,6 +236,7 @@ class Storage(ABC):
         self.seqs = SeqTracker(self)
         self._pruned_at = 0.0
         self._maintained_at = 0.0
+        self._gaps_swept_at = 0.0
         self._shard = random.randrange(COUNTER_SHARDS)
         self._zones_synced: set[str] = set()
         self._pending_events: list[Event] = []
@@ -821,6 +822,28 @@ class Storage(ABC):
                 lost.extend((a, b) for a, b in m.payload.details.get("lost_seqs", []))
         for (site, agent, epoch), (seen, lost) in sorted(by_agent.items()):
             self.seqs.account(site, agent, epoch, seen, lost, received_at)
+
+    def defer_gaps(self) -> None:
+        """Record a hole in an agent's seqs only once it has lasted settings.gap_grace (see
+        SeqTracker), by `sweep_gaps`, which must then be called regularly: for ingest workers.
+        Without this, a hole is recorded as a gap in the transaction that opens it."""
+        self.seqs.grace = self.settings.gap_grace
+
+    def sweep_gaps(self, now: float | None = None) -> int:
+        """With deferred gaps, at most once per grace: record in one transaction the holes that
+        have lasted (SeqTracker.sweep). Returns how many gaps were recorded."""
+        now = time.time() if now is None else now
+        if not self.seqs.grace or now - self._gaps_swept_at < self.seqs.grace:
+            return 0
+        self.begin()
+        try:
+            recorded = self.seqs.sweep(_iso(now), self._lock_agents)
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        self._gaps_swept_at = now
+        return recorded
 
     def database_id(self) -> str:
         """This database's random id, made the first time it is asked for and kept in it (a

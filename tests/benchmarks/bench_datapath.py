@@ -5,6 +5,10 @@ subscription), and the replay of a 24 h x 16 camera backlog.
     .venv/bin/python -m tests.benchmarks.bench_datapath [--cameras 16 --hours 24]
         [--ingest sqlite postgresql] [--fleet 64 --fleet-hours 1 [--skip-single]]
 
+The ingest step also reports the CPU each kind of process spent per stored message (the MQTT
+processes, their storage children, PostgreSQL's backends, Mosquitto): on a busy box a better
+guide than the rate.
+
 With --fleet N it first replays a 1-hour central outage of N agents of --cameras cameras each
 into two PostgreSQL workers (issue 16: 64 x 16 caught up in < 60 s).
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -49,12 +54,48 @@ def wait_until(predicate, timeout: float = 300.0, step: float = 0.02) -> float:
     return time.perf_counter() - start
 
 
+def _stat(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state first); [] if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a live process (0 if it is gone)."""
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
+
+
+def children(pid: int) -> list[int]:
+    return [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and (fields := _stat(p.name)) and int(fields[1]) == pid
+    ]
+
+
+def postgres_backends(url: str) -> list[int]:
+    """The server processes of the connections to the database at `url`."""
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(f"{PG_SERVER}/postgres") as admin:
+        rows = admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,)
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
 def ingest_rate(
-    tmp: Path, port: int, outbox: Outbox, args: argparse.Namespace, url: str, workers: int
-) -> dict[str, int]:
+    tmp: Path, broker: Broker, outbox: Outbox, args: argparse.Namespace, url: str, workers: int
+) -> dict[str, object]:
     """Messages and count rows per second that `workers` `pantau-central run` processes (one
     shared-subscription group, one database at `url`) store while draining a queue of counts
-    messages that waited at the broker for their sessions."""
+    messages that waited at the broker for their sessions, and the CPU microseconds per
+    stored message of each kind of process."""
+    port = broker.port
     group = f"bench{secrets.token_hex(3)}"
     configs = []
     for w in range(workers):
@@ -87,12 +128,26 @@ def ingest_rate(
 
     try:
         wait_until(lambda: stored() > 0, step=0.005)
+        assert broker.proc is not None
+        groups = {
+            "mosquitto": [broker.proc.pid],
+            "mqtt": [p.pid for p in procs],
+            "store": [c for p in procs for c in children(p.pid)],
+            "postgres": postgres_backends(url) if url.startswith("postgresql") else [],
+        }
+        cpu = {k: sum(map(cpu_seconds, pids)) for k, pids in groups.items()}
         first, rows, t = stored(), storage.counter("count_rows") or 0, time.perf_counter()
         wait_until(lambda: stored() >= sent, step=0.01)
         took = time.perf_counter() - t
-        rates = {
+        spent = {k: sum(map(cpu_seconds, pids)) - cpu[k] for k, pids in groups.items()}
+        rates: dict[str, object] = {
             "messages_per_s": round((sent - first) / took),
             "count_rows_per_s": round(((storage.counter("count_rows") or 0) - rows) / took),
+            "cpu_us_per_msg": {
+                k: round(v / (sent - first) * 1e6)
+                for k, v in {**spent, "total": sum(spent.values())}.items()
+            },
+            "load": round(os.getloadavg()[0], 1),
         }
     finally:
         for proc in procs:
@@ -245,10 +300,10 @@ def main() -> None:
             name = f"central_ingest_{backend}_{workers}w"
             if backend == "sqlite":
                 url = f"sqlite:///{tmp}/ingest-{workers}.db"
-                results[name] = ingest_rate(tmp, broker.port, outbox, args, url, workers)
+                results[name] = ingest_rate(tmp, broker, outbox, args, url, workers)
             else:
                 with postgres_database() as url:
-                    results[name] = ingest_rate(tmp, broker.port, outbox, args, url, workers)
+                    results[name] = ingest_rate(tmp, broker, outbox, args, url, workers)
             print(name, results[name], flush=True)
         # That central's retained ack says the whole backlog is stored; the replay's central
         # below is another one, with an empty database: clear the ack, as a new central's

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime, timezone
 
 import pytest
 from pantau.agent.config.agent import AgentSettings
@@ -20,11 +21,12 @@ from pantau.agent.wire.protocol import (
     ProtocolError,
     decode,
     decode_ack,
+    format_time,
     utcnow,
 )
 from pantau.central.config import CentralSettings
 from pantau.central.ingest import ACK_INTERVAL, ACK_REFRESH, AckThrottle
-from pantau.central.storage import Received
+from pantau.central.storage import Received, Storage
 
 from tests.datapath.test_outbox import counts as outbox_counts
 from tests.datapath.test_storage import counts
@@ -157,6 +159,33 @@ def test_acks_are_bounded(new_storage):
     upto, ranges = st.acknowledgement("s1", "a1", "")
     assert upto == -1 and len(ranges) == 64 and ranges[0] == (1, 1)
     st.close()
+
+
+def test_with_a_gap_grace_only_a_hole_that_lasts_becomes_a_gap(new_storage):
+    # Two workers on one database, as `pantau-central run` sets them up.
+    st = new_storage(CentralSettings(gap_grace=10))
+    other = Storage(st.url, st.settings)
+    try:
+        st.defer_gaps()
+        other.defer_gaps()
+        now = float(int(time.time()))
+        st.store([counts(0, 0), counts(2, 2)], now=now)  # 1 is still with the other worker
+        assert st.sweep_gaps(now) == 0  # a first sighting records nothing
+        other.store([counts(1, 1)], now=now + 0.1)
+        st.store([counts(5, 5)], now=now + 1)  # 3 and 4 are lost for good
+        assert st.gaps() == [] and st.summary()["open_gaps"] == 0
+        assert st.sweep_gaps(now + 10) == 0 and other.sweep_gaps(now + 10) == 0
+        assert st.sweep_gaps(now + 20) == 1 and other.sweep_gaps(now + 20) == 0  # once
+        assert [
+            (g["seq_from"], g["seq_to"], g["missing"], g["detected_at"], g["closed_at"])
+            for g in st.gaps()
+        ] == [(3, 4, 2, format_time(datetime.fromtimestamp(now + 10, timezone.utc)), None)]
+        # Filled later, the recorded gap shrinks as without a grace.
+        other.store([counts(3, 3)], now=now + 21)
+        assert [(g["seq_from"], g["missing"]) for g in st.gaps()] == [(3, 1)]
+        assert st.acknowledgement("s1", "a1", "") == (3, [(5, 5)])
+    finally:
+        other.close()
 
 
 def test_a_tail_never_received_shows_as_an_open_gap_after_the_grace(new_storage):
