@@ -73,8 +73,8 @@ def ingest_rate(
         subprocess.run([*central, "--duration", "2"], check=True, capture_output=True)
     storage = Storage(url)
 
-    def stored() -> int:
-        return storage.counter("messages") or 0
+    def stored() -> int:  # buckets: retention, which may run meanwhile, drops messages rows
+        return storage.counter("buckets") or 0
 
     base = stored()
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)

@@ -41,7 +41,7 @@ PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 # The SQL below is written with % as modulo and format's %s: all but %(name)s doubled for psycopg.
 _PERCENT = re.compile(r"%(?!\()")
 
-# Per camera c and bucket start s (epoch s) of a history starting at :s0, with the camera's
+# Per camera c and bucket start s (epoch s) of a history starting at s0, with the camera's
 # names: bench_storage.messages' values (k cycles through 0..4; busy is 5 in local office
 # hours, UTC+8, else 1), packed.
 _CAMERA = (
