@@ -203,6 +203,10 @@ class PostgresStorage(Storage):
         if not items:
             return []
         columns = list(zip(*[(*key, lo, hi) for key, (lo, hi) in items], strict=True))
+        # The whole batch's window as constants too: the planner then prunes the day
+        # partitions outside it (per-camera bounds from the unnest prune none, and every
+        # camera would probe every day of the history).
+        window = min(columns[3]) - MAX_BUCKET_SECONDS, max(columns[4])
         return self.conn.execute(
             # The last start at or before lo first, once per camera; then the range from it.
             # OFFSET 0 keeps each subquery a per-camera index scan (not a join whose
@@ -211,11 +215,12 @@ class PostgresStorage(Storage):
             "unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[]) "
             "AS k(site, agent, camera, lo, hi) CROSS JOIN LATERAL (SELECT COALESCE(MAX(start_s), "
             "k.lo) AS first FROM buckets WHERE site = k.site AND agent = k.agent AND "
-            "camera = k.camera AND start_s <= k.lo AND start_s > k.lo - %s OFFSET 0) f "
+            "camera = k.camera AND start_s <= k.lo AND start_s > k.lo - %s AND "
+            "start_s > %s AND start_s < %s OFFSET 0) f "
             "CROSS JOIN LATERAL (SELECT start_s, end_s, msg_id FROM buckets WHERE site = k.site "
             "AND agent = k.agent AND camera = k.camera AND start_s >= f.first AND "
-            "start_s < k.hi OFFSET 0) b",
-            [*map(list, columns), MAX_BUCKET_SECONDS],
+            "start_s < k.hi AND start_s > %s AND start_s < %s OFFSET 0) b",
+            [*map(list, columns), MAX_BUCKET_SECONDS, *window, *window],
         ).fetchall()
 
     def try_lock(self, name: str) -> bool:

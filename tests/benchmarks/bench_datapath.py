@@ -4,19 +4,23 @@ subscription), and the replay of a 24 h x 16 camera backlog.
 
     .venv/bin/python -m tests.benchmarks.bench_datapath [--cameras 16 --hours 24]
         [--ingest sqlite postgresql] [--fleet 64 --fleet-hours 1 [--skip-single]]
+        [--storage URL | --prefill-days 30 --prefill-cameras 1000] [--skip-replay]
 
 The ingest step also reports the CPU each kind of process spent per stored message (the MQTT
 processes, their storage children, PostgreSQL's backends, Mosquitto): on a busy box a better
 guide than the rate.
 
 With --fleet N it first replays a 1-hour central outage of N agents of --cameras cameras each
-into two PostgreSQL workers (issue 16: 64 x 16 caught up in < 60 s).
+into two PostgreSQL workers (issue 16: 64 x 16 caught up in < 60 s). The PostgreSQL ingest
+runs on an empty database, on one that holds a history (--prefill-days: generated for each
+run by tests.benchmarks.prefill), or on an existing one (--storage); each run reports the
+rate of the first and of the last tenth of its messages too (issue 16: sustained, the last
+within 20 % of the first), and the database's size after it.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import secrets
@@ -31,17 +35,17 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from pantau.agent.config.agent import AgentSettings
-from pantau.agent.delivery.outbox import Outbox
+from pantau.agent.delivery.outbox import Outbox, new_msg_id
 from pantau.agent.delivery.publisher import Publisher
 from pantau.agent.delivery.simulate import Plan, bucket_items, parse_start
 from pantau.agent.delivery.simulate import run as generate
 from pantau.agent.wire.protocol import ack_topic
 from pantau.central.storage import Storage
 
+from tests.benchmarks.prefill import PG_SERVER, database, prefill
 from tests.conftest import Broker
 
 BIN = Path(sys.executable).parent
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 INGEST_RUNS = (("sqlite", 1), ("postgresql", 1), ("postgresql", 2))
 
 
@@ -93,8 +97,10 @@ def ingest_rate(
 ) -> dict[str, object]:
     """Messages and count rows per second that `workers` `pantau-central run` processes (one
     shared-subscription group, one database at `url`) store while draining a queue of counts
-    messages that waited at the broker for their sessions, and the CPU microseconds per
-    stored message of each kind of process."""
+    messages that waited at the broker for their sessions, the CPU microseconds per stored
+    message of each kind of process, and the messages per second of the first and of the last
+    tenth of them (sustained: the last as fast as the first). The messages are new to the
+    database whatever it holds (agents and msg_ids of this run)."""
     port = broker.port
     group = f"bench{secrets.token_hex(3)}"
     configs = []
@@ -106,12 +112,19 @@ def ingest_rate(
         configs.append([str(BIN / "pantau-central"), "run", "-c", str(config)])
     for central in configs:  # each worker's session joins the share, then goes away
         subprocess.run([*central, "--duration", "2"], check=True, capture_output=True)
+    storage = Storage(url)
+
+    def stored() -> int:  # buckets: retention, which may run meanwhile, drops messages rows
+        return storage.counter("buckets") or 0
+
+    base = stored()
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     pub.max_inflight_messages_set(1000)
     pub.connect("127.0.0.1", port)
     pub.loop_start()
     sent = 0
-    for msg in fleet(outbox.messages("counts")[: args.ingest_messages], args.ingest_agents):
+    batch = fleet(outbox.messages("counts")[: args.ingest_messages], args.ingest_agents, group)
+    for msg in batch:
         pub.publish(msg.topic, msg.encode(), qos=1)
         sent += 1
     while pub.want_write() or pub._out_messages:  # wait for every PUBACK
@@ -121,13 +134,14 @@ def ingest_rate(
     procs = [
         subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for c in configs
     ]
-    storage = Storage(url)
+    samples: list[tuple[float, int]] = []  # (time, messages stored by this run)
 
-    def stored() -> int:
-        return storage.counter("messages") or 0
+    def done(n: int) -> bool:
+        samples.append((time.perf_counter(), stored() - base))
+        return samples[-1][1] >= n
 
     try:
-        wait_until(lambda: stored() > 0, step=0.005)
+        wait_until(lambda: done(1), step=0.005)
         assert broker.proc is not None
         groups = {
             "mosquitto": [broker.proc.pid],
@@ -136,18 +150,21 @@ def ingest_rate(
             "postgres": postgres_backends(url) if url.startswith("postgresql") else [],
         }
         cpu = {k: sum(map(cpu_seconds, pids)) for k, pids in groups.items()}
-        first, rows, t = stored(), storage.counter("count_rows") or 0, time.perf_counter()
-        wait_until(lambda: stored() >= sent, step=0.01)
-        took = time.perf_counter() - t
+        (t0, n0), rows = samples[-1], storage.counter("count_rows") or 0
+        wait_until(lambda: done(sent), step=0.01)
+        took, tenth = samples[-1][0] - t0, (sent - n0) // 10
         spent = {k: sum(map(cpu_seconds, pids)) - cpu[k] for k, pids in groups.items()}
         rates: dict[str, object] = {
-            "messages_per_s": round((sent - first) / took),
+            "messages_per_s": round((sent - n0) / took),
             "count_rows_per_s": round(((storage.counter("count_rows") or 0) - rows) / took),
+            "first_tenth_msgs_per_s": _rate(samples, n0, n0 + tenth),
+            "last_tenth_msgs_per_s": _rate(samples, sent - tenth, sent),
             "cpu_us_per_msg": {
-                k: round(v / (sent - first) * 1e6)
+                k: round(v / (sent - n0) * 1e6)
                 for k, v in {**spent, "total": sum(spent.values())}.items()
             },
             "load": round(os.getloadavg()[0], 1),
+            "db_mb": round(storage.size_bytes() / 1e6),
         }
     finally:
         for proc in procs:
@@ -158,16 +175,26 @@ def ingest_rate(
     return rates
 
 
-def fleet(messages: list[Any], agents: int) -> Iterator[Any]:
+def _rate(samples: list[tuple[float, int]], lo: int, hi: int) -> int:
+    """Messages per second from the last sample that had stored at most `lo` to the first that
+    had stored `hi`."""
+    t_lo, n_lo = [s for s in samples if s[1] <= lo][-1]
+    t_hi, n_hi = next(s for s in samples if s[1] >= hi)
+    return round((n_hi - n_lo) / (t_hi - t_lo))
+
+
+def fleet(messages: list[Any], agents: int, run: str = "") -> Iterator[Any]:
     """The messages of one agent's outbox as `agents` agents would send them: cameras dealt
     out among the agents, each agent with seqs of its own from 0 (workers then take agents in
-    parallel instead of queueing on one agent's lock)."""
+    parallel instead of queueing on one agent's lock). With `run`, agents and msg_ids of that
+    run: new to a database that holds an earlier run's."""
     names = sorted({m.camera for m in messages})
     seqs: dict[str, int] = {}
     for m in messages:
-        agent = f"{m.agent}-{names.index(m.camera) % agents}"
+        agent = f"{m.agent}{run}-{names.index(m.camera) % agents}"
         seqs[agent] = seqs.get(agent, -1) + 1
-        yield m.model_copy(update={"agent": agent, "seq": seqs[agent]})
+        update = {"agent": agent, "seq": seqs[agent]}
+        yield m.model_copy(update={**update, "msg_id": new_msg_id()} if run else update)
 
 
 def fleet_replay(tmp: Path, port: int, args: argparse.Namespace) -> dict[str, float]:
@@ -186,7 +213,7 @@ def fleet_replay(tmp: Path, port: int, args: argparse.Namespace) -> dict[str, fl
         sum(generate(plan, outbox))
         agents.append((settings, outbox))
     expected = args.fleet * args.cameras * plan.buckets
-    with postgres_database() as url:
+    with database() as url:
         procs = []
         for w in range(args.fleet_workers):
             config = tmp / f"fleet-{w}.yaml"
@@ -232,20 +259,6 @@ def fleet_replay(tmp: Path, port: int, args: argparse.Namespace) -> dict[str, fl
             storage.close()
 
 
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """A PostgreSQL database made for the run on the local server, dropped after."""
-    import psycopg
-
-    name = f"pantau_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-        try:
-            yield f"{PG_SERVER}/{name}"
-        finally:
-            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--cameras", type=int, default=16)
@@ -266,6 +279,20 @@ def main() -> None:
         default=["sqlite", "postgresql"],
         help="Backends of the ingest step (PostgreSQL at 127.0.0.1:5432, user postgres).",
     )
+    ap.add_argument(
+        "--storage",
+        help="PostgreSQL URL of the ingest step's database (one that exists: e.g. filled by "
+        "tests.benchmarks.prefill --keep); else a new empty one per run, dropped after.",
+    )
+    ap.add_argument(
+        "--prefill-days",
+        type=int,
+        default=0,
+        help="Fill each PostgreSQL ingest run's new database first with this many days of "
+        "history (tests.benchmarks.prefill).",
+    )
+    ap.add_argument("--prefill-cameras", type=int, default=1000, help="Cameras of that history.")
+    ap.add_argument("--skip-replay", action="store_true", help="Stop after the ingest step.")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pantau-bench-"))
     broker = Broker(tmp)
@@ -301,10 +328,19 @@ def main() -> None:
             if backend == "sqlite":
                 url = f"sqlite:///{tmp}/ingest-{workers}.db"
                 results[name] = ingest_rate(tmp, broker, outbox, args, url, workers)
+            elif args.storage:
+                results[name] = ingest_rate(tmp, broker, outbox, args, args.storage, workers)
             else:
-                with postgres_database() as url:
+                with database() as url:
+                    if args.prefill_days:
+                        end = int(time.time()) // 3600 * 3600
+                        results[f"{name}_prefill"] = prefill(
+                            url, args.prefill_cameras, args.prefill_days, end
+                        )
                     results[name] = ingest_rate(tmp, broker, outbox, args, url, workers)
             print(name, results[name], flush=True)
+        if args.skip_replay:
+            return
         # That central's retained ack says the whole backlog is stored; the replay's central
         # below is another one, with an empty database: clear the ack, as a new central's
         # first ack would replace it.

@@ -168,6 +168,21 @@ def test_misaligned_and_overlapping_buckets_are_rejected(st):
     assert line_in(st) == 7
 
 
+def test_overlap_with_a_bucket_of_an_earlier_day_is_found(st):
+    # A merged bucket over midnight is stored in the day partition (PostgreSQL) it starts
+    # in; a later batch's buckets of the next day still meet it, also when the batch spans
+    # days on either side.
+    midnight = T0.replace(hour=0)
+    st.store([counts(0, midnight - timedelta(hours=1), seconds=7200, merged=(1, 2))])
+    result, dead = st.store_batch(
+        [counts(3, midnight + timedelta(minutes=30)), counts(4, midnight + timedelta(hours=1)),
+         counts(5, midnight + timedelta(hours=20))]
+    )  # fmt: skip
+    assert result == {"stored": 2, "duplicate": 0, "dead": 1}
+    assert dead[0].error and dead[0].error.startswith("bucket overlaps")
+    assert "msg_id a1-0" in dead[0].error
+
+
 def test_buckets_at_implausible_times_are_dead_lettered(st):
     now = NOW.timestamp()
     old = counts(0, NOW - timedelta(days=401))
